@@ -1,0 +1,16 @@
+"""`mobilevision benchmark data|predictor`: speed measured side by side against a reference in the same process."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mobilevision.subcommands import dispatch
+
+TABLE = {
+    "data": ("mobilevision.data.benchmark", "main"),
+    "predictor": ("mobilevision.inference.benchmark", "main"),
+}
+
+
+def main(argv: Sequence[str]) -> int:
+    return dispatch("benchmark", TABLE, argv)

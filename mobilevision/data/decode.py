@@ -1,0 +1,119 @@
+"""Safe image decoding: every image the package reads goes through `read_image`.
+
+A defect in one file raises `BadSample` with a short reason; the dataset that called us skips the sample and records
+the reason in its `DefectReport`. Nothing here raises anything else for a bad file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+# Decompression-bomb guard: 1.0e8 pixels is about a 10000x10000 image, far beyond any detection or segmentation set.
+MAX_PIXELS = 100_000_000
+
+cv2.setNumThreads(1)  # DataLoader workers parallelise across images; OpenCV threads inside them only oversubscribe.
+
+
+class BadSample(Exception):
+    """One sample cannot be used. `reason` is short and names no file (the caller names it)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def resolve_inside(root: str | os.PathLike[str], name: str) -> Path:
+    """Join `name` to `root`, refusing names that leave it (absolute paths, `..`, symlinks that point out).
+
+    Raises:
+        BadSample: when the resolved path is not inside `root`.
+    """
+    if not name or os.path.isabs(name) or Path(name).drive:
+        raise BadSample("path is absolute or empty, outside the image folder")
+    root_path = Path(root).resolve()
+    path = (root_path / name).resolve()
+    if not path.is_relative_to(root_path):
+        raise BadSample("path escapes the image folder")
+    return path
+
+
+def _looks_truncated(data: bytes) -> bool:
+    # OpenCV decodes a cut JPEG or PNG into a partly grey image with only a stderr warning, so check the end markers.
+    if data[:3] == b"\xff\xd8\xff":
+        return b"\xff\xd9" not in data[-1024:]
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in data[-32:]
+    return False
+
+
+def read_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3), EXIF orientation applied, whatever its mode (grey, RGBA, CMYK).
+
+    Raises:
+        BadSample: missing, empty, truncated, undecodable, or above `max_pixels`.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BadSample("file not found") from None
+    except IsADirectoryError:
+        raise BadSample("is a directory, not an image") from None
+    except OSError as error:
+        raise BadSample(f"cannot read file ({error.strerror or error})") from None
+    return decode_image(data, max_pixels=max_pixels)
+
+
+def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode encoded image bytes; see `read_image`."""
+    if not data:
+        raise BadSample("empty file (0 bytes)")
+    import io
+
+    try:
+        # PIL reads only the header here: size and EXIF orientation, before any pixel is decoded.
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+            orientation = header.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - any header failure means "not an image we can read"
+        raise BadSample("not a readable image") from None
+    if width * height > max_pixels:
+        raise BadSample(f"{width}x{height} pixels is above the limit of {max_pixels} (decompression bomb?)")
+    if _looks_truncated(data):
+        raise BadSample("truncated file (image data ends early)")
+    # IMREAD_IGNORE_ORIENTATION: we apply EXIF orientation ourselves so the result does not depend on OpenCV's build.
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if array is None:
+        # OpenCV cannot decode some valid formats (e.g. some TIFF/GIF variants); PIL is the slower fallback.
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        except Exception:  # noqa: BLE001
+            raise BadSample("cannot decode image data") from None
+    array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+    return _apply_orientation(array, orientation)
+
+
+def _apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation tag (1..8) to an (H, W, C) array."""
+    if orientation == 2:
+        return np.ascontiguousarray(array[:, ::-1])
+    if orientation == 3:
+        return cv2.rotate(array, cv2.ROTATE_180)
+    if orientation == 4:
+        return np.ascontiguousarray(array[::-1])
+    if orientation == 5:
+        return np.ascontiguousarray(array.transpose(1, 0, 2))
+    if orientation == 6:
+        return cv2.rotate(array, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:
+        return np.ascontiguousarray(cv2.rotate(array, cv2.ROTATE_90_CLOCKWISE)[::-1])
+    if orientation == 8:
+        return cv2.rotate(array, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return array
