@@ -1,0 +1,323 @@
+"""MobileNetV2 (Sandler et al., 2018, arXiv 1801.04381): inverted residuals with linear bottlenecks.
+
+The network is Table 2 of the paper. Module names and parameter shapes follow `torchvision.models.mobilenet_v2`
+(`features.N`, `classifier.1`), so torchvision's ImageNet weights load with `strict=True`.
+
+Feature taps are named after the TensorFlow reference's layer numbering, which the paper's text uses
+("the expansion of layer 15"): `layer_1` is the stem conv, `layer_2` .. `layer_18` the 17 inverted residuals and
+`layer_19` the final 1x1 conv. So `features[i]` is `layer_{i+1}`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops.misc import Conv2dNormActivation
+
+from mobilevision.errors import WeightsError
+
+# Table 2: expansion factor t, output channels c, repeats n, first stride s.
+INVERTED_RESIDUAL_SETTING: tuple[tuple[int, int, int, int], ...] = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+# Taps a head can ask for. "layer_15/expansion" is the 1x1 expansion inside layer 15 (576 channels at width 1.0,
+# output stride 16): SSDLite's first feature map (paper section 6.2).
+TAP_NAMES: tuple[str, ...] = (
+    "layer_2",
+    "layer_4",
+    "layer_7",
+    "layer_14",
+    "layer_15/expansion",
+    "layer_18",
+    "layer_19",
+)
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round a channel count to a multiple of `divisor`, never more than 10% below `value` (reference rounding)."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class InvertedResidual(nn.Module):
+    """Inverted residual with a linear bottleneck (paper section 3.3, Figure 3b).
+
+    1x1 expansion + BN + ReLU6 (absent when `expand_ratio` is 1), 3x3 depthwise + BN + ReLU6, then a *linear* 1x1
+    projection + BN: no activation after the projection, so block outputs take negative values (section 3.2 argues
+    a ReLU here would destroy information in the low-dimensional bottleneck). The shortcut joins the bottlenecks when
+    the block keeps resolution and width.
+
+    Shapes: [B, in_channels, H, W] -> [B, out_channels, ceil(H / stride), ceil(W / stride)].
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, *, stride: int, expand_ratio: int, dilation: int = 1
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        hidden = int(round(in_channels * expand_ratio))
+        self.use_res_connect = stride == 1 and in_channels == out_channels
+        self.stride = stride
+        self.out_channels = out_channels
+        self.hidden_channels = hidden
+        layers: list[nn.Module] = []
+        if expand_ratio != 1:
+            layers.append(Conv2dNormActivation(in_channels, hidden, kernel_size=1, activation_layer=nn.ReLU6))
+        layers += [
+            Conv2dNormActivation(
+                hidden, hidden, stride=stride, dilation=dilation, groups=hidden, activation_layer=nn.ReLU6
+            ),
+            nn.Conv2d(hidden, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        ]
+        # One Sequential named `conv`: the same state_dict keys as torchvision's block.
+        self.conv = nn.Sequential(*layers)
+
+    @property
+    def has_expansion(self) -> bool:
+        return len(self.conv) == 4
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.use_res_connect:
+            return x + self.conv(x)
+        return self.conv(x)
+
+    def forward_with_expansion(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Like `forward`, also returning the expansion output [B, hidden, H, W] (the tap SSDLite uses)."""
+        if not self.has_expansion:
+            raise ValueError("this block has expand_ratio 1 and no expansion layer to tap")
+        expanded = self.conv[0](x)
+        out = self.conv[3](self.conv[2](self.conv[1](expanded)))
+        return (x + out if self.use_res_connect else out), expanded
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 as a classifier (`num_classes` set) or as a feature extractor (`out_taps` set).
+
+    Args:
+        num_classes: classifier outputs; None builds no classifier (feature extractor).
+        width_mult: the paper's width multiplier (0.35 to 1.4); channels are rounded to multiples of 8 and the last
+            layer keeps 1280 channels below 1.0, as in the paper.
+        output_stride: 32, 16 or 8. Strides past this are replaced by dilation in the later blocks (DeepLab's atrous
+            trick), so feature maps keep the resolution and the receptive fields.
+        out_taps: names from `TAP_NAMES` returned by `forward` as a dict, fine to coarse. The network is truncated
+            after the deepest tap, so unused layers cost nothing. None returns classifier logits.
+        weights: None, a torchvision weight name (e.g. "IMAGENET1K_V1", "DEFAULT", needs internet once), or a local
+            file path (a state_dict, loaded with `weights_only=True`). Loaded into the classifier form, then the
+            unused layers are dropped; in feature-extractor form the classifier weights are ignored.
+        dropout: classifier dropout.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int | None = 1000,
+        width_mult: float = 1.0,
+        output_stride: int = 32,
+        out_taps: Sequence[str] | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        dropout: float = 0.2,
+        round_nearest: int = 8,
+    ) -> None:
+        super().__init__()
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        if not 0.1 <= width_mult <= 2.0:
+            raise ValueError(f"width_mult must be between 0.1 and 2.0, got {width_mult}")
+        if num_classes is None and not out_taps:
+            raise ValueError("give num_classes (classifier) or out_taps (feature extractor)")
+        if out_taps is not None:
+            unknown = [t for t in out_taps if t not in TAP_NAMES]
+            if unknown:
+                raise ValueError(f"unknown taps {unknown}; valid taps: {list(TAP_NAMES)}")
+            out_taps = sorted(set(out_taps), key=TAP_NAMES.index)
+        self.width_mult = width_mult
+        self.output_stride = output_stride
+        self.out_taps: tuple[str, ...] = tuple(out_taps or ())
+
+        input_channels = make_divisible(32 * width_mult, round_nearest)
+        self.last_channels = make_divisible(1280 * max(1.0, width_mult), round_nearest)
+        layers: list[nn.Module] = [
+            Conv2dNormActivation(3, input_channels, stride=2, activation_layer=nn.ReLU6)
+        ]
+        channels = {"layer_1": input_channels}
+        strides = {"layer_1": 2}
+        current_stride, dilation = 2, 1
+        for t, c, n, s in INVERTED_RESIDUAL_SETTING:
+            out_channels = make_divisible(c * width_mult, round_nearest)
+            for i in range(n):
+                stride = s if i == 0 else 1
+                block_dilation = dilation
+                if stride == 2 and current_stride >= output_stride:
+                    # Past the output stride: keep resolution, grow the dilation from the next block on (the TF
+                    # reference's order: this block keeps the previous rate).
+                    stride, dilation = 1, dilation * 2
+                block = InvertedResidual(
+                    input_channels, out_channels, stride=stride, expand_ratio=t, dilation=block_dilation
+                )
+                name = f"layer_{len(layers) + 1}"
+                if block.has_expansion:
+                    channels[f"{name}/expansion"] = block.hidden_channels
+                    strides[f"{name}/expansion"] = current_stride
+                current_stride *= stride
+                channels[name], strides[name] = out_channels, current_stride
+                layers.append(block)
+                input_channels = out_channels
+        layers.append(Conv2dNormActivation(input_channels, self.last_channels, kernel_size=1, activation_layer=nn.ReLU6))
+        channels["layer_19"], strides["layer_19"] = self.last_channels, current_stride
+        self.features = nn.Sequential(*layers)
+
+        self.classifier: nn.Sequential | None = None
+        if num_classes is not None:
+            self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(self.last_channels, num_classes))
+        self._init_weights()
+        if weights is not None:
+            self.load_pretrained(weights)
+
+        # Declared feature metadata: heads read these, never guess.
+        self.out_channels: dict[str, int] = {t: channels[t] for t in self.out_taps}
+        self.strides: dict[str, int] = {t: strides[t] for t in self.out_taps}
+        if self.out_taps:
+            deepest = max(self._layer_index(t) for t in self.out_taps)
+            # Drop what no tap needs (e.g. the 1280-channel layer for DeepLab on layer 18), and the classifier.
+            self.features = self.features[: deepest + 1]
+            if num_classes is None:
+                self.classifier = None
+
+    @staticmethod
+    def _layer_index(tap: str) -> int:
+        return int(tap.split("/")[0].removeprefix("layer_")) - 1
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def load_pretrained(self, weights: str | os.PathLike[str]) -> None:
+        """Load ImageNet weights by torchvision name or from a local state_dict file (no code is executed)."""
+        state = load_state_dict_file(weights) if _looks_like_path(weights) else _torchvision_state_dict(str(weights))
+        own = self.state_dict()
+        if self.classifier is None or self.classifier[1].out_features != 1000:
+            # A detection/segmentation backbone: ImageNet classifier weights are not ours to load.
+            state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+            own = {k: v for k, v in own.items() if not k.startswith("classifier.")}
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        mismatched = [
+            f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+            for k in own
+            if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+        ]
+        if missing or unexpected or mismatched:
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} missing keys (first: {missing[:5]})")
+            if unexpected:
+                parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[:5]})")
+            if mismatched:
+                parts.append(f"{len(mismatched)} shape mismatches (first: {mismatched[:3]})")
+            raise WeightsError(
+                f"weights {str(weights)!r} do not fit MobileNetV2(width_mult={self.width_mult}): " + "; ".join(parts)
+            )
+        self.load_state_dict(state, strict=False)
+
+    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
+        """[B, 3, H, W] normalised images -> logits [B, num_classes], or a dict of the `out_taps` maps.
+
+        Tap shapes: [B, out_channels[tap], ceil(H / strides[tap]), ceil(W / strides[tap])] (to within the rounding
+        of each stride-2 step).
+        """
+        if not self.out_taps:
+            x = self.features(x)
+            x = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
+            assert self.classifier is not None
+            return self.classifier(x)
+        taps: dict[str, Tensor] = {}
+        for index, layer in enumerate(self.features):
+            name = f"layer_{index + 1}"
+            if f"{name}/expansion" in self.out_taps:
+                assert isinstance(layer, InvertedResidual)
+                x, taps[f"{name}/expansion"] = layer.forward_with_expansion(x)
+            else:
+                x = layer(x)
+            if name in self.out_taps:
+                taps[name] = x
+        return taps
+
+
+def _looks_like_path(weights: str | os.PathLike[str]) -> bool:
+    text = str(weights)
+    return isinstance(weights, os.PathLike) or os.sep in text or "." in text or Path(text).exists()
+
+
+def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Read a state_dict from a `.pt/.pth` (torch, `weights_only=True`) or `.safetensors` file.
+
+    A Lightning checkpoint or `{"state_dict": ...}` / `{"model": ...}` wrapper is unwrapped.
+
+    Raises:
+        WeightsError: the file is missing, not a weights file, or holds objects other than tensors (pickled code).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as error:  # pragma: no cover - depends on the user's environment
+            raise WeightsError("reading .safetensors needs the `safetensors` package") from error
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises several types for unsafe or corrupt files
+        raise WeightsError(
+            f"cannot load {path} as weights: {str(error).splitlines()[0]} "
+            "(only tensors and plain containers are accepted; pickled code is refused)"
+        ) from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise WeightsError(f"{path} is not a state_dict (a mapping from names to tensors)")
+    return obj
+
+
+def _torchvision_state_dict(name: str) -> dict[str, Tensor]:
+    from torchvision.models import MobileNet_V2_Weights
+
+    try:
+        weights = MobileNet_V2_Weights[name] if name != "DEFAULT" else MobileNet_V2_Weights.DEFAULT
+    except KeyError:
+        valid = [w.name for w in MobileNet_V2_Weights] + ["DEFAULT"]
+        raise WeightsError(f"unknown weights {name!r}: give a file path or one of {valid}") from None
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except Exception as error:  # noqa: BLE001 - network errors come in many types
+        raise WeightsError(
+            f"could not download torchvision weights {name!r} ({error}); offline, download them elsewhere and pass "
+            "the file path instead"
+        ) from None

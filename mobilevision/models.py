@@ -1,0 +1,127 @@
+"""`build_model(name, **kwargs)`: the short names of the paper's configurations, one plain table.
+
+The import path of each builder is the real registry (LightningCLI configs name the builders directly); this table
+only gives them short names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from mobilevision.backbones.mobilenet_v2 import MobileNetV2
+from mobilevision.heads.deeplabv3 import DeepLabV3Head
+from mobilevision.heads.ssdlite import EXTRA_DEPTHS, SSDLiteHead
+from mobilevision.tasks.detection.anchors import DefaultBoxes
+from mobilevision.tasks.detection.model import Detector
+from mobilevision.tasks.segmentation.model import Segmenter
+
+# SSDLite's two backbone maps (paper section 6.2): layer-15 expansion (stride 16) and layer 19 (stride 32).
+SSD_TAPS: tuple[str, str] = ("layer_15/expansion", "layer_19")
+# Mobile DeepLabv3's map: the second-last, 320-channel layer (the paper's MNet V2*).
+DEEPLAB_TAP: str = "layer_18"
+
+
+def mobilenet_v2(
+    *, num_classes: int = 1000, width_mult: float = 1.0, weights: str | os.PathLike[str] | None = None, dropout: float = 0.2
+) -> MobileNetV2:
+    """The ImageNet classifier (paper Table 4); state_dict keys are torchvision's."""
+    return MobileNetV2(num_classes=num_classes, width_mult=width_mult, weights=weights, dropout=dropout)
+
+
+def _detector(
+    *,
+    lite: bool,
+    num_classes: int,
+    width_mult: float,
+    weights: str | os.PathLike[str] | None,
+    default_boxes: DefaultBoxes | None,
+    extra_depths: Sequence[int],
+    **detector_kwargs: Any,
+) -> Detector:
+    backbone = MobileNetV2(num_classes=None, width_mult=width_mult, out_taps=SSD_TAPS, weights=weights)
+    default_boxes = default_boxes or DefaultBoxes(num_maps=len(SSD_TAPS) + len(extra_depths))
+    head = SSDLiteHead(
+        in_channels=[backbone.out_channels[t] for t in SSD_TAPS],
+        num_anchors=default_boxes.num_anchors,
+        num_classes=num_classes,
+        extra_depths=extra_depths,
+        lite=lite,
+    )
+    return Detector(backbone=backbone, head=head, default_boxes=default_boxes, **detector_kwargs)
+
+
+def ssdlite_mobilenet_v2(
+    *,
+    num_classes: int = 91,
+    width_mult: float = 1.0,
+    weights: str | os.PathLike[str] | None = None,
+    default_boxes: DefaultBoxes | None = None,
+    extra_depths: Sequence[int] = EXTRA_DEPTHS,
+    **detector_kwargs: Any,
+) -> Detector:
+    """MobileNetV2 + SSDLite (paper Table 6). `num_classes` counts the background (COCO: 81, or 91 with id gaps)."""
+    return _detector(
+        lite=True, num_classes=num_classes, width_mult=width_mult, weights=weights,
+        default_boxes=default_boxes, extra_depths=extra_depths, **detector_kwargs,
+    )
+
+
+def ssd_mobilenet_v2(
+    *,
+    num_classes: int = 91,
+    width_mult: float = 1.0,
+    weights: str | os.PathLike[str] | None = None,
+    default_boxes: DefaultBoxes | None = None,
+    extra_depths: Sequence[int] = EXTRA_DEPTHS,
+    **detector_kwargs: Any,
+) -> Detector:
+    """MobileNetV2 + classic SSD head with regular 3x3 convolutions (the paper's Table 5 comparison)."""
+    return _detector(
+        lite=False, num_classes=num_classes, width_mult=width_mult, weights=weights,
+        default_boxes=default_boxes, extra_depths=extra_depths, **detector_kwargs,
+    )
+
+
+def deeplabv3_mobilenet_v2(
+    *,
+    num_classes: int = 21,
+    width_mult: float = 1.0,
+    weights: str | os.PathLike[str] | None = None,
+    output_stride: int = 16,
+    atrous_rates: Sequence[int] = (),
+    head_channels: int = 256,
+    dropout: float = 0.1,
+) -> Segmenter:
+    """Mobile DeepLabv3 on the second-last map (paper Table 7). `atrous_rates=()` is the reduced, on-device head."""
+    backbone = MobileNetV2(
+        num_classes=None, width_mult=width_mult, output_stride=output_stride, out_taps=(DEEPLAB_TAP,), weights=weights
+    )
+    head = DeepLabV3Head(
+        in_channels=backbone.out_channels[DEEPLAB_TAP],
+        num_classes=num_classes,
+        atrous_rates=atrous_rates,
+        channels=head_channels,
+        dropout=dropout,
+    )
+    return Segmenter(backbone=backbone, head=head)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mobilenet_v2": mobilenet_v2,
+    "ssdlite_mobilenet_v2": ssdlite_mobilenet_v2,
+    "ssd_mobilenet_v2": ssd_mobilenet_v2,
+    "deeplabv3_mobilenet_v2": deeplabv3_mobilenet_v2,
+}
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a model by short name; keyword arguments go to its builder (see the builders' docstrings)."""
+    try:
+        builder = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}") from None
+    return builder(**kwargs)

@@ -1,0 +1,118 @@
+"""The detector: backbone taps + SSDLite head + default boxes + decoding and batched NMS, as a plain nn.Module.
+
+It runs, exports and benchmarks without Lightning. Outputs follow torchvision's detection models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import batched_nms, clip_boxes_to_image
+
+from mobilevision.backbones.mobilenet_v2 import MobileNetV2
+from mobilevision.heads.ssdlite import SSDLiteHead
+from mobilevision.tasks.detection.anchors import BoxCoder, DefaultBoxes
+from mobilevision.transforms import Normalize
+
+
+class Detector(nn.Module):
+    """SSD-style detector.
+
+    Args:
+        backbone: a feature extractor whose `out_taps` are the head's input maps, fine to coarse.
+        head: the SSDLite (or SSD) head built for `backbone.out_channels` and `default_boxes.num_anchors`.
+        default_boxes: the default-box recipe.
+        score_threshold: per-class score a detection needs (after softmax).
+        nms_threshold: IoU above which a lower-scoring box of the same class is suppressed.
+        topk_candidates: boxes kept per class before NMS (bounds NMS time when many boxes pass the threshold).
+        detections_per_image: cap on the final detections per image.
+
+    Input: images [B, 3, H, W], RGB, uint8 or float in 0..255 (normalisation is inside the model).
+    Output of `forward`: per image a dict `boxes` float [N, 4] (x1, y1, x2, y2 in input pixels), `scores` float [N],
+    `labels` int64 [N] in 1..num_classes-1 (0 is background and never returned).
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: MobileNetV2,
+        head: SSDLiteHead,
+        default_boxes: DefaultBoxes,
+        score_threshold: float = 0.01,
+        nms_threshold: float = 0.6,
+        topk_candidates: int = 200,
+        detections_per_image: int = 100,
+        box_coder: BoxCoder | None = None,
+    ) -> None:
+        super().__init__()
+        if tuple(head.num_anchors) != tuple(default_boxes.num_anchors):
+            raise ValueError(f"head expects {head.num_anchors} boxes per location, default boxes give "
+                             f"{default_boxes.num_anchors}")
+        self.normalize = Normalize()
+        self.backbone = backbone
+        self.head = head
+        self.default_boxes = default_boxes
+        self.box_coder = box_coder or BoxCoder()
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.topk_candidates = topk_candidates
+        self.detections_per_image = detections_per_image
+        self._anchor_cache: dict[tuple, Tensor] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    def forward_raw(self, images: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """Head outputs and the default boxes they refer to.
+
+        Returns:
+            ({"cls_logits": [B, A, C], "bbox_regression": [B, A, 4]}, anchors [A, 4] x1y1x2y2 in input pixels).
+        """
+        features = self.backbone(self.normalize(images))
+        maps = self.head.feature_maps([features[t] for t in self.backbone.out_taps])
+        outputs = self.head.predict(maps)
+        sizes = [tuple(m.shape[-2:]) for m in maps]
+        return outputs, self.anchors(sizes, tuple(images.shape[-2:]), images.device)
+
+    def anchors(self, feature_sizes: Sequence[tuple[int, int]], image_size: tuple[int, int], device: torch.device) -> Tensor:
+        """Default boxes [A, 4] in input pixels for these map sizes (cached: they depend on shapes only)."""
+        key = (tuple(feature_sizes), tuple(image_size), str(device))
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return self.default_boxes.pixels(feature_sizes, image_size, device=device)
+        if key not in self._anchor_cache:
+            self._anchor_cache = {key: self.default_boxes.pixels(feature_sizes, image_size, device=device)}
+        return self._anchor_cache[key]
+
+    def decode(self, outputs: dict[str, Tensor], anchors: Tensor) -> tuple[Tensor, Tensor]:
+        """Decoded boxes [B, A, 4] (x1y1x2y2 pixels, not clipped) and class probabilities [B, A, C]."""
+        boxes = self.box_coder.decode(outputs["bbox_regression"], anchors.unsqueeze(0))
+        return boxes, outputs["cls_logits"].softmax(-1)
+
+    def postprocess(self, boxes: Tensor, scores: Tensor, image_size: tuple[int, int]) -> list[dict[str, Tensor]]:
+        """Per-class top-k, score threshold, batched NMS and the per-image cap.
+
+        Args:
+            boxes: [B, A, 4] decoded boxes in input pixels; scores: [B, A, C] class probabilities.
+        """
+        results = []
+        num_fg = scores.shape[-1] - 1
+        for image_boxes, image_scores in zip(boxes, scores):
+            image_boxes = clip_boxes_to_image(image_boxes, image_size)
+            fg = image_scores[:, 1:].T  # [C-1, A]: one row per foreground class
+            k = min(self.topk_candidates, fg.shape[1])
+            top_scores, top_idx = fg.topk(k, dim=1)  # per-class top-k, all classes at once
+            keep = top_scores > self.score_threshold
+            cand_scores = top_scores[keep]
+            cand_labels = torch.arange(1, num_fg + 1, device=scores.device).unsqueeze(1).expand(-1, k)[keep]
+            cand_boxes = image_boxes[top_idx[keep]]
+            kept = batched_nms(cand_boxes, cand_scores, cand_labels, self.nms_threshold)[: self.detections_per_image]
+            results.append({"boxes": cand_boxes[kept], "scores": cand_scores[kept], "labels": cand_labels[kept]})
+        return results
+
+    def forward(self, images: Tensor) -> list[dict[str, Tensor]]:
+        outputs, anchors = self.forward_raw(images)
+        boxes, scores = self.decode(outputs, anchors)
+        return self.postprocess(boxes, scores, (images.shape[-2], images.shape[-1]))

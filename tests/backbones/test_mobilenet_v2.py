@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision
+
+from mobilevision import build_model
+from mobilevision.backbones.mobilenet_v2 import TAP_NAMES, InvertedResidual, MobileNetV2
+from mobilevision.errors import WeightsError
+
+
+def _expected(size: int, stride: int) -> int:
+    # Each stride-2 3x3 conv with padding 1 maps n to ceil(n / 2).
+    for _ in range(int(math.log2(stride))):
+        size = math.ceil(size / 2)
+    return size
+
+
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
+@pytest.mark.parametrize("width_mult", [0.35, 0.5, 1.0, 1.4])
+def test_declared_channels_and_strides_match_real_maps(output_stride: int, width_mult: float) -> None:
+    net = MobileNetV2(num_classes=None, width_mult=width_mult, output_stride=output_stride, out_taps=TAP_NAMES).eval()
+    for size in (64, 97, 321):
+        with torch.no_grad():
+            taps = net(torch.zeros(1, 3, size, size))
+        assert list(taps) == list(TAP_NAMES)
+        for name, tensor in taps.items():
+            assert tensor.shape[1] == net.out_channels[name], name
+            assert net.strides[name] <= output_stride
+            assert tensor.shape[2] == _expected(size, net.strides[name]), (name, size)
+            assert tensor.shape[3] == _expected(size, net.strides[name]), (name, size)
+
+
+def test_paper_channels_and_strides_at_width_one() -> None:
+    net = MobileNetV2(num_classes=None, out_taps=("layer_15/expansion", "layer_18", "layer_19"))
+    assert net.out_channels == {"layer_15/expansion": 576, "layer_18": 320, "layer_19": 1280}
+    assert net.strides == {"layer_15/expansion": 16, "layer_18": 32, "layer_19": 32}
+    net16 = MobileNetV2(num_classes=None, output_stride=16, out_taps=("layer_18",))
+    assert net16.strides == {"layer_18": 16}
+    # Truncated after the deepest tap: no 1280-channel layer when only layer 18 is asked for.
+    assert len(net16.features) == 18
+
+
+def test_seventeen_inverted_residuals_with_linear_projection() -> None:
+    net = build_model("mobilenet_v2", num_classes=1000)
+    blocks = [m for m in net.modules() if isinstance(m, InvertedResidual)]
+    assert len(blocks) == 17
+    taps = MobileNetV2(num_classes=None, out_taps=("layer_18", "layer_4")).eval()
+    with torch.no_grad():
+        out = taps(torch.randn(2, 3, 96, 96))
+    # Linear bottleneck: no ReLU after the projection, so block outputs go negative.
+    assert (out["layer_18"] < 0).any() and (out["layer_4"] < 0).any()
+    # The shortcut only where stride is 1 and widths agree; t=1 block has no expansion conv.
+    assert not blocks[0].has_expansion and not blocks[0].use_res_connect
+    assert blocks[2].use_res_connect and not blocks[1].use_res_connect
+
+
+def test_torchvision_weights_load_strict_and_agree() -> None:
+    ours = build_model("mobilenet_v2", num_classes=1000).eval()
+    theirs = torchvision.models.mobilenet_v2().eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert (ours(x) - theirs(x)).abs().max().item() < 1e-4
+
+
+def test_weights_from_local_file(tmp_path) -> None:
+    theirs = torchvision.models.mobilenet_v2()
+    path = tmp_path / "mnv2.pth"
+    torch.save(theirs.state_dict(), path)
+    ours = MobileNetV2(num_classes=1000, weights=path).eval()
+    assert torch.equal(ours.features[5].conv[1][0].weight, theirs.features[5].conv[1][0].weight)
+    # A feature extractor takes the same file and ignores the classifier.
+    feats = MobileNetV2(num_classes=None, out_taps=("layer_19",), weights=str(path))
+    assert torch.equal(feats.features[18][0].weight, theirs.features[18][0].weight)
+
+
+def test_wrong_weights_file_names_keys_and_shapes(tmp_path) -> None:
+    path = tmp_path / "narrow.pth"
+    torch.save(MobileNetV2(num_classes=1000, width_mult=0.5).state_dict(), path)
+    with pytest.raises(WeightsError, match="shape mismatches.*features"):
+        MobileNetV2(num_classes=1000, weights=path)
+    other = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(3)}, other)
+    with pytest.raises(WeightsError, match="missing keys.*unexpected keys"):
+        MobileNetV2(num_classes=1000, weights=other)
+    with pytest.raises(WeightsError, match="not found"):
+        MobileNetV2(num_classes=1000, weights=tmp_path / "absent.pth")
+    with pytest.raises(WeightsError, match="unknown weights"):
+        MobileNetV2(num_classes=1000, weights="IMAGENET9K_V9")
+
+
+def test_invalid_arguments_quote_values() -> None:
+    with pytest.raises(ValueError, match="output_stride must be 8, 16 or 32, got 4"):
+        MobileNetV2(output_stride=4)
+    with pytest.raises(ValueError, match="unknown taps"):
+        MobileNetV2(num_classes=None, out_taps=("layer_99",))

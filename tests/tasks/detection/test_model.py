@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import torch
+
+from mobilevision import build_model
+
+
+def _tiny(**kwargs):
+    return build_model("ssdlite_mobilenet_v2", num_classes=4, width_mult=0.35, **kwargs).eval()
+
+
+def test_output_format_is_torchvision_style() -> None:
+    model = _tiny(score_threshold=0.0, detections_per_image=7)
+    images = torch.randint(0, 256, (2, 3, 160, 224), dtype=torch.uint8)
+    with torch.no_grad():
+        out = model(images)
+    assert len(out) == 2
+    for det in out:
+        assert set(det) == {"boxes", "scores", "labels"}
+        assert det["boxes"].dtype == torch.float32 and det["boxes"].shape == (7, 4)
+        assert det["labels"].dtype == torch.int64 and det["labels"].min() >= 1 and det["labels"].max() <= 3
+        assert (det["scores"][:-1] >= det["scores"][1:]).all()
+        b = det["boxes"]
+        assert (b[:, 0] >= 0).all() and (b[:, 2] <= 224).all() and (b[:, 1] >= 0).all() and (b[:, 3] <= 160).all()
+
+
+def test_empty_result_when_nothing_passes_the_threshold() -> None:
+    model = _tiny(score_threshold=1.0)
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 128, 128))
+    assert out[0]["boxes"].shape == (0, 4) and out[0]["scores"].shape == (0,) and out[0]["labels"].shape == (0,)
+
+
+def test_raw_outputs_match_anchor_count() -> None:
+    model = _tiny()
+    with torch.no_grad():
+        raw, anchors = model.forward_raw(torch.zeros(1, 3, 320, 320))
+    assert anchors.shape == (1200 + 139 * 6, 4)
+    assert raw["cls_logits"].shape == (1, anchors.shape[0], 4)
+
+
+def test_nms_suppresses_same_class_duplicates() -> None:
+    model = _tiny(score_threshold=0.0, nms_threshold=0.5)
+    boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.5], [50.0, 50.0, 60.0, 60.0]]])
+    scores = torch.tensor([[[0.1, 0.9, 0.0, 0.0], [0.1, 0.8, 0.1, 0.0], [0.2, 0.0, 0.0, 0.8]]])
+    (det,) = model.postprocess(boxes, scores, (100, 100))
+    # Box 1 is a duplicate of box 0 in class 1 but stays as class 2 (NMS is per class).
+    pairs = sorted(zip(det["labels"].tolist(), [round(s, 2) for s in det["scores"].tolist()]))
+    assert pairs == [(1, 0.9), (2, 0.1), (3, 0.8)]
