@@ -28,6 +28,7 @@ class Detector(nn.Module):
         nms_threshold: IoU above which a lower-scoring box of the same class is suppressed.
         topk_candidates: boxes kept per class before NMS (bounds NMS time when many boxes pass the threshold).
         detections_per_image: cap on the final detections per image.
+        classification: "softmax" or "sigmoid": how class logits become scores; must match the training loss.
 
     Input: images [B, 3, H, W], RGB, uint8 or float in 0..255 (normalisation is inside the model).
     Output of `forward`: per image a dict `boxes` float [N, 4] (x1, y1, x2, y2 in input pixels), `scores` float [N],
@@ -45,11 +46,15 @@ class Detector(nn.Module):
         topk_candidates: int = 200,
         detections_per_image: int = 100,
         box_coder: BoxCoder | None = None,
+        classification: str = "softmax",
     ) -> None:
         super().__init__()
         if tuple(head.num_anchors) != tuple(default_boxes.num_anchors):
             raise ValueError(f"head expects {head.num_anchors} boxes per location, default boxes give "
                              f"{default_boxes.num_anchors}")
+        if classification not in ("softmax", "sigmoid"):
+            raise ValueError(f"classification must be 'softmax' or 'sigmoid', got {classification!r}")
+        self.classification = classification
         self.normalize = Normalize()
         self.backbone = backbone
         self.head = head
@@ -89,7 +94,8 @@ class Detector(nn.Module):
     def decode(self, outputs: dict[str, Tensor], anchors: Tensor) -> tuple[Tensor, Tensor]:
         """Decoded boxes [B, A, 4] (x1y1x2y2 pixels, not clipped) and class probabilities [B, A, C]."""
         boxes = self.box_coder.decode(outputs["bbox_regression"], anchors.unsqueeze(0))
-        return boxes, outputs["cls_logits"].softmax(-1)
+        logits = outputs["cls_logits"]
+        return boxes, logits.sigmoid() if self.classification == "sigmoid" else logits.softmax(-1)
 
     def postprocess(self, boxes: Tensor, scores: Tensor, image_size: tuple[int, int]) -> list[dict[str, Tensor]]:
         """Per-class top-k, score threshold, batched NMS and the per-image cap.
