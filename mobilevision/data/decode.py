@@ -7,6 +7,7 @@ the reason in its `DefectReport`. Nothing here raises anything else for a bad fi
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import cv2
@@ -35,8 +36,13 @@ def resolve_inside(root: str | os.PathLike[str], name: str) -> Path:
     """
     if not name or os.path.isabs(name) or Path(name).drive:
         raise BadSample("path is absolute or empty, outside the image folder")
-    root_path = Path(root).resolve()
-    path = (root_path / name).resolve()
+    try:
+        root_path = Path(root).resolve()
+        path = (root_path / name).resolve()
+    except ValueError:  # an embedded NUL byte: no file can have that name
+        raise BadSample("invalid file name (contains a NUL byte)") from None
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        raise BadSample("path cannot be resolved (symlink loop?)") from None
     if not path.is_relative_to(root_path):
         raise BadSample("path escapes the image folder")
     return path
@@ -45,9 +51,13 @@ def resolve_inside(root: str | os.PathLike[str], name: str) -> Path:
 def _looks_truncated(data: bytes) -> bool:
     # OpenCV decodes a cut JPEG or PNG into a partly grey image with only a stderr warning, so check the end markers.
     if data[:3] == b"\xff\xd8\xff":
-        return b"\xff\xd9" not in data[-1024:]
+        # Inside entropy-coded data 0xFF is always stuffed (FF 00), so an FF D9 after the last start-of-scan (FF DA)
+        # can only be the end-of-image marker. Looking at the last bytes instead would reject the many camera files
+        # with data after the end marker (padding, maker trailers).
+        return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
     if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return b"IEND" not in data[-32:]
+        # The IEND chunk with its fixed CRC; found anywhere so trailing bytes after it do not count as a cut.
+        return data.rfind(b"IEND\xaeB`\x82") < 0
     return False
 
 
@@ -77,9 +87,12 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
     try:
         # PIL reads only the header here: size and EXIF orientation, before any pixel is decoded.
-        with Image.open(io.BytesIO(data)) as header:
-            width, height = header.size
-            orientation = header.getexif().get(0x0112, 1)
+        # PIL's warnings here (corrupt EXIF, decompression-bomb size) are ours to judge: silenced, checked below.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as header:
+                width, height = header.size
+                orientation = _orientation(header)
     except Exception:  # noqa: BLE001 - any header failure means "not an image we can read"
         raise BadSample("not a readable image") from None
     if width * height > max_pixels:
@@ -98,6 +111,15 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             raise BadSample("cannot decode image data") from None
     array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
     return _apply_orientation(array, orientation)
+
+
+def _orientation(header: Image.Image) -> int:
+    """The EXIF orientation tag (1..8), 1 when absent or when the EXIF block is corrupt (the pixels are still fine)."""
+    try:
+        value = header.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not make a good image unreadable
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:

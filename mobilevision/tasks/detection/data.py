@@ -239,7 +239,7 @@ class _DetectionDataset(Dataset):
         return report
 
 
-def _quiet_coco(dataset: dict[str, Any]) -> COCO:
+def coco_from_dict(dataset: dict[str, Any]) -> COCO:
     """A pycocotools COCO built from an in-memory dict, without its prints."""
     coco = COCO()
     coco.dataset = dataset
@@ -353,7 +353,7 @@ class CocoDetection(_DetectionDataset):
                 f"{meta.category_ids[1:]}"
             )
         self.meta = meta or own_meta
-        self.coco = _quiet_coco(data)
+        self.coco = coco_from_dict(data)
         self._records = []
         self._init_common(transforms)
         per_image: dict[int, list[dict[str, Any]]] = {}
@@ -542,7 +542,7 @@ class VOCDetection(_DetectionDataset):
                          "bbox": [float(box[0]), float(box[1]), w, h], "area": w * h, "iscrowd": int(hard)}
                     )  # fmt: skip
         categories = [{"id": i + 1, "name": n, "supercategory": "voc"} for i, n in enumerate(VOC_CLASSES)]
-        self.coco = _quiet_coco({"images": gt_images, "annotations": gt_annotations, "categories": categories})
+        self.coco = coco_from_dict({"images": gt_images, "annotations": gt_annotations, "categories": categories})
         self.report = self._new_report()
         self.report.extra.update(dropped_boxes=dropped, clipped_boxes=clipped, difficult=difficult_count)
 

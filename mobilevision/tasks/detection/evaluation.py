@@ -1,0 +1,235 @@
+"""COCO box evaluation with pycocotools' COCOeval, the 12 standard numbers under our names, per-class AP, and the
+results-file plumbing (model outputs -> COCO results dicts -> an atomically written JSON).
+
+`mobilevision evaluate detection --gt ANNOTATIONS.json --predictions RESULTS.json [--json]` scores a results file on
+its own. The numbers are COCOeval's own (0..1 scale), not a re-implementation: the test checks equality with
+COCOeval run directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from mobilevision.data.report import DataWarning
+from mobilevision.errors import DatasetError
+from mobilevision.io import atomic_write_text
+
+# COCOeval.stats order (summarize()): AP@[.5:.95], AP50, AP75, AP small/medium/large, AR@1, AR@10, AR@100, AR s/m/l.
+STAT_NAMES: tuple[str, ...] = (
+    "map", "map_50", "map_75", "map_small", "map_medium", "map_large",
+    "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large",
+)  # fmt: skip
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def validate_results(coco_gt: COCO, results: Any, *, source: str = "results") -> list[dict[str, Any]]:
+    """Check a COCO bbox results list against the ground truth.
+
+    Raises:
+        DatasetError: not a list; an entry without integer `image_id`/`category_id`, four-number `bbox` and numeric
+            `score`; or an `image_id` the ground truth does not have (named).
+    """
+    if not isinstance(results, list):
+        raise DatasetError(f"{source}: expected a JSON list of {{image_id, category_id, bbox, score}} objects")
+    image_ids = set(coco_gt.getImgIds())
+    category_ids = set(coco_gt.getCatIds())
+    unknown_categories: set[int] = set()
+    for position, item in enumerate(results):
+        if not isinstance(item, dict):
+            raise DatasetError(f"{source}: entry {position}: not an object")
+        image_id, category_id, bbox = item.get("image_id"), item.get("category_id"), item.get("bbox")
+        if not isinstance(image_id, int) or isinstance(image_id, bool):
+            raise DatasetError(f"{source}: entry {position}: 'image_id' must be an integer, got {image_id!r}")
+        if image_id not in image_ids:
+            raise DatasetError(f"{source}: entry {position}: image id {image_id} is not in the ground truth")
+        if not isinstance(category_id, int) or isinstance(category_id, bool):
+            raise DatasetError(f"{source}: entry {position}: 'category_id' must be an integer, got {category_id!r}")
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+            raise DatasetError(f"{source}: entry {position}: 'bbox' must be [x, y, width, height], got {bbox!r}")
+        if not _is_number(item.get("score")):
+            raise DatasetError(f"{source}: entry {position}: 'score' must be a number, got {item.get('score')!r}")
+        if category_id not in category_ids:
+            unknown_categories.add(category_id)
+    if unknown_categories:
+        # COCOeval only scores the ground truth's categories; say so instead of silently dropping them.
+        warnings.warn(
+            f"{source}: detections with category ids not in the ground truth are ignored: {sorted(unknown_categories)}",
+            DataWarning,
+            stacklevel=2,
+        )
+    return results
+
+
+def _results_coco(coco_gt: COCO, results: list[dict[str, Any]]) -> COCO:
+    """What `COCO.loadRes` builds for bbox results (area = w * h, ids 1..N, iscrowd 0), also for an empty list
+    (which loadRes cannot take), and without modifying the caller's dicts."""
+    anns = []
+    for index, item in enumerate(results):
+        x, y, w, h = (float(v) for v in item["bbox"])
+        anns.append(
+            {"image_id": item["image_id"], "category_id": item["category_id"], "bbox": [x, y, w, h],
+             "score": float(item["score"]), "area": w * h, "id": index + 1, "iscrowd": 0,
+             "segmentation": [[x, y, x, y + h, x + w, y + h, x + w, y]]}
+        )  # fmt: skip
+    res = COCO()
+    res.dataset = {
+        "images": list(coco_gt.dataset["images"]),
+        "categories": list(coco_gt.dataset["categories"]),
+        "annotations": anns,
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        res.createIndex()
+    return res
+
+
+def evaluate_coco(
+    coco_gt: COCO,
+    results: list[dict[str, Any]],
+    *,
+    per_class: bool = True,
+    verbose: bool = False,
+    source: str = "results",
+) -> dict[str, Any]:
+    """Score COCO bbox `results` against `coco_gt` with pycocotools' COCOeval.
+
+    Returns:
+        `{name: float}` for the 12 names of `STAT_NAMES` (COCOeval's 0..1 scale; -1 where COCOeval has nothing to
+        average, e.g. no large objects), plus `per_class` (if asked): a list of `{category_id, name, ap, ap_50}` in
+        category-id order, `None` for a class without ground truth.
+
+    Raises:
+        DatasetError: malformed results, or a result for an image id the ground truth lacks (see
+            `validate_results`); `source` names the results in the message.
+    """
+    results = validate_results(coco_gt, results, source=source)
+    coco_dt = _results_coco(coco_gt, results)
+    evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+    sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    with sink:
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    out: dict[str, Any] = {name: float(value) for name, value in zip(STAT_NAMES, evaluator.stats)}
+    if per_class:
+        out["per_class"] = per_class_ap(coco_gt, evaluator)
+    return out
+
+
+def per_class_ap(coco_gt: COCO, evaluator: COCOeval) -> list[dict[str, Any]]:
+    """AP@[.5:.95] and AP50 per category from an accumulated COCOeval (area 'all', 100 detections)."""
+    precision = evaluator.eval["precision"]  # [T IoU thresholds, R recall points, K classes, A areas, M max dets]
+    rows = []
+    for k, category_id in enumerate(evaluator.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        p50 = precision[0, :, k, 0, -1]
+        name = coco_gt.cats[category_id].get("name", str(category_id))
+        rows.append(
+            {
+                "category_id": int(category_id),
+                "name": str(name),
+                "ap": float(p[p > -1].mean()) if (p > -1).any() else None,
+                "ap_50": float(p50[p50 > -1].mean()) if (p50 > -1).any() else None,
+            }
+        )
+    return rows
+
+
+def rescale_boxes(boxes: Any, input_size: tuple[int, int], orig_size: tuple[int, int]) -> Any:
+    """Map x1 y1 x2 y2 boxes (tensor or array [N, 4]) from a resized input (h, w) back to the original (h, w)."""
+    sy, sx = orig_size[0] / input_size[0], orig_size[1] / input_size[1]
+    scale = boxes.new_tensor([sx, sy, sx, sy]) if hasattr(boxes, "new_tensor") else np.array([sx, sy, sx, sy])
+    return boxes * scale
+
+
+def to_coco_results(
+    detections: Sequence[dict[str, Any]], image_ids: Sequence[int], meta: Any
+) -> list[dict[str, Any]]:
+    """Model outputs -> COCO results dicts.
+
+    Args:
+        detections: per image, `boxes` [N, 4] x1 y1 x2 y2 in ORIGINAL image pixels (see `rescale_boxes`), `scores`
+            [N], `labels` [N] contiguous 1..K (tensors or arrays).
+        image_ids: the dataset's image id of each entry.
+        meta: the `DetectionMeta` (or anything with `category_of(label)`) mapping labels back to dataset ids.
+
+    Returns:
+        `[{image_id, category_id, bbox: [x, y, w, h], score}]`, floats rounded to 0.01 px / 1e-5 as COCO's own
+        result files are, to keep the JSON small.
+    """
+    if len(detections) != len(image_ids):
+        raise ValueError(f"got {len(detections)} detections for {len(image_ids)} image ids")
+    out = []
+    for detection, image_id in zip(detections, image_ids):
+        boxes = np.asarray(_to_numpy(detection["boxes"]), dtype=np.float64).reshape(-1, 4)
+        scores = np.asarray(_to_numpy(detection["scores"]), dtype=np.float64).reshape(-1)
+        labels = np.asarray(_to_numpy(detection["labels"])).reshape(-1)
+        for box, score, label in zip(boxes, scores, labels):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            out.append(
+                {"image_id": int(image_id), "category_id": int(meta.category_of(int(label))),
+                 "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                 "score": round(float(score), 5)}
+            )  # fmt: skip
+    return out
+
+
+def _to_numpy(value: Any) -> Any:
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else value
+
+
+def write_coco_results(path: str | os.PathLike[str], results: list[dict[str, Any]]) -> Path:
+    """Write a COCO results JSON (test-dev submission format) atomically; returns the path."""
+    atomic_write_text(path, json.dumps(results, separators=(",", ":")) + "\n")
+    return Path(path)
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """The 12 numbers, then the per-class AP table when present."""
+    lines = [f"{name:<11} {metrics[name]:.4f}" for name in STAT_NAMES]
+    rows = metrics.get("per_class")
+    if rows:
+        width = max(8, *(len(r["name"]) for r in rows))
+        lines += ["", f"{'class':<{width}}  {'id':>4}  {'AP':>6}  {'AP50':>6}"]
+        for r in rows:
+            ap = "   n/a" if r["ap"] is None else f"{r['ap']:6.4f}"
+            ap50 = "   n/a" if r["ap_50"] is None else f"{r['ap_50']:6.4f}"
+            lines.append(f"{r['name']:<{width}}  {r['category_id']:>4}  {ap}  {ap50}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> int:
+    """`mobilevision evaluate detection --gt ANNOTATIONS.json --predictions RESULTS.json [--json]`."""
+    from mobilevision.tasks.detection.data import coco_from_dict, load_json, validate_coco
+
+    parser = argparse.ArgumentParser(prog="mobilevision evaluate detection", description=main.__doc__)
+    parser.add_argument("--gt", required=True, help="COCO-format ground truth json")
+    parser.add_argument("--predictions", required=True, help="COCO results json: [{image_id, category_id, bbox, score}]")
+    parser.add_argument("--json", action="store_true", help="print the 12 numbers as JSON")
+    parser.add_argument("--per-class", action="store_true", help="with --json, add the per-class AP list")
+    parser.add_argument("--verbose", action="store_true", help="show COCOeval's own output")
+    args = parser.parse_args(list(argv))
+    coco_gt = coco_from_dict(validate_coco(load_json(args.gt), args.gt))
+    results = load_json(args.predictions)
+    metrics = evaluate_coco(coco_gt, results, per_class=True, verbose=args.verbose, source=args.predictions)
+    if args.json:
+        if not args.per_class:
+            metrics.pop("per_class")
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(format_metrics(metrics))
+    return 0
