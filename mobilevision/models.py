@@ -38,10 +38,12 @@ def _detector(
     num_classes: int,
     width_mult: float,
     weights: str | os.PathLike[str] | None,
-    default_boxes: DefaultBoxes | None,
+    default_boxes: DefaultBoxes | dict[str, Any] | None,
     extra_depths: Sequence[int],
     **detector_kwargs: Any,
 ) -> Detector:
+    if isinstance(default_boxes, dict):  # as stored in checkpoints: plain values
+        default_boxes = DefaultBoxes(**{k: tuple(v) if isinstance(v, list) else v for k, v in default_boxes.items()})
     backbone = MobileNetV2(num_classes=None, width_mult=width_mult, out_taps=SSD_TAPS, weights=weights)
     default_boxes = default_boxes or DefaultBoxes(num_maps=len(SSD_TAPS) + len(extra_depths))
     head = SSDLiteHead(
@@ -59,7 +61,7 @@ def ssdlite_mobilenet_v2(
     num_classes: int = 91,
     width_mult: float = 1.0,
     weights: str | os.PathLike[str] | None = None,
-    default_boxes: DefaultBoxes | None = None,
+    default_boxes: DefaultBoxes | dict[str, Any] | None = None,
     extra_depths: Sequence[int] = EXTRA_DEPTHS,
     **detector_kwargs: Any,
 ) -> Detector:
@@ -75,7 +77,7 @@ def ssd_mobilenet_v2(
     num_classes: int = 91,
     width_mult: float = 1.0,
     weights: str | os.PathLike[str] | None = None,
-    default_boxes: DefaultBoxes | None = None,
+    default_boxes: DefaultBoxes | dict[str, Any] | None = None,
     extra_depths: Sequence[int] = EXTRA_DEPTHS,
     **detector_kwargs: Any,
 ) -> Detector:

@@ -104,8 +104,12 @@ def evaluate_coco(
     per_class: bool = True,
     verbose: bool = False,
     source: str = "results",
+    image_ids: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Score COCO bbox `results` against `coco_gt` with pycocotools' COCOeval.
+
+    `image_ids` restricts the evaluation to those images (e.g. the part of a split a run evaluated); by default every
+    ground-truth image counts, with or without detections.
 
     Returns:
         `{name: float}` for the 12 names of `STAT_NAMES` (COCOeval's 0..1 scale; -1 where COCOeval has nothing to
@@ -119,6 +123,8 @@ def evaluate_coco(
     results = validate_results(coco_gt, results, source=source)
     coco_dt = _results_coco(coco_gt, results)
     evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+    if image_ids is not None:
+        evaluator.params.imgIds = sorted(int(i) for i in image_ids)
     sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with sink:
         evaluator.evaluate()

@@ -1,0 +1,201 @@
+"""What detection and segmentation training share: optimiser injection, the learning-rate schedule, an EMA of the
+weights, the guard against non-finite losses, and the metadata that travels in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Timer
+from torch import Tensor, nn
+
+OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
+
+
+@dataclass
+class LRSchedule:
+    """Learning-rate factor over training progress, with a linear warm-up.
+
+    Progress runs from 0 to 1 over `trainer.max_steps` (or max_epochs' steps) or over `trainer.max_time`, whichever
+    ends first, so a time-budgeted run (the CPU demo) still anneals to the end of its budget.
+
+    Args:
+        kind: "cosine" (the detection references), "poly" (DeepLab: (1 - progress) ** power) or "constant".
+        warmup_steps: optimizer steps of linear warm-up from `warmup_factor` to 1.
+        warmup_factor: the factor at step 0.
+        power: exponent of the poly schedule.
+        min_factor: the factor at the end of training.
+    """
+
+    kind: str = "cosine"
+    warmup_steps: int = 0
+    warmup_factor: float = 0.01
+    power: float = 0.9
+    min_factor: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("cosine", "poly", "constant"):
+            raise ValueError(f"schedule kind must be 'cosine', 'poly' or 'constant', got {self.kind!r}")
+
+    def factor(self, step: int, progress: float) -> float:
+        progress = min(max(progress, 0.0), 1.0)
+        if self.kind == "cosine":
+            value = self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+        elif self.kind == "poly":
+            value = self.min_factor + (1 - self.min_factor) * (1 - progress) ** self.power
+        else:
+            value = 1.0
+        if step < self.warmup_steps:
+            alpha = step / self.warmup_steps
+            value *= self.warmup_factor + (1 - self.warmup_factor) * alpha
+        return value
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced too many non-finite losses in a row to go on."""
+
+
+class BaseTask(pl.LightningModule):
+    """Shared training machinery; the task subclasses own the model, loss, metrics and steps.
+
+    Args:
+        optimizer: a callable taking parameter groups (LightningCLI's `class_path`/`init_args` for a torch optimizer);
+            None means AdamW(lr=1e-3, weight_decay=1e-4). Norm layers and biases get no weight decay.
+        schedule: the learning-rate schedule, applied per optimizer step.
+        ema_decay: keep an exponential moving average of the weights with this decay (e.g. 0.9998) and evaluate and
+            export it; None disables it. The decay ramps up as (1 + n) / (10 + n) early on, as in the TF reference.
+        max_nonfinite_steps: consecutive non-finite losses tolerated (each such step is skipped and counted) before
+            the run stops with the batch's files named.
+    """
+
+    def __init__(
+        self,
+        *,
+        optimizer: OptimizerFactory | None = None,
+        schedule: LRSchedule | None = None,
+        ema_decay: float | None = None,
+        max_nonfinite_steps: int = 10,
+    ) -> None:
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.schedule = schedule or LRSchedule()
+        self.ema_decay = ema_decay
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self._nonfinite_in_a_row = 0
+        self.register_buffer("nonfinite_steps", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.int64))
+        self.model: nn.Module
+        self.ema_model: nn.Module | None = None
+
+    def _setup_ema(self) -> None:
+        # Call at the end of the subclass's __init__, once `self.model` exists.
+        if self.ema_decay is not None:
+            if not 0.0 < self.ema_decay < 1.0:
+                raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+            self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights to evaluate and export: the EMA when there is one."""
+        return self.ema_model if self.ema_model is not None else self.model
+
+    # ---------------------------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for module in self.model.modules():
+            for name, param in module.named_parameters(recurse=False):
+                if not param.requires_grad:
+                    continue
+                is_norm = isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm))
+                (no_decay if is_norm or name == "bias" else decay).append(param)
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if self.optimizer_factory is None:
+            return torch.optim.AdamW(groups, lr=1e-3, weight_decay=1e-4)
+        return self.optimizer_factory(groups)
+
+    def training_progress(self) -> float:
+        """Fraction of the training budget used: steps or wall time, whichever is further along."""
+        trainer = self.trainer
+        fractions = [0.0]
+        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+        if total is None:
+            try:
+                estimate = trainer.estimated_stepping_batches
+                total = estimate if math.isfinite(estimate) and estimate > 0 else None
+            except Exception:  # noqa: BLE001 - no dataloader yet (e.g. tests driving the task by hand)
+                total = None
+        if total:
+            fractions.append(trainer.global_step / total)
+        for callback in trainer.callbacks:
+            if isinstance(callback, Timer) and callback._duration:
+                fractions.append(callback.time_elapsed("train") / callback._duration)
+        return min(1.0, max(fractions))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        factor = self.schedule.factor(self.trainer.global_step, self.training_progress())
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] * factor
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Here, not in on_train_batch_end: step checkpoints are written by a callback before that hook runs, and
+        # must hold the EMA of the very weights they hold, for an exact resume.
+        if self.ema_model is not None:
+            self._update_ema()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        assert self.ema_model is not None and self.ema_decay is not None
+        n = int(self.ema_updates)
+        decay = min(self.ema_decay, (1 + n) / (10 + n))
+        ema_params = [p for p in self.ema_model.parameters() if p.dtype.is_floating_point]
+        params = [p.detach() for p in self.model.parameters() if p.dtype.is_floating_point]
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+        for ema_buffer, buffer in zip(self.ema_model.buffers(), self.model.buffers()):
+            ema_buffer.copy_(buffer)
+        self.ema_updates += 1
+
+    def guard_loss(self, loss: Tensor, files: list[str]) -> Tensor | None:
+        """Return `loss`, or None (the step is skipped) when it is not finite on any process.
+
+        All processes agree before skipping, so distributed training never deadlocks on a skipped step.
+        """
+        finite = torch.isfinite(loss.detach()).float()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if finite.item() == 1.0:
+            self._nonfinite_in_a_row = 0
+            return loss
+        self.nonfinite_steps += 1
+        self._nonfinite_in_a_row += 1
+        shown = ", ".join(files[:8]) + (" ..." if len(files) > 8 else "")
+        message = (
+            f"non-finite loss at step {self.trainer.global_step} (batch files: {shown or 'unknown'}); "
+            f"step skipped ({int(self.nonfinite_steps)} so far)"
+        )
+        if self._nonfinite_in_a_row > self.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"{self._nonfinite_in_a_row} non-finite losses in a row; stopping. Last: {message}. "
+                "Lower the learning rate or check these files."
+            )
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        self.log("train/nonfinite_steps", self.nonfinite_steps.float())
+        return None
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """What `mobilevision.checkpoint` needs to rebuild the model without the training config."""
+        raise NotImplementedError
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["mobilevision"] = self.checkpoint_meta()

@@ -1,0 +1,200 @@
+"""`DetectionTask`: the LightningModule that trains and evaluates a `Detector`.
+
+It owns the multibox loss, the COCO evaluation (pycocotools over every process's detections), the optimiser and the
+schedule (injected), and the label metadata that goes into checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+
+from mobilevision.models import build_model
+from mobilevision.tasks.base import BaseTask, LRSchedule, OptimizerFactory
+from mobilevision.tasks.detection.anchors import DefaultBoxes
+from mobilevision.tasks.detection.data import DetectionMeta
+from mobilevision.tasks.detection.evaluation import evaluate_coco, format_metrics, rescale_boxes, to_coco_results
+from mobilevision.tasks.detection.loss import MultiBoxLoss
+from mobilevision.tasks.detection.model import Detector
+
+METRIC_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large",
+               "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large")  # fmt: skip
+
+
+class DetectionTask(BaseTask):
+    """Train an SSD-style detector.
+
+    Args:
+        model: a detector name of `mobilevision.MODELS` ("ssdlite_mobilenet_v2" or "ssd_mobilenet_v2").
+        num_classes: classes including background; linked from the DataModule by the CLI.
+        width_mult: backbone width multiplier.
+        backbone_weights: ImageNet weights for the backbone: a torchvision name or a local file.
+        input_size: training and evaluation input side (square), linked from the DataModule by the CLI.
+        default_boxes: the default-box recipe (TF reference by default).
+        classification: "softmax" (cross-entropy) or "sigmoid" (the TF reference's variant).
+        neg_pos_ratio: hard negative mining ratio.
+        score_threshold, nms_threshold, detections_per_image: evaluation post-processing (COCO protocol: low
+            threshold, 100 detections).
+        optimizer, schedule, ema_decay, max_nonfinite_steps: see `BaseTask`.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str = "ssdlite_mobilenet_v2",
+        num_classes: int = 91,
+        width_mult: float = 1.0,
+        backbone_weights: str | None = None,
+        input_size: int = 320,
+        default_boxes: DefaultBoxes | None = None,
+        classification: str = "softmax",
+        neg_pos_ratio: float = 3.0,
+        score_threshold: float = 0.01,
+        nms_threshold: float = 0.6,
+        detections_per_image: int = 100,
+        optimizer: OptimizerFactory | None = None,
+        schedule: LRSchedule | None = None,
+        ema_decay: float | None = None,
+        max_nonfinite_steps: int = 10,
+    ) -> None:
+        super().__init__(
+            optimizer=optimizer, schedule=schedule, ema_decay=ema_decay, max_nonfinite_steps=max_nonfinite_steps
+        )
+        self.model_name = model
+        self.input_size = input_size
+        # Plain values only: they travel in the checkpoint and rebuild the model without this config.
+        self.model_kwargs: dict[str, Any] = {
+            "num_classes": num_classes,
+            "width_mult": width_mult,
+            "classification": classification,
+            "default_boxes": dataclasses.asdict(default_boxes or DefaultBoxes()),
+            "score_threshold": score_threshold,
+            "nms_threshold": nms_threshold,
+            "detections_per_image": detections_per_image,
+        }
+        self.model: Detector = build_model(model, weights=backbone_weights, **self.model_kwargs)
+        self.criterion = MultiBoxLoss(neg_pos_ratio=neg_pos_ratio, classification=classification)
+        self.meta: DetectionMeta | None = None
+        self._results: dict[int, list[dict[str, Any]]] = {}
+        self._setup_ema()
+
+    # -------------------------------------------------------------------------------------------------- metadata
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        meta = getattr(datamodule, "meta", None)
+        if meta is not None:
+            if meta.num_classes + 1 != self.model.num_classes:
+                raise ValueError(
+                    f"the data has {meta.num_classes} classes + background but the model predicts "
+                    f"{self.model.num_classes}; set model.num_classes={meta.num_classes + 1}"
+                )
+            self.meta = meta
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        meta = self.meta or DetectionMeta(
+            ["background"] + [f"class_{i}" for i in range(1, self.model.num_classes)],
+            list(range(self.model.num_classes)),
+        )
+        return {
+            "task": "detection",
+            "model_name": self.model_name,
+            "model_kwargs": self.model_kwargs,
+            "class_names": meta.class_names,
+            "category_ids": meta.category_ids,
+            "input_size": [self.input_size, self.input_size],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("mobilevision")
+        if saved and self.meta is None:
+            self.meta = DetectionMeta(list(saved["class_names"]), list(saved["category_ids"]))
+
+    # ----------------------------------------------------------------------------------------------------- steps
+    def forward(self, images: Tensor) -> list[dict[str, Tensor]]:
+        return self.eval_model(images)
+
+    def training_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> Tensor | None:
+        images, targets = batch
+        outputs, anchors = self.model.forward_raw(images)
+        losses = self.criterion(outputs, anchors, targets)
+        batch_size = images.shape[0]
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
+        self.log("train/loss_box", losses["loss_box"], batch_size=batch_size)
+        self.log("train/loss_cls", losses["loss_cls"], batch_size=batch_size)
+        return self.guard_loss(losses["loss"], [str(t.get("file", t.get("image_id"))) for t in targets])
+
+    def _eval_step(self, batch: tuple[Tensor, list[dict[str, Any]]], prefix: str) -> None:
+        images, targets = batch
+        model: Detector = self.eval_model  # type: ignore[assignment]
+        outputs, anchors = model.forward_raw(images)
+        loss = self.criterion(outputs, anchors, targets)["loss"]
+        self.log(f"{prefix}/loss", loss, batch_size=images.shape[0], sync_dist=True)
+        boxes, scores = model.decode(outputs, anchors)
+        input_size = (images.shape[-2], images.shape[-1])
+        detections = model.postprocess(boxes, scores, input_size)
+        meta = self.meta or self._fallback_meta()
+        for detection, target in zip(detections, targets):
+            detection = {**detection, "boxes": rescale_boxes(detection["boxes"], input_size, target["orig_size"])}
+            image_id = int(target["image_id"])
+            # Keyed by image: DistributedSampler repeats images to even out ranks; each image counts once.
+            self._results[image_id] = to_coco_results([detection], [image_id], meta)
+
+    def _fallback_meta(self) -> DetectionMeta:
+        n = self.model.num_classes
+        return DetectionMeta(["background"] + [f"class_{i}" for i in range(1, n)], list(range(n)))
+
+    def validation_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, Tensor]]:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.eval_model(images)
+
+    def on_validation_epoch_start(self) -> None:
+        self._results = {}
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def on_validation_epoch_end(self) -> None:
+        self._evaluate("val", "val_dataset")
+
+    def on_test_epoch_end(self) -> None:
+        self._evaluate("test", "test_dataset")
+
+    def _gather_results(self) -> dict[int, list[dict[str, Any]]]:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return self._results
+        gathered: list[dict[int, list[dict[str, Any]]] | None] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, self._results)
+        merged: dict[int, list[dict[str, Any]]] = {}
+        for part in gathered:
+            merged.update(part or {})
+        return merged
+
+    def _evaluate(self, prefix: str, dataset_attr: str) -> None:
+        if self.trainer.sanity_checking:
+            self._results = {}
+            return
+        results = self._gather_results()
+        dataset = getattr(getattr(self.trainer, "datamodule", None), dataset_attr, None)
+        coco_gt = getattr(dataset, "coco", None)
+        metrics = torch.zeros(len(METRIC_KEYS), dtype=torch.float64)
+        if self.trainer.is_global_zero and coco_gt is not None:
+            # COCO's protocol scores every evaluated image, those with no detection too.
+            evaluated_ids = sorted(results)
+            flat = [r for image_id in evaluated_ids for r in results[image_id]]
+            output = evaluate_coco(coco_gt, flat, image_ids=evaluated_ids)
+            metrics = torch.tensor([output[k] for k in METRIC_KEYS], dtype=torch.float64)
+            rank_zero_info(f"\n{prefix} COCO metrics, epoch {self.current_epoch}, {len(evaluated_ids)} images:\n"
+                           + format_metrics(output))
+        metrics = self.trainer.strategy.broadcast(metrics, src=0)
+        for key, value in zip(METRIC_KEYS, metrics.tolist()):
+            self.log(f"{prefix}/{key}", value, prog_bar=key in ("map", "map_50"), rank_zero_only=False)
+        self._results = {}

@@ -1,0 +1,138 @@
+"""`mobilevision fit | validate | test | predict -c CONFIG`: LightningCLI with the project's defaults.
+
+What the CLI adds to a plain LightningCLI:
+- checkpoints under `<default_root_dir>/checkpoints`: `last.ckpt` every `checkpoint.every_n_train_steps` steps and at
+  every epoch end, written atomically (temporary file, fsync, rename), so `--ckpt_path last` always finds a whole file;
+- checkpoints are read with `weights_only=True`: a file holding pickled code is refused and its code never runs;
+- `num_classes` and `input_size` linked from the DataModule to the model, once;
+- the resolved config saved with every run (`config.yaml` beside the logs);
+- user errors (bad paths, bad data, unsafe checkpoints) end with one message and exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from mobilevision.errors import UserError, WeightsError
+from mobilevision.io import atomic_path
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Torch checkpoints written to a temporary file in the same folder, fsynced, then renamed over the target."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise WeightsError(
+                f"refusing checkpoint {path}: it holds objects other than tensors and plain data ({first}); "
+                "checkpoints are loaded with weights_only=True and pickled code is never run"
+            ) from None
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """`last.ckpt` every N training steps *and* at every epoch end (stock ModelCheckpoint does one or the other)."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class MobileVisionCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.save_top_k": 0,
+                "checkpoint.every_n_train_steps": 500,
+                "checkpoint.filename": "step{step}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.link_arguments("data.input_size", "model.init_args.input_size", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        root = config.trainer.get("default_root_dir") or os.getcwd()
+        if not config.checkpoint.get("dirpath"):
+            config.checkpoint.dirpath = str(Path(root) / "checkpoints")
+        plugins = config.trainer.get("plugins")
+        if not plugins:
+            config.trainer.plugins = [{"class_path": f"{__name__}.AtomicCheckpointIO"}]
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if "weights_only" in self._subcommand_method_arguments[subcommand]:
+            kwargs["weights_only"] = True
+        ckpt_path = kwargs.get("ckpt_path")
+        if ckpt_path not in (None, "last", "best", "hpc", "registry") and not Path(str(ckpt_path)).is_file():
+            raise UserError(f"--ckpt_path {ckpt_path}: no such file")
+        return kwargs
+
+
+def run_cli(argv: Sequence[str], *, run: bool = True) -> MobileVisionCLI:
+    """Build (and by default run) the CLI on `argv`; models and DataModules are any subclasses named in the config."""
+    from mobilevision.tasks.base import BaseTask
+
+    return MobileVisionCLI(
+        BaseTask,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=list(argv),
+        run=run,
+        auto_configure_optimizers=False,
+    )
+
+
+def _main(subcommand: str, argv: Sequence[str]) -> int:
+    try:
+        run_cli([subcommand, *argv])
+    except SystemExit as exit_:
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else _fail(exit_.code)
+    except (WeightsError, UserError):
+        raise
+    except FileNotFoundError as error:
+        raise UserError(str(error)) from None
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 2
+
+
+def main_fit(argv: Sequence[str]) -> int:
+    return _main("fit", argv)
+
+
+def main_validate(argv: Sequence[str]) -> int:
+    return _main("validate", argv)
+
+
+def main_test(argv: Sequence[str]) -> int:
+    return _main("test", argv)
+
+
+def main_predict(argv: Sequence[str]) -> int:
+    return _main("predict", argv)
