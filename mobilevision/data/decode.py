@@ -54,7 +54,8 @@ def _looks_truncated(data: bytes) -> bool:
         # Inside entropy-coded data 0xFF is always stuffed (FF 00), so an FF D9 after the last start-of-scan (FF DA)
         # can only be the end-of-image marker. Looking at the last bytes instead would reject the many camera files
         # with data after the end marker (padding, maker trailers).
-        return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+        end = data.rfind(b"\xff\xd9")
+        return end < 0 or end < data.rfind(b"\xff\xda")
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         # The IEND chunk with its fixed CRC; found anywhere so trailing bytes after it do not count as a cut.
         return data.rfind(b"IEND\xaeB`\x82") < 0
@@ -94,7 +95,8 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                 width, height = header.size
                 orientation = _orientation(header)
     except Exception:  # noqa: BLE001 - any header failure means "not an image we can read"
-        raise BadSample("not a readable image") from None
+        # A JPEG or PNG cut inside its header fails here: name the likely cause.
+        raise BadSample("truncated file (image data ends early)" if _looks_truncated(data) else "not a readable image") from None
     if width * height > max_pixels:
         raise BadSample(f"{width}x{height} pixels is above the limit of {max_pixels} (decompression bomb?)")
     if _looks_truncated(data):
