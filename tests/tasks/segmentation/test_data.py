@@ -13,6 +13,7 @@ import scipy.io
 import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
+from torch.utils.data import DataLoader
 
 from mobilevision.data.decode import BadSample
 from mobilevision.data.report import DataWarning
@@ -397,6 +398,20 @@ def test_train_augmentation_keeps_masks_aligned(seed: int) -> None:
             assert (aug_image[padding] == IMAGENET_MEAN_255).all()
             assert not (aug_image[~padding] == IMAGENET_MEAN_255).all(axis=1).any()
     assert seen_rectangle > 5 and seen_whole > 0 and seen_padding > 0
+
+
+def test_dataloader_workers_draw_different_augmentations(tmp_path: Path) -> None:
+    voc = _voc(tmp_path)
+    for i in range(4):
+        _add_voc_sample(voc, f"same_{i}", 0, mask=_mask(0))  # four identical samples
+    _write_list(voc / "ImageSets" / "Segmentation" / "train.txt", [f"same_{i}" for i in range(4)])
+    dataset = VOCSegmentation(voc, "train", train_transforms(crop_size=6, scale=(0.5, 2.0)))
+    loader = DataLoader(dataset, batch_size=1, num_workers=2, collate_fn=collate_segmentation)
+    epochs = [[batch[0][0] for batch in loader] for _ in range(2)]
+    crops = [crop for epoch in epochs for crop in epoch]
+    distinct = {crop.numpy().tobytes() for crop in crops}
+    # Without per-worker seeding, worker 0 and 1 replay one stream, and each epoch the same: 2 distinct crops of 8.
+    assert len(distinct) >= 6
 
 
 def test_eval_pad_contract_and_collate() -> None:
