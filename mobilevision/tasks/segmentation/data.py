@@ -211,8 +211,16 @@ def _resolve_voc_root(root: Path) -> Path:
     )
 
 
+def _voc_images(voc: Path, id_: str) -> list[Path]:
+    """Where the image of `id_` may be: VOC's .jpg first; .jpeg/.png too, for hand-made sets in the same layout."""
+    return [voc / "JPEGImages" / f"{id_}{suffix}" for suffix in (".jpg", ".jpeg", ".png")]
+
+
 def _read_id_list(path: Path) -> list[str]:
-    """Ids of a split file, in order, duplicates removed. Accepts plain ids and `/JPEGImages/x.jpg /Seg.../x.png` lines."""
+    """Ids of a split file, in order, duplicates removed.
+
+    Accepts plain ids and the `/JPEGImages/x.jpg /SegmentationClassAug/x.png` lines of common train_aug lists.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -302,7 +310,7 @@ class VOCSegmentation(_SegmentationDataset):
             if not (voc / "SegmentationClass").is_dir():
                 raise DatasetError(f"{voc / 'SegmentationClass'}: mask folder not found (VOCdevkit/VOC2012 layout)")
             ids = _read_id_list(lists / f"{split}.txt")
-            entries = [(i, [voc / "JPEGImages" / f"{i}.jpg"], [voc / "SegmentationClass" / f"{i}.png"]) for i in ids]
+            entries = [(i, _voc_images(voc, i), [voc / "SegmentationClass" / f"{i}.png"]) for i in ids]
         self._add_entries(entries, list_name=split if split == "train_aug" else f"ImageSets/Segmentation/{split}.txt")
 
     def _add_entries(self, entries: Iterable[tuple[str, list[Path], list[Path]]], *, list_name: str) -> None:
@@ -329,7 +337,6 @@ class VOCSegmentation(_SegmentationDataset):
         train_ids = _read_id_list(lists / "train.txt")
         val_ids = set(_read_id_list(lists / "val.txt"))  # required: without it we cannot prove val stays out
         own_masks = voc / "SegmentationClass"
-        images = voc / "JPEGImages"
 
         aug_list = next((voc / p for p in self.AUG_LISTS if (voc / p).is_file()), None)
         sbd: Path | None = None
@@ -350,20 +357,18 @@ class VOCSegmentation(_SegmentationDataset):
                     "(or pass sbd_root)"
                 )
 
+        aug_ids: list[str] = []
         if sbd is not None:
-            aug_ids: list[str] = []
             found = [sbd / name for name in ("train.txt", "val.txt") if (sbd / name).is_file()]
             if not found:
                 raise DatasetError(f"{sbd}: SBD split lists train.txt and val.txt not found")
             for path in found:
                 aug_ids += _read_id_list(path)
-            aug_masks: Callable[[str], Path] = lambda i: sbd / "cls" / f"{i}.mat"  # noqa: E731
-            aug_images: Callable[[str], list[Path]] = lambda i: [images / f"{i}.jpg", sbd / "img" / f"{i}.jpg"]  # noqa: E731
+            aug_mask_dir, aug_mask_suffix, extra_images = sbd / "cls", ".mat", [sbd / "img"]
         else:
             assert aug_list is not None
             aug_ids = _read_id_list(aug_list)
-            aug_masks = lambda i: voc / "SegmentationClassAug" / f"{i}.png"  # noqa: E731
-            aug_images = lambda i: [images / f"{i}.jpg"]  # noqa: E731
+            aug_mask_dir, aug_mask_suffix, extra_images = voc / "SegmentationClassAug", ".png", []
 
         entries: dict[str, tuple[str, list[Path], list[Path]]] = {}
         excluded = 0
@@ -372,7 +377,9 @@ class VOCSegmentation(_SegmentationDataset):
                 excluded += 1  # VOC val is the evaluation set: never train on it, whatever the aug list says
                 continue
             if id_ not in entries:
-                entries[id_] = (id_, aug_images(id_), [own_masks / f"{id_}.png", aug_masks(id_)])
+                images = [*_voc_images(voc, id_), *(folder / f"{id_}.jpg" for folder in extra_images)]
+                masks = [own_masks / f"{id_}.png", aug_mask_dir / f"{id_}{aug_mask_suffix}"]
+                entries[id_] = (id_, images, masks)
         if excluded:
             self.report.count("val_images_excluded", excluded)
         return list(entries.values())
@@ -610,7 +617,7 @@ class ShapesSegmentation(_SegmentationDataset):
             stem = Path(file_name).stem
             mask = root / "masks" / f"{stem}.png"
             if not path.is_file():
-                self._skip_at_construction(root / "images" / file_name, "image file not found (listed in annotations.json)")
+                self._skip_at_construction(root / "images" / file_name, "image file not found (in annotations.json)")
             elif not mask.is_file():
                 self._skip_at_construction(mask, "mask file not found")
             else:

@@ -34,7 +34,7 @@ _INDEX_MODES = {"P", "L", "I", "I;16", "I;16B", "I;16L", "1"}
 
 
 def voc_palette() -> list[int]:
-    """The 256-entry PASCAL VOC colour map as a flat [r0, g0, b0, r1, ...] list (768 ints; index 255 is (224, 224, 192)).
+    """The 256-entry PASCAL VOC colour map, flat [r0, g0, b0, r1, ...] (768 ints; index 255 is (224, 224, 192)).
 
     The VOC devkit's `labelcolormap`: the bits of the index are spread over the high bits of r, g and b.
     """

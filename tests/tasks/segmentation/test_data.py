@@ -1,4 +1,4 @@
-"""Segmentation datasets: VOC defects, train_aug without val leakage, SBD .mat, COCO -> VOC masks, shapes, augmentation."""
+"""Segmentation datasets: VOC defects, train_aug without val leakage, SBD .mat, COCO -> VOC, shapes, augmentation."""
 
 from __future__ import annotations
 
