@@ -53,6 +53,23 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded
 
 
+def stride_plan(output_stride: int) -> list[tuple[int, int]]:
+    """(stride, dilation) of the depthwise conv of each of the 17 inverted residuals for an output stride.
+
+    Past the output stride a stride-2 block keeps the resolution and the dilation doubles from the next block on
+    (the TF reference's order: the converted block itself keeps the previous rate), so receptive fields are kept.
+    """
+    plan, current, dilation = [], 2, 1
+    for _, _, n, s in INVERTED_RESIDUAL_SETTING:
+        for i in range(n):
+            stride, block_dilation = (s if i == 0 else 1), dilation
+            if stride == 2 and current >= output_stride:
+                stride, dilation = 1, dilation * 2
+            current *= stride
+            plan.append((stride, block_dilation))
+    return plan
+
+
 class InvertedResidual(nn.Module):
     """Inverted residual with a linear bottleneck (paper section 3.3, Figure 3b).
 
@@ -150,6 +167,7 @@ class MobileNetV2(nn.Module):
         self.output_stride = output_stride
         self.out_taps: tuple[str, ...] = tuple(out_taps or ())
 
+        plan = stride_plan(output_stride)
         input_channels = make_divisible(32 * width_mult, round_nearest)
         self.last_channels = make_divisible(1280 * max(1.0, width_mult), round_nearest)
         layers: list[nn.Module] = [
@@ -157,16 +175,11 @@ class MobileNetV2(nn.Module):
         ]
         channels = {"layer_1": input_channels}
         strides = {"layer_1": 2}
-        current_stride, dilation = 2, 1
-        for t, c, n, s in INVERTED_RESIDUAL_SETTING:
+        current_stride = 2
+        for t, c, n, _ in INVERTED_RESIDUAL_SETTING:
             out_channels = make_divisible(c * width_mult, round_nearest)
-            for i in range(n):
-                stride = s if i == 0 else 1
-                block_dilation = dilation
-                if stride == 2 and current_stride >= output_stride:
-                    # Past the output stride: keep resolution, grow the dilation from the next block on (the TF
-                    # reference's order: this block keeps the previous rate).
-                    stride, dilation = 1, dilation * 2
+            for _ in range(n):
+                stride, block_dilation = plan[len(layers) - 1]
                 block = InvertedResidual(
                     input_channels, out_channels, stride=stride, expand_ratio=t, dilation=block_dilation
                 )
@@ -243,6 +256,29 @@ class MobileNetV2(nn.Module):
                 f"weights {str(weights)!r} do not fit MobileNetV2(width_mult={self.width_mult}): " + "; ".join(parts)
             )
         self.load_state_dict(state, strict=False)
+
+    def set_output_stride(self, output_stride: int) -> None:
+        """Change the output stride in place (e.g. train at 16, evaluate at 8 as in the paper's Table 7).
+
+        Only strides, dilations and paddings of the depthwise convolutions change; the weights are the same.
+        """
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        plan = stride_plan(output_stride)
+        factor = {}
+        for index, (stride, dilation) in enumerate(plan[: len(self.features) - 1]):
+            depthwise = self.features[index + 1].conv[-3][0]
+            depthwise.stride, depthwise.dilation, depthwise.padding = (stride, stride), (dilation, dilation), (
+                dilation, dilation)
+        current = 2
+        for index, (stride, _) in enumerate(plan):
+            name = f"layer_{index + 2}"
+            factor[f"{name}/expansion"] = current
+            current *= stride
+            factor[name] = current
+        factor["layer_1"], factor["layer_19"] = 2, current
+        self.strides = {t: factor[t] for t in self.out_taps}
+        self.output_stride = output_stride
 
     def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
         """[B, 3, H, W] normalised images -> logits [B, num_classes], or a dict of the `out_taps` maps.

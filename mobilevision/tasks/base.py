@@ -165,6 +165,14 @@ class BaseTask(pl.LightningModule):
             ema_buffer.copy_(buffer)
         self.ema_updates += 1
 
+    def empty_step_loss(self) -> Tensor:
+        """A zero loss joined to every parameter, for a batch that lost (almost) all its samples to defects.
+
+        Every process still takes part in the gradient all-reduce, so distributed training does not hang; a batch
+        of one image is dropped too, since BatchNorm cannot normalise the 1x1 maps of a single image.
+        """
+        return sum((p.sum() for p in self.model.parameters() if p.requires_grad), torch.zeros((), device=self.device)) * 0.0
+
     def guard_loss(self, loss: Tensor, files: list[str]) -> Tensor | None:
         """Return `loss`, or None (the step is skipped) when it is not finite on any process.
 

@@ -97,3 +97,18 @@ def test_invalid_arguments_quote_values() -> None:
         MobileNetV2(output_stride=4)
     with pytest.raises(ValueError, match="unknown taps"):
         MobileNetV2(num_classes=None, out_taps=("layer_99",))
+
+
+@pytest.mark.parametrize(("built", "changed"), [(16, 8), (32, 16), (8, 32)])
+def test_set_output_stride_equals_building_at_that_stride(built: int, changed: int) -> None:
+    torch.manual_seed(0)
+    source = MobileNetV2(num_classes=None, width_mult=0.35, output_stride=built, out_taps=TAP_NAMES).eval()
+    target = MobileNetV2(num_classes=None, width_mult=0.35, output_stride=changed, out_taps=TAP_NAMES).eval()
+    target.load_state_dict(source.state_dict())
+    source.set_output_stride(changed)
+    assert source.strides == target.strides
+    x = torch.randn(1, 3, 67, 67)
+    with torch.no_grad():
+        a, b = source(x), target(x)
+    for name in TAP_NAMES:
+        torch.testing.assert_close(a[name], b[name])

@@ -119,6 +119,8 @@ class DetectionTask(BaseTask):
 
     def training_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> Tensor | None:
         images, targets = batch
+        if images.shape[0] < 2:
+            return self.empty_step_loss()
         outputs, anchors = self.model.forward_raw(images)
         losses = self.criterion(outputs, anchors, targets)
         batch_size = images.shape[0]
@@ -129,6 +131,8 @@ class DetectionTask(BaseTask):
 
     def _eval_step(self, batch: tuple[Tensor, list[dict[str, Any]]], prefix: str) -> None:
         images, targets = batch
+        if images.shape[0] == 0:
+            return
         model: Detector = self.eval_model  # type: ignore[assignment]
         outputs, anchors = model.forward_raw(images)
         loss = self.criterion(outputs, anchors, targets)["loss"]

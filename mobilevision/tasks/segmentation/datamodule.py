@@ -1,0 +1,205 @@
+"""Lightning DataModules for segmentation: PASCAL VOC 2012 (+ SBD train_aug), COCO rendered to VOC classes, shapes.
+
+Evaluation runs on whole images padded at the bottom/right to a multiple of the output stride (void in the mask), the
+VOC protocol. In distributed runs evaluation batches are split without repeats, so the confusion matrix, summed over
+processes, counts every image exactly once and the mIoU equals a single-process run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset
+
+from mobilevision.data.shapes import CLASSES as SHAPE_CLASSES
+from mobilevision.data.shapes import ensure_shapes
+from mobilevision.tasks.segmentation.data import (
+    COCOSemantic,
+    ShapesSegmentation,
+    VOCSegmentation,
+    collate_segmentation,
+    eval_transforms,
+    train_transforms,
+)
+from mobilevision.tasks.segmentation.masks import VOC_CLASSES
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """What every segmentation DataModule shares.
+
+    Args:
+        input_size: training crop side (513 in the DeepLab recipe); linked to the model by the CLI.
+        scale: random scale range of the training augmentation.
+        batch_size: images per process and step.
+        num_workers: DataLoader workers per process.
+        eval_multiple: evaluation images are padded to a multiple of this (the output stride).
+        eval_batch_size: evaluation batch (whole images of different sizes are padded together).
+    """
+
+    class_names: list[str]
+
+    def __init__(
+        self,
+        *,
+        input_size: int = 513,
+        scale: tuple[float, float] = (0.5, 2.0),
+        batch_size: int = 16,
+        num_workers: int = 4,
+        eval_multiple: int = 16,
+        eval_batch_size: int = 8,
+    ) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.scale = tuple(scale)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.eval_multiple = eval_multiple
+        self.eval_batch_size = eval_batch_size
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def train_transforms(self) -> Any:
+        return train_transforms(self.input_size, self.scale)  # type: ignore[arg-type]
+
+    def eval_transforms(self) -> Any:
+        return eval_transforms("pad", multiple=self.eval_multiple)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_dataset is not None, "setup('fit') first"
+        return DataLoader(
+            self.train_dataset, batch_size=self.batch_size, shuffle=True, drop_last=True,
+            num_workers=self.num_workers, collate_fn=collate_segmentation, pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )  # fmt: skip
+
+    def _eval_loader(self, dataset: Dataset | None) -> DataLoader:
+        assert dataset is not None, "setup() first"
+        sampler = None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+        return DataLoader(
+            dataset, batch_size=self.eval_batch_size, shuffle=False, sampler=sampler, num_workers=self.num_workers,
+            collate_fn=collate_segmentation, persistent_workers=self.num_workers > 0,
+        )  # fmt: skip
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.val_dataset)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_dataset if self.test_dataset is not None else self.val_dataset)
+
+
+class VOCSegmentationDataModule(SegmentationDataModule):
+    """PASCAL VOC 2012: by default the paper's setting, train on `train_aug` (VOC train + SBD - val), evaluate on val.
+
+    Args:
+        root: `VOCdevkit/VOC2012` or `VOCdevkit`.
+        train_split, val_split: split names (`train_aug`, `train`, `val`, `trainval`).
+        sbd_root: `benchmark_RELEASE` for `train_aug` (found next to the VOC folder when None).
+    """
+
+    def __init__(
+        self, *, root: str, train_split: str = "train_aug", val_split: str = "val", sbd_root: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.root, self.train_split, self.val_split, self.sbd_root = root, train_split, val_split, sbd_root
+        self.class_names = ["background", *VOC_CLASSES]
+
+    def setup(self, stage: str) -> None:
+        n = self.num_classes
+        if stage == "fit" and self.train_dataset is None:
+            self.train_dataset = VOCSegmentation(
+                self.root, self.train_split, self.train_transforms(), num_classes=n, sbd_root=self.sbd_root
+            )
+        if self.val_dataset is None:
+            self.val_dataset = VOCSegmentation(self.root, self.val_split, self.eval_transforms(), num_classes=n)
+
+
+class COCOSegmentationDataModule(SegmentationDataModule):
+    """COCO instances rendered to the 20 VOC classes: the paper's pre-training for VOC.
+
+    Args:
+        train_images, train_annotations: COCO training images and instances json.
+        val_images, val_annotations: COCO validation pair; or give `voc_root` to validate on VOC 2012 val.
+        voc_root: evaluate on VOC 2012 `val` instead of COCO val.
+    """
+
+    def __init__(
+        self,
+        *,
+        train_images: str,
+        train_annotations: str,
+        val_images: str | None = None,
+        val_annotations: str | None = None,
+        voc_root: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if voc_root is None and (val_images is None or val_annotations is None):
+            raise ValueError("give val_images and val_annotations, or voc_root to validate on VOC 2012 val")
+        self.train_pair = (train_images, train_annotations)
+        self.val_pair = (val_images, val_annotations)
+        self.voc_root = voc_root
+        self.class_names = ["background", *VOC_CLASSES]
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.train_dataset is None:
+            self.train_dataset = COCOSemantic(*self.train_pair, self.train_transforms())
+        if self.val_dataset is None:
+            if self.voc_root is not None:
+                self.val_dataset = VOCSegmentation(self.voc_root, "val", self.eval_transforms())
+            else:
+                images, annotations = self.val_pair
+                assert images is not None and annotations is not None
+                self.val_dataset = COCOSemantic(images, annotations, self.eval_transforms())
+
+
+class ShapesSegmentationDataModule(SegmentationDataModule):
+    """The synthetic shapes with masks, generated on first use (the same sets the detection demo uses).
+
+    Args:
+        root: cache folder; `train/` and `val/` are generated under it.
+        num_train, num_val, seed, image_size: as in `mobilevision.tasks.detection.datamodule.ShapesDataModule`.
+    """
+
+    def __init__(
+        self,
+        *,
+        root: str = "data_cache/shapes",
+        num_train: int = 4000,
+        num_val: int = 300,
+        seed: int = 0,
+        image_size: tuple[int, int] = (256, 256),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root)
+        self.splits = {
+            "train": {"num_images": num_train, "seed": seed, "image_size": tuple(image_size)},
+            "val": {"num_images": num_val, "seed": seed + 1000003, "image_size": tuple(image_size)},
+        }
+        self.class_names = ["background", *SHAPE_CLASSES]
+
+    def prepare_data(self) -> None:
+        for split, params in self.splits.items():
+            ensure_shapes(self.root / split, **params)
+
+    def _dataset(self, split: str, transform: Any) -> ShapesSegmentation:
+        ensure_shapes(self.root / split, **self.splits[split])
+        return ShapesSegmentation(self.root / split, transform)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.train_dataset is None:
+            self.train_dataset = self._dataset("train", self.train_transforms())
+        if self.val_dataset is None:
+            self.val_dataset = self._dataset("val", self.eval_transforms())

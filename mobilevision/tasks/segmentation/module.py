@@ -1,0 +1,175 @@
+"""`SegmentationTask`: the LightningModule that trains and evaluates a `Segmenter` (Mobile DeepLabv3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+from torch.nn import functional as F
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from mobilevision.models import build_model
+from mobilevision.tasks.base import BaseTask, LRSchedule, OptimizerFactory
+from mobilevision.tasks.segmentation.evaluation import format_table, scores
+from mobilevision.tasks.segmentation.inference import MF_SCALES, multi_scale_flip_logits
+from mobilevision.tasks.segmentation.masks import VOID
+from mobilevision.tasks.segmentation.model import Segmenter
+
+
+class SegmentationTask(BaseTask):
+    """Train Mobile DeepLabv3.
+
+    Args:
+        model: a segmenter name of `mobilevision.MODELS` ("deeplabv3_mobilenet_v2").
+        num_classes: classes including background; linked from the DataModule by the CLI.
+        width_mult, backbone_weights: the backbone's width and ImageNet weights (torchvision name or local file).
+        output_stride: training output stride (16 in the paper's on-device model).
+        atrous_rates: ASPP rates; () is the reduced head (paper Table 7, bold row).
+        input_size: training crop size (linked from the DataModule); stored for the predictor.
+        eval_output_stride: evaluate at another output stride (the paper's OS=8 rows); None keeps the training one.
+        multi_scale_flip: evaluate with the paper's MF strategy (scales `mf_scales`, each also flipped).
+        optimizer, schedule, ema_decay, max_nonfinite_steps: see `BaseTask`; the DeepLab recipe is SGD with
+            momentum 0.9 and the poly schedule (power 0.9).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str = "deeplabv3_mobilenet_v2",
+        num_classes: int = 21,
+        width_mult: float = 1.0,
+        backbone_weights: str | None = None,
+        output_stride: int = 16,
+        atrous_rates: Sequence[int] = (),
+        input_size: int = 513,
+        eval_output_stride: int | None = None,
+        multi_scale_flip: bool = False,
+        mf_scales: Sequence[float] = MF_SCALES,
+        optimizer: OptimizerFactory | None = None,
+        schedule: LRSchedule | None = None,
+        ema_decay: float | None = None,
+        max_nonfinite_steps: int = 10,
+    ) -> None:
+        super().__init__(
+            optimizer=optimizer,
+            schedule=schedule or LRSchedule(kind="poly", power=0.9),
+            ema_decay=ema_decay,
+            max_nonfinite_steps=max_nonfinite_steps,
+        )
+        self.model_name = model
+        self.input_size = input_size
+        self.model_kwargs: dict[str, Any] = {
+            "num_classes": num_classes,
+            "width_mult": width_mult,
+            "output_stride": output_stride,
+            "atrous_rates": list(atrous_rates),
+        }
+        self.model: Segmenter = build_model(model, weights=backbone_weights, **self.model_kwargs)
+        self.output_stride = output_stride
+        self.eval_output_stride = eval_output_stride
+        self.multi_scale_flip = multi_scale_flip
+        self.mf_scales = tuple(mf_scales)
+        self.class_names: list[str] = ["background"] + [f"class_{i}" for i in range(1, num_classes)]
+        # One metric object per split, so validation inside fit never mixes with a test run.
+        self.val_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=VOID, validate_args=False)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=VOID, validate_args=False)
+        self._setup_ema()
+
+    # -------------------------------------------------------------------------------------------------- metadata
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        names = getattr(datamodule, "class_names", None)
+        if names:
+            if len(names) != self.model.num_classes:
+                raise ValueError(
+                    f"the data has {len(names)} classes but the model predicts {self.model.num_classes}; "
+                    f"set model.num_classes={len(names)}"
+                )
+            self.class_names = list(names)
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {
+            "task": "segmentation",
+            "model_name": self.model_name,
+            "model_kwargs": self.model_kwargs,
+            "class_names": self.class_names,
+            "category_ids": None,
+            "input_size": [self.input_size, self.input_size],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("mobilevision")
+        if saved:
+            self.class_names = list(saved["class_names"])
+
+    # ----------------------------------------------------------------------------------------------------- steps
+    def forward(self, images: Tensor) -> Tensor:
+        """Logits [B, C, H, W] of the evaluation model with the configured inference strategy."""
+        model: Segmenter = self.eval_model  # type: ignore[assignment]
+        if self.multi_scale_flip:
+            return multi_scale_flip_logits(model, images, scales=self.mf_scales)
+        return model(images)
+
+    def training_step(self, batch: tuple[Tensor, ...] | None, batch_idx: int) -> Tensor | None:
+        if batch is None or batch[0].shape[0] < 2:
+            return self.empty_step_loss()
+        images, masks = batch[0], batch[1]
+        logits = self.model(images)
+        loss = F.cross_entropy(logits.float(), masks, ignore_index=VOID)
+        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        return self.guard_loss(loss, [])
+
+    def _set_eval_stride(self, output_stride: int) -> None:
+        for model in {id(m): m for m in (self.model, self.eval_model)}.values():
+            model.backbone.set_output_stride(output_stride)
+
+    def on_validation_start(self) -> None:
+        if self.eval_output_stride and self.eval_output_stride != self.output_stride:
+            self._set_eval_stride(self.eval_output_stride)
+
+    def on_validation_end(self) -> None:
+        if self.eval_output_stride and self.eval_output_stride != self.output_stride:
+            self._set_eval_stride(self.output_stride)
+
+    on_test_start = on_validation_start
+    on_test_end = on_validation_end
+
+    def _eval_step(self, batch: tuple[Tensor, ...] | None, confusion: MulticlassConfusionMatrix, prefix: str) -> None:
+        if batch is None:
+            return
+        images, masks = batch[0], batch[1]
+        logits = self(images)
+        loss = F.cross_entropy(logits.float(), masks, ignore_index=VOID)
+        self.log(f"{prefix}/loss", loss, batch_size=images.shape[0], sync_dist=True)
+        # Padded pixels are void in the mask (the padding contract of the data module), so no cropping is needed.
+        confusion.update(logits.argmax(1), masks)
+
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_confusion, "val")
+
+    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_confusion, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(images).argmax(1)
+
+    def _log_scores(self, confusion: MulticlassConfusionMatrix, prefix: str) -> None:
+        matrix = confusion.compute()  # summed over all processes by torchmetrics
+        confusion.reset()
+        if self.trainer.sanity_checking:
+            return
+        result = scores(matrix.cpu().numpy())
+        self.log(f"{prefix}/miou", result["miou"] or 0.0, prog_bar=True)
+        self.log(f"{prefix}/pixel_accuracy", result["pixel_accuracy"] or 0.0)
+        rank_zero_info(f"\n{prefix} segmentation, epoch {self.current_epoch}:\n"
+                       + format_table(result, self.class_names))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores(self.val_confusion, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores(self.test_confusion, "test")
