@@ -96,7 +96,8 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                 orientation = _orientation(header)
     except Exception:  # noqa: BLE001 - any header failure means "not an image we can read"
         # A JPEG or PNG cut inside its header fails here: name the likely cause.
-        raise BadSample("truncated file (image data ends early)" if _looks_truncated(data) else "not a readable image") from None
+        reason = "truncated file (image data ends early)" if _looks_truncated(data) else "not a readable image"
+        raise BadSample(reason) from None
     if width * height > max_pixels:
         raise BadSample(f"{width}x{height} pixels is above the limit of {max_pixels} (decompression bomb?)")
     if _looks_truncated(data):

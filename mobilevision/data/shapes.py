@@ -126,7 +126,7 @@ def _background(height: int, width: int, rng: np.random.Generator) -> np.ndarray
 
 
 def _fill(height: int, width: int, rng: np.random.Generator, avoid: np.ndarray) -> np.ndarray:
-    """A (h, w, 3) float fill: a random colour that stands out from `avoid` (the mean colour behind), maybe a gradient."""
+    """A (h, w, 3) float fill: a random colour far from `avoid` (the mean colour behind), maybe a gradient."""
     for _ in range(20):
         colour = rng.uniform(0, 255, size=3)
         if np.abs(colour - avoid).sum() > 120:
@@ -247,7 +247,8 @@ def _generate_into(
             height, width, rng, num_objects=count, min_object_size=min_object_size, max_object_size=max_size
         )
         stem = f"{index:06d}"
-        cv2.imwrite(str(images_dir / f"{stem}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(images_dir / f"{stem}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
         mask_image = Image.fromarray(mask)
         mask_image.putpalette(palette)
         mask_image.save(masks_dir / f"{stem}.png", optimize=False)
@@ -277,7 +278,8 @@ def _generate_into(
 
 
 def _manifest(**params: Any) -> dict[str, Any]:
-    return {"generator_version": GENERATOR_VERSION, **{k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}}
+    plain = {key: list(value) if isinstance(value, tuple) else value for key, value in params.items()}
+    return {"generator_version": GENERATOR_VERSION, **plain}
 
 
 def generate_shapes(
@@ -385,7 +387,15 @@ def ensure_shapes(root: str | os.PathLike[str], **kwargs: Any) -> ShapesPaths:
     kwargs.pop("overwrite", None)
     if is_complete(root, **kwargs):
         return paths_of(root)
-    return generate_shapes(root, overwrite=Path(root).exists(), **kwargs)
+    root = Path(root)
+    exists = root.exists()
+    if exists and not root.is_dir():
+        raise UserError(f"{root}: exists and is not a folder")
+    # Replace only what is ours to replace: a folder holding nothing but the shapes layout (a set made with other
+    # parameters, or one damaged since), or an empty one. Anything else at that path is somebody's data.
+    if exists and not {p.name for p in root.iterdir()} <= {"images", "masks", "annotations.json", "shapes.json"}:
+        raise UserError(f"{root}: exists and is not a generated shapes set; refusing to overwrite it")
+    return generate_shapes(root, overwrite=exists, **kwargs)
 
 
 def _parse_size(text: str) -> tuple[int, int]:

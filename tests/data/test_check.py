@@ -75,7 +75,8 @@ def build_defect_set(root: Path) -> tuple[Path, Path]:
     ]
     categories = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
     annotation_file = root / "instances.json"
-    annotation_file.write_text(json.dumps({"images": coco_images, "annotations": annotations, "categories": categories}))
+    coco = {"images": coco_images, "annotations": annotations, "categories": categories}
+    annotation_file.write_text(json.dumps(coco))
     return images, annotation_file
 
 
@@ -111,7 +112,8 @@ def test_check_json_reports_every_defect_exactly(tmp_path: Path, capsys: pytest.
 
 def test_check_table_is_readable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     images, annotations = build_defect_set(tmp_path)
-    assert cli_main(["data", "check", "--format", "coco", "--images", str(images), "--annotations", str(annotations)]) == 0
+    args = ["data", "check", "--format", "coco", "--images", str(images), "--annotations", str(annotations)]
+    assert cli_main(args) == 0
     out = capsys.readouterr().out
     assert "usable_images   6" in out and "truncated.jpg: truncated" in out
 
@@ -143,6 +145,22 @@ def test_colour_modes_and_exif_decode_through_the_dataset(tmp_path: Path) -> Non
     assert target["boxes"].shape == (0, 4) and target["labels"].shape == (0,)
     with pytest.warns(UserWarning, match="truncated.jpg"):
         assert dataset[by_name["truncated.jpg"]] is None
+
+
+def test_boxes_of_images_without_a_stated_size_are_repaired_at_first_read(tmp_path: Path) -> None:
+    from mobilevision.tasks.detection.data import CocoDetection
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.jpg").write_bytes(_jpeg(_rgb()))
+    annotations = [{"id": i, "image_id": 1, "category_id": 1, "bbox": bbox}
+                   for i, bbox in enumerate(([1, 1, 10, 10], [60, 40, 20, 20], [100, 100, 5, 5]))]  # fmt: skip
+    _write(tmp_path / "a.json", {"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": annotations,
+                                  "categories": [{"id": 1, "name": "x"}]})  # fmt: skip
+    dataset = CocoDetection(tmp_path / "images", tmp_path / "a.json")
+    for _ in range(2):  # a second epoch does not count again
+        _, target = dataset[0]
+        assert target["boxes"].tolist() == [[1, 1, 11, 11], [60, 40, 64, 48]]
+    assert (dataset.report.extra["dropped_boxes"], dataset.report.extra["clipped_boxes"]) == (1, 1)
 
 
 def _write(path: Path, obj: object) -> Path:
@@ -183,7 +201,8 @@ def _voc_xml(objects: list[tuple[str, tuple[int, int, int, int], int]], width: i
         f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
         for n, b, d in objects
     )
-    return f"<annotation><size><width>{width}</width><height>{height}</height><depth>3</depth></size>{body}</annotation>"
+    size = f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>"
+    return f"<annotation>{size}{body}</annotation>"
 
 
 def test_check_voc_detection(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -204,7 +223,8 @@ def test_check_voc_detection(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["images"], report["usable_images"], report["skipped_images"]) == (3, 1, 2)
-    assert (report["clipped_boxes"], report["dropped_boxes"], report["difficult"], report["num_classes"]) == (1, 0, 1, 20)
+    counts = (report["clipped_boxes"], report["dropped_boxes"], report["difficult"], report["num_classes"])
+    assert counts == (1, 0, 1, 20)
     assert {s["file"] for s in report["skipped"]} == {"VOC2007/JPEGImages/000002.jpg", "VOC2007/JPEGImages/000003.jpg"}
     # A missing split file is structural.
     code = cli_main(["data", "check", "--format", "voc-det", "--root", str(year), "--split", "val"])

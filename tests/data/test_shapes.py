@@ -92,3 +92,15 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (image["height"], image["width"]) == (40, 50)
     assert cli_main(["data", "shapes", "--out", str(out), "--num-images", "2"]) == 2  # exists: a clear error
     assert "already exists" in capsys.readouterr().err
+
+
+def test_ensure_refuses_to_replace_foreign_folders(tmp_path: Path) -> None:
+    from mobilevision.errors import UserError
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(UserError, match="not a generated shapes set"):
+        ensure_shapes(tmp_path / "mine", num_images=1)
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+    (tmp_path / "empty").mkdir()
+    assert ensure_shapes(tmp_path / "empty", num_images=1, image_size=(32, 32)).annotations.is_file()

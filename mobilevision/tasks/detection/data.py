@@ -4,7 +4,8 @@
 What a dataset guarantees, whatever the input:
 - Structure is checked at construction, before any work: malformed JSON or XML layout, an annotation whose image or
   category id is unknown, a missing split file -> `DatasetError` naming the file and the entry.
-- Boxes are repaired once, at construction, and counted in `.report`: a box with non-positive width or height, or
+- Boxes are repaired at construction against the annotated image size (and again, once, at the first read of an
+  image whose decoded size differs or was not given), and counted in `.report`: a box with non-positive width or height, or
   entirely outside its image, is dropped (`dropped_boxes`); one partly outside is clipped (`clipped_boxes`). Crowd
   annotations (COCO `iscrowd`) and VOC `difficult` objects are not training targets (`crowd` / `difficult`), but
   they stay in `.coco` so COCOeval ignores detections on them, as the benchmarks do.
@@ -162,6 +163,7 @@ class _DetectionDataset(Dataset):
     def _init_common(self, transforms: Transforms | None) -> None:
         self.transforms = transforms
         self._skipped_indices: set[int] = set()
+        self._repaired_indices: set[int] = set()
         self._seeded_for: tuple[int, int] | None = None  # (pid, worker id) the transforms were seeded for
 
     def __len__(self) -> int:
@@ -205,9 +207,14 @@ class _DetectionDataset(Dataset):
         height, width = image.shape[:2]
         boxes, labels = record.boxes, record.labels
         if (width, height) != (record.width, record.height) and len(boxes):
-            # The annotation's stated size disagrees with the pixels (or was absent): keep targets inside the image.
-            boxes, keep, _ = sanitize_boxes(boxes, width, height)
+            # The annotation's stated size disagrees with the pixels (or was absent): keep targets inside the image,
+            # and count what that repaired once, however many epochs read the image.
+            boxes, keep, n_clipped = sanitize_boxes(boxes, width, height)
             labels = labels[keep]
+            if index not in self._repaired_indices:
+                self._repaired_indices.add(index)
+                self.report.count("dropped_boxes", int((~keep).sum()))
+                self.report.count("clipped_boxes", n_clipped)
         return image, boxes, labels
 
     def __getitem__(self, index: int) -> Sample | None:
@@ -258,7 +265,8 @@ def load_json(path: str | os.PathLike[str]) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise DatasetError(f"{path}: malformed JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+        where = f"line {error.lineno} column {error.colno}"
+        raise DatasetError(f"{path}: malformed JSON ({error.msg} at {where})") from None
     except UnicodeDecodeError:
         raise DatasetError(f"{path}: malformed JSON (not UTF-8 text)") from None
 
@@ -448,7 +456,9 @@ def parse_voc_xml(data: bytes, source: str) -> VOCAnnotation:
         difficult = (obj.findtext("difficult") or "0").strip() not in ("0", "")
         objects.append(VOCObject(name, (xmin - 1, ymin - 1, xmax, ymax), difficult))
     valid = width is not None and height is not None and width > 0 and height > 0
-    return VOCAnnotation(int(width) if valid else None, int(height) if valid else None, objects)  # type: ignore[arg-type]
+    if not valid:
+        return VOCAnnotation(None, None, objects)
+    return VOCAnnotation(int(width), int(height), objects)  # type: ignore[arg-type]
 
 
 def _voc_year_dirs(root: Path, split: str, years: Sequence[str] | None) -> list[Path]:

@@ -224,7 +224,7 @@ def main(argv: Sequence[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="mobilevision evaluate detection", description=main.__doc__)
     parser.add_argument("--gt", required=True, help="COCO-format ground truth json")
-    parser.add_argument("--predictions", required=True, help="COCO results json: [{image_id, category_id, bbox, score}]")
+    parser.add_argument("--predictions", required=True, help="results json: [{image_id, category_id, bbox, score}]")
     parser.add_argument("--json", action="store_true", help="print the 12 numbers as JSON")
     parser.add_argument("--per-class", action="store_true", help="with --json, add the per-class AP list")
     parser.add_argument("--verbose", action="store_true", help="show COCOeval's own output")

@@ -48,7 +48,8 @@ def test_parse_voc_xml_difficult_and_one_based_boxes() -> None:
 def test_parse_voc_xml_rejects_unknown_class_and_unsafe_xml() -> None:
     with pytest.raises(DatasetError, match=r"a\.xml.*'unicorn'"):
         parse_voc_xml(_xml([("unicorn", (1, 1, 5, 5), 0)]), "a.xml")
-    bomb = b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><annotation>&lol2;</annotation>'
+    bomb = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]>'
+            b"<annotation>&lol2;</annotation>")
     with pytest.raises(BadSample, match="forbidden"):
         parse_voc_xml(bomb, "bomb.xml")
     with pytest.raises(BadSample, match="malformed"):

@@ -44,10 +44,10 @@ def make_case(seed: int = 0) -> tuple[dict, list[dict]]:
             annotations.append({"id": len(annotations) + 1, "image_id": image["id"], "category_id": category,
                                 "bbox": [x, y, w, h], "area": w * h * 0.8, "iscrowd": crowd})  # fmt: skip
             if rng.random() < 0.85:
-                jitter = rng.normal(0, 0.08 * size, 4)
+                dx, dy, dw, dh = rng.normal(0, 0.08 * size, 4)
                 results.append({"image_id": image["id"],
                                 "category_id": category if rng.random() < 0.9 else int(rng.choice([2, 5, 11])),
-                                "bbox": [x + jitter[0], y + jitter[1], max(1.0, w + jitter[2]), max(1.0, h + jitter[3])],
+                                "bbox": [x + dx, y + dy, max(1.0, w + dw), max(1.0, h + dh)],
                                 "score": float(rng.uniform(0.05, 1.0))})  # fmt: skip
     for image in images:
         for _ in range(int(rng.integers(0, 4))):  # false positives everywhere, including the empty images
