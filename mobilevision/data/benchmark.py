@@ -14,6 +14,11 @@ rounds, so machine load hits both alike. Each does the same steps:
 
 Both resizes are anti-aliased (OpenCV INTER_AREA when shrinking; torchvision's antialias=True), since after a 4x zoom
 out the shrink is up to 8x and plain bilinear sampling would alias small objects away.
+
+Measured on the 2-core shared CPU machine of this project (load average about 2 from other jobs), torch 2.14.1,
+torchvision 0.29.1, albumentations 2.0.8, opencv 5.0.0, with `OMP_NUM_THREADS=1 mobilevision benchmark data`
+(48 images x 3 rounds): ours 72.3 images/s per worker, torchvision.transforms.v2 21.5 images/s, ratio 3.36x.
+The largest single cost in ours (cProfile) is the anti-aliased resize of zoomed canvases up to 16x the image area.
 """
 
 from __future__ import annotations
