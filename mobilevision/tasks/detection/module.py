@@ -39,7 +39,7 @@ class DetectionTask(BaseTask):
         neg_pos_ratio: hard negative mining ratio.
         score_threshold, nms_threshold, detections_per_image: evaluation post-processing (COCO protocol: low
             threshold, 100 detections).
-        optimizer, schedule, ema_decay, max_nonfinite_steps: see `BaseTask`.
+        optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last: see `BaseTask`.
     """
 
     def __init__(
@@ -60,9 +60,11 @@ class DetectionTask(BaseTask):
         schedule: LRSchedule | None = None,
         ema_decay: float | None = None,
         max_nonfinite_steps: int = 10,
+        channels_last: bool = True,
     ) -> None:
         super().__init__(
-            optimizer=optimizer, schedule=schedule, ema_decay=ema_decay, max_nonfinite_steps=max_nonfinite_steps
+            optimizer=optimizer, schedule=schedule, ema_decay=ema_decay, max_nonfinite_steps=max_nonfinite_steps,
+            channels_last=channels_last,
         )
         self.model_name = model
         self.input_size = input_size

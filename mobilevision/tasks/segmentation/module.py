@@ -31,8 +31,8 @@ class SegmentationTask(BaseTask):
         input_size: training crop size (linked from the DataModule); stored for the predictor.
         eval_output_stride: evaluate at another output stride (the paper's OS=8 rows); None keeps the training one.
         multi_scale_flip: evaluate with the paper's MF strategy (scales `mf_scales`, each also flipped).
-        optimizer, schedule, ema_decay, max_nonfinite_steps: see `BaseTask`; the DeepLab recipe is SGD with
-            momentum 0.9 and the poly schedule (power 0.9).
+        optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last: see `BaseTask`; the DeepLab recipe
+            is SGD with momentum 0.9 and the poly schedule (power 0.9).
     """
 
     def __init__(
@@ -52,12 +52,14 @@ class SegmentationTask(BaseTask):
         schedule: LRSchedule | None = None,
         ema_decay: float | None = None,
         max_nonfinite_steps: int = 10,
+        channels_last: bool = True,
     ) -> None:
         super().__init__(
             optimizer=optimizer,
             schedule=schedule or LRSchedule(kind="poly", power=0.9),
             ema_decay=ema_decay,
             max_nonfinite_steps=max_nonfinite_steps,
+            channels_last=channels_last,
         )
         self.model_name = model
         self.input_size = input_size
@@ -127,6 +129,7 @@ class SegmentationTask(BaseTask):
             model.backbone.set_output_stride(output_stride)
 
     def on_validation_start(self) -> None:
+        super().on_validation_start()
         if self.eval_output_stride and self.eval_output_stride != self.output_stride:
             self._set_eval_stride(self.eval_output_stride)
 
