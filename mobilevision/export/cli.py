@@ -1,0 +1,73 @@
+"""`mobilevision export --weights CKPT --format onnx`: write an ONNX file and print a parity check against PyTorch.
+
+The graph ends at the raw head outputs (plus the default boxes); decoding and NMS are the post-processing step
+`mobilevision.inference.postprocess.DetectionPostprocess`, which `Predictor` applies (see `mobilevision.export.onnx`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mobilevision.errors import UserError
+
+PARITY_TOLERANCE = 1e-4
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mobilevision export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", type=Path, help="a mobilevision checkpoint")
+    parser.add_argument("--model", help="export an untrained model by name instead (with --num-classes/--width-mult)")
+    parser.add_argument("--num-classes", type=int, default=None)
+    parser.add_argument("--width-mult", type=float, default=None)
+    parser.add_argument("--format", choices=("onnx",), default="onnx")
+    parser.add_argument("--output", type=Path, default=None, help="output file (default: next to the weights, .onnx)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="input size of the graph (default: the checkpoint's)")
+    parser.add_argument("--score-threshold", type=float, default=0.3, help="threshold of the detection parity check")
+    args = parser.parse_args(list(argv))
+    if (args.weights is None) == (args.model is None):
+        parser.error("give exactly one of --weights CKPT or --model NAME")
+    if args.opset < 17:
+        parser.error(f"--opset must be >= 17, got {args.opset}")
+    if args.input_size is not None and min(args.input_size) < 32:
+        parser.error(f"--input-size must be at least 32x32, got {args.input_size}")
+
+    from mobilevision.checkpoint import ModelMeta, load_checkpoint
+    from mobilevision.export.onnx import export_onnx, make_session, parity_check
+
+    if args.weights is not None:
+        if args.num_classes is not None or args.width_mult is not None:
+            parser.error("--num-classes and --width-mult go with --model (a checkpoint knows its own)")
+        model, meta = load_checkpoint(args.weights)
+        output = args.output or args.weights.with_suffix(".onnx")
+    else:
+        from mobilevision.models import build_model
+
+        kwargs = {k: v for k, v in (("num_classes", args.num_classes), ("width_mult", args.width_mult)) if v is not None}
+        try:
+            model = build_model(args.model, **kwargs)
+        except (TypeError, ValueError) as error:
+            raise UserError(f"--model {args.model}: {error}") from None
+        if not hasattr(model, "num_classes"):
+            raise UserError(f"--model {args.model}: only detection and segmentation models are exported")
+        meta = ModelMeta.for_model(model, model_name=args.model, model_kwargs=kwargs)
+        output = args.output or Path(f"{args.model}.onnx")
+    if output.suffix.lower() != ".onnx":
+        parser.error(f"--output must end in .onnx, got {output}")
+    input_size = tuple(args.input_size) if args.input_size else meta.input_size
+    model.eval()
+    path = export_onnx(model, output, meta, opset=args.opset, input_size=input_size)  # type: ignore[arg-type]
+    print(f"wrote {path} (opset {args.opset}, input {input_size[0]}x{input_size[1]}, dynamic batch)")
+    report = parity_check(model, make_session(path), input_size=input_size,  # type: ignore[arg-type]
+                          thresholds=(args.score_threshold, 0.01))
+    print(report.format())
+    if not report.ok(PARITY_TOLERANCE):
+        print(f"mobilevision export: parity check FAILED (tolerance {PARITY_TOLERANCE:g}); the file was written "
+              "but its outputs differ from PyTorch", file=sys.stderr)
+        return 1
+    print(f"parity OK (raw outputs within {PARITY_TOLERANCE:g}, same detections)")
+    return 0

@@ -1,0 +1,98 @@
+"""Post-processing shared by every backend: raw network outputs -> detections or a mask at the image's own size.
+
+This is the documented post-processing step of the exported ONNX graph (which stops at the raw head outputs):
+softmax over classes, keep (anchor, class) pairs above the score threshold, at most `topk_candidates` per class and
+`max_candidates` overall (best first), decode only those boxes against the default boxes, clip, class-wise NMS, keep
+`detections_per_image`, and scale from the network input to the image.
+
+It returns the same detections as `Detector.postprocess` (per-class top-k, then threshold, then NMS) because
+thresholding first and taking the per-class top-k among the survivors selects the same pairs; it is faster because
+it never sorts the scores of all anchors of all classes and decodes only the candidates. `max_candidates` bounds NMS
+time when an (untrained, say) model scores many boxes above the threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+from torchvision.ops import batched_nms, clip_boxes_to_image
+
+from mobilevision.tasks.detection.anchors import BoxCoder
+
+
+@dataclass(frozen=True)
+class DetectionPostprocess:
+    """Parameters of the detection post-processing (stored in ONNX metadata next to the graph)."""
+
+    score_threshold: float = 0.3
+    nms_threshold: float = 0.6
+    topk_candidates: int = 200
+    detections_per_image: int = 100
+    max_candidates: int = 1000
+    box_coder_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+
+    def __call__(
+        self,
+        cls_logits: Tensor,
+        bbox_regression: Tensor,
+        anchors: Tensor,
+        *,
+        input_size: tuple[int, int],
+        image_size: tuple[int, int] | None = None,
+    ) -> dict[str, Tensor]:
+        """One image.
+
+        Args:
+            cls_logits: [A, C] raw class scores (C counts the background, index 0).
+            bbox_regression: [A, 4] box offsets.
+            anchors: [A, 4] default boxes x1y1x2y2 in network-input pixels.
+            input_size: (h, w) of the network input.
+            image_size: (H, W) of the original image; boxes are scaled to it (None: stay in input pixels).
+
+        Returns:
+            `boxes` float32 [N, 4] x1y1x2y2 in image pixels, `scores` float32 [N], `labels` int64 [N] in 1..C-1,
+            sorted by decreasing score.
+        """
+        scores = cls_logits.float().softmax(-1)[:, 1:]  # [A, C-1]: foreground classes
+        anchor_idx, class_idx = torch.nonzero(scores > self.score_threshold, as_tuple=True)
+        cand_scores = scores[anchor_idx, class_idx]
+        if cand_scores.numel() > self.topk_candidates:
+            keep = _per_class_topk(cand_scores, class_idx, self.topk_candidates)
+            anchor_idx, class_idx, cand_scores = anchor_idx[keep], class_idx[keep], cand_scores[keep]
+        if cand_scores.numel() > self.max_candidates:
+            keep = cand_scores.topk(self.max_candidates).indices
+            anchor_idx, class_idx, cand_scores = anchor_idx[keep], class_idx[keep], cand_scores[keep]
+        boxes = BoxCoder(self.box_coder_weights).decode(bbox_regression[anchor_idx].float(), anchors[anchor_idx])
+        boxes = clip_boxes_to_image(boxes, input_size)
+        kept = batched_nms(boxes, cand_scores, class_idx, self.nms_threshold)[: self.detections_per_image]
+        boxes, cand_scores, labels = boxes[kept], cand_scores[kept], class_idx[kept] + 1
+        if image_size is not None and tuple(image_size) != tuple(input_size):
+            sy, sx = image_size[0] / input_size[0], image_size[1] / input_size[1]
+            boxes = clip_boxes_to_image(boxes * boxes.new_tensor([sx, sy, sx, sy]), image_size)
+        return {"boxes": boxes, "scores": cand_scores, "labels": labels}
+
+
+def _per_class_topk(scores: Tensor, classes: Tensor, k: int) -> Tensor:
+    """Indices of the `k` best scores of each class (any order)."""
+    # Sort by score, then stably by class: within each class the scores stay in decreasing order.
+    order = scores.argsort(descending=True)
+    order = order[classes[order].argsort(stable=True)]
+    sorted_classes = classes[order]
+    counts = torch.bincount(sorted_classes)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(order.numel(), device=scores.device) - starts[sorted_classes]
+    return order[rank < k]
+
+
+def segmentation_mask(logits: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """logits [C, h, w] -> class indices [H, W] at `image_size`, uint8 when C <= 256 else int64.
+
+    Logits are upsampled (bilinear) before the argmax: smoother borders than resizing the argmax.
+    """
+    if tuple(logits.shape[-2:]) != tuple(image_size):
+        logits = F.interpolate(logits[None].float(), size=tuple(image_size), mode="bilinear", align_corners=False)[0]
+    mask = logits.argmax(0)
+    return mask.to(torch.uint8) if logits.shape[0] <= 256 else mask

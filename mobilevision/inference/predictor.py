@@ -1,0 +1,250 @@
+"""`Predictor`: one object from a model, a checkpoint or an exported ONNX file to per-image results.
+
+Stages (timed separately by `Predictor.timed` for the benchmark):
+  preprocess   one cv2.resize of the RGB uint8 image to the network input (no float image at full size);
+  forward      the network's raw outputs: torch (BatchNorm folded, channels-last) or onnxruntime (tuned session);
+  postprocess  `DetectionPostprocess` (threshold first, bounded candidates, NMS, boxes scaled to the image) or
+               logits -> mask at the image's own size.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mobilevision.checkpoint import ModelMeta, load_checkpoint
+from mobilevision.data.decode import BadSample, read_image
+from mobilevision.errors import UserError
+from mobilevision.inference.postprocess import DetectionPostprocess, segmentation_mask
+from mobilevision.inference.sources import DEFAULT_TIMEOUT, CaptureFactory, Source, open_source
+
+ImageLike = np.ndarray | str | os.PathLike
+BACKENDS = ("torch", "onnxruntime")
+
+
+class Predictor:
+    """Run a detector or segmenter on images, folders, videos and streams.
+
+    Args:
+        model_or_checkpoint: an `nn.Module` from `build_model` (classes named "class_<i>"), a mobilevision checkpoint
+            path (`.ckpt`/`.pt`, loaded with `weights_only=True`), or an exported `.onnx` file.
+        backend: "torch" or "onnxruntime"; None picks onnxruntime for `.onnx` files and torch otherwise. A module or
+            checkpoint with backend "onnxruntime" is exported in memory first.
+        score_threshold: detections need this class probability.
+        device: "cpu" (or "cuda" for torch / onnxruntime-gpu).
+        input_size: (h, w) the network runs at; default the checkpoint's training size, 320x320 for a bare detector,
+            512x512 for a bare segmenter. An ONNX graph has a fixed size: a different one is an error.
+        num_threads: intra-op threads (torch: `torch.set_num_threads`, process-wide; onnxruntime: per session).
+        meta: class names and ids for a bare module (default: `ModelMeta.for_model`).
+        optimize: torch backend on CPU: fold BatchNorm and use channels-last (same outputs to ~1e-5).
+        batch_size: images per forward pass when called on a list.
+
+    Calling it on an RGB uint8 array (H, W, 3), a path, or a list of those returns per image a dict:
+        detection: `boxes` float32 [N, 4] (x1 y1 x2 y2 in that image's pixels), `scores` float32 [N], `labels` int64
+        [N] (contiguous 1..K), `category_ids` int64 [N] (the dataset's ids), `names` list[str];
+        segmentation: `mask` [H, W] class indices at the image's own size (uint8, int64 beyond 256 classes).
+    A single input gives a dict, a list gives a list.
+    """
+
+    def __init__(
+        self,
+        model_or_checkpoint: nn.Module | str | os.PathLike[str],
+        *,
+        backend: str | None = None,
+        score_threshold: float = 0.3,
+        device: str = "cpu",
+        input_size: tuple[int, int] | None = None,
+        num_threads: int | None = None,
+        meta: ModelMeta | None = None,
+        optimize: bool = True,
+        batch_size: int = 8,
+    ) -> None:
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        is_onnx = not isinstance(model_or_checkpoint, nn.Module) and Path(model_or_checkpoint).suffix.lower() == ".onnx"
+        backend = backend or ("onnxruntime" if is_onnx else "torch")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if is_onnx and backend != "onnxruntime":
+            raise ValueError(f"{model_or_checkpoint}: an .onnx file runs with backend='onnxruntime', got {backend!r}")
+        self.backend = backend
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.num_threads = num_threads
+        self._session: Any = None
+        self._model: nn.Module | None = None
+        post: DetectionPostprocess | None = None
+
+        if is_onnx:
+            from mobilevision.export.onnx import make_session, read_metadata
+
+            path = Path(model_or_checkpoint)
+            if not path.is_file():
+                raise UserError(f"{path}: file not found")
+            meta, post = read_metadata(path)
+            if input_size is not None and tuple(input_size) != tuple(meta.input_size):
+                raise ValueError(f"{path} was exported at input size {meta.input_size}, got input_size={input_size}; "
+                                 "re-export with `mobilevision export --input-size H W`")
+            self._session = make_session(path, num_threads=num_threads, device=device)
+            model = None
+        else:
+            if isinstance(model_or_checkpoint, nn.Module):
+                model = model_or_checkpoint
+                meta = meta or ModelMeta.for_model(model)
+            else:
+                model, meta = load_checkpoint(model_or_checkpoint)
+            model = model.eval()
+            from mobilevision.export.onnx import is_detector, postprocess_for
+
+            if is_detector(model):
+                post = postprocess_for(model)
+        assert meta is not None
+        self.meta = meta
+        self.task = meta.task
+        self.input_size: tuple[int, int] = tuple(input_size or meta.input_size)  # type: ignore[assignment]
+        self.class_names = list(meta.class_names)
+        num_classes = len(self.class_names)
+        self._category_ids = np.asarray(meta.category_ids if meta.category_ids is not None else range(num_classes),
+                                        dtype=np.int64)
+        if self.task == "detection":
+            assert post is not None
+            self.postprocess = DetectionPostprocess(**{**post.__dict__, "score_threshold": float(score_threshold)})
+        self.score_threshold = float(score_threshold)
+
+        if model is not None:
+            if backend == "onnxruntime":
+                from mobilevision.export.onnx import export_bytes, make_session
+
+                self._session = make_session(export_bytes(model, meta, input_size=self.input_size),
+                                             num_threads=num_threads, device=device)
+            else:
+                if num_threads is not None:
+                    torch.set_num_threads(int(num_threads))
+                if optimize and self.device.type == "cpu":
+                    from mobilevision.inference.optimize import optimize_for_cpu
+
+                    model = optimize_for_cpu(model)
+                self._model = model.to(self.device)
+
+    # ----------------------------------------------------------------------------------------------------- stages
+    def preprocess(self, images: Sequence[np.ndarray]) -> Any:
+        """RGB uint8 (H, W, 3) images -> the network's input batch at `input_size` (torch uint8 [B, 3, h, w]
+        channels-last view for torch, float32 numpy [B, 3, h, w] for onnxruntime)."""
+        h, w = self.input_size
+        resized = [img if img.shape[:2] == (h, w) else cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+                   for img in images]
+        batch = resized[0][None] if len(resized) == 1 else np.stack(resized)
+        if self._session is not None:
+            return batch.transpose(0, 3, 1, 2).astype(np.float32)
+        # A permuted NHWC tensor *is* a channels-last NCHW tensor: no copy; Normalize converts to float in place.
+        return torch.from_numpy(batch).permute(0, 3, 1, 2).to(self.device)
+
+    def forward(self, batch: Any) -> list[Tensor]:
+        """Raw outputs as CPU/device tensors: detection [cls_logits, bbox_regression, anchors], segmentation [logits]."""
+        if self._session is not None:
+            outputs = self._session.run(None, {"images": batch})
+            return [torch.from_numpy(np.asarray(o)) for o in outputs]
+        assert self._model is not None
+        with torch.inference_mode():
+            if self.task == "detection":
+                raw, anchors = self._model.forward_raw(batch)
+                return [raw["cls_logits"], raw["bbox_regression"], anchors]
+            return [self._model(batch)]
+
+    def postprocess_batch(self, outputs: list[Tensor], image_sizes: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
+        results = []
+        with torch.inference_mode():
+            for i, size in enumerate(image_sizes):
+                if self.task == "detection":
+                    det = self.postprocess(outputs[0][i], outputs[1][i], outputs[2], input_size=self.input_size,
+                                           image_size=size)
+                    labels = det["labels"].cpu().numpy()
+                    results.append({
+                        "boxes": det["boxes"].cpu().numpy().astype(np.float32, copy=False),
+                        "scores": det["scores"].cpu().numpy().astype(np.float32, copy=False),
+                        "labels": labels,
+                        "category_ids": self._category_ids[labels] if len(self._category_ids) else labels,
+                        "names": [self._name(int(label)) for label in labels],
+                    })
+                else:
+                    results.append({"mask": segmentation_mask(outputs[0][i], size).cpu().numpy()})
+        return results
+
+    def _name(self, label: int) -> str:
+        return self.class_names[label] if 0 <= label < len(self.class_names) else f"class_{label}"
+
+    # ----------------------------------------------------------------------------------------------------- calls
+    def __call__(self, inputs: ImageLike | Sequence[ImageLike]) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(inputs, (np.ndarray, str, os.PathLike)):
+            return self.predict_batch([load_input(inputs)])[0]
+        items = list(inputs)
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(items), self.batch_size):
+            results += self.predict_batch([load_input(x) for x in items[start:start + self.batch_size]])
+        return results
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        """Already-decoded RGB uint8 images (any sizes) -> one result dict each."""
+        if not images:
+            return []
+        sizes = [(int(img.shape[0]), int(img.shape[1])) for img in images]
+        return self.postprocess_batch(self.forward(self.preprocess(images)), sizes)
+
+    def timed(self, image: np.ndarray) -> tuple[dict[str, Any], dict[str, float]]:
+        """One image with the time (seconds) of each stage: preprocess, forward, postprocess."""
+        t0 = time.perf_counter()
+        batch = self.preprocess([image])
+        t1 = time.perf_counter()
+        outputs = self.forward(batch)
+        t2 = time.perf_counter()
+        result = self.postprocess_batch(outputs, [image.shape[:2]])[0]
+        t3 = time.perf_counter()
+        return result, {"preprocess": t1 - t0, "forward": t2 - t1, "postprocess": t3 - t2}
+
+    def stream(self, source: Source | str | int | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT,
+               capture_factory: CaptureFactory | None = None) -> Iterator[tuple[int, np.ndarray, dict[str, Any]]]:
+        """Yield (frame_index, frame RGB uint8, result) for each frame of a video file, camera index, URL (or any
+        source `open_source` accepts), one frame at a time: memory stays flat however long the video.
+
+        Raises:
+            SourceTimeout: no frame arrived for `timeout` seconds.
+        """
+        opened = source if isinstance(source, Source) else open_source(source, timeout=timeout,
+                                                                         capture_factory=capture_factory)
+        try:
+            for frame in opened:
+                yield frame.index, frame.image, self.predict_batch([frame.image])[0]
+        finally:
+            if opened is not source:
+                opened.close()
+
+
+def load_input(item: ImageLike) -> np.ndarray:
+    """A path (decoded safely, `UserError` naming the file when it is not an image) or an array, as RGB uint8."""
+    if isinstance(item, (str, os.PathLike)):
+        try:
+            return read_image(item)
+        except BadSample as error:
+            raise UserError(f"{item}: {error.reason}") from None
+    array = np.asarray(item)
+    if array.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image array, got dtype {array.dtype} with shape {array.shape}")
+    if array.ndim == 2:
+        return cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or min(array.shape[:2]) < 1:
+        raise ValueError(f"expected an image array (H, W, 3), got shape {array.shape}")
+    if array.shape[2] == 1:
+        return cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
+    if array.shape[2] == 4:
+        return np.ascontiguousarray(array[..., :3])
+    return array

@@ -1,0 +1,278 @@
+"""Where predictions go: annotated images, an annotated video, COCO-results JSON, palette masks and overlays.
+
+Every file is written atomically (temporary file, then rename). The video and the JSON are streamed to their
+temporary files frame by frame, so memory stays flat on long videos, and they are finalised (writer released,
+JSON closed, renamed into place) even when the input is cut short, stalls, or the user presses Ctrl-C.
+
+`predict_source` is the loop behind `mobilevision predict` and the demo; `predict_video` is its one-call form for a
+video file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import cv2
+import numpy as np
+
+from mobilevision.inference.draw import draw_detections, overlay_mask, write_image
+from mobilevision.inference.sources import DEFAULT_TIMEOUT, CaptureFactory, ImageSource, Source, SourceTimeout, open_source
+from mobilevision.io import atomic_path, atomic_write_json
+
+DEFAULT_FPS = 30.0  # for cameras and streams that report none
+VIDEO_FOURCC = "mp4v"  # MPEG-4 Part 2 in .mp4: written by every OpenCV build, played by common players
+
+
+class VideoSink:
+    """An atomic video writer: frames go to a temporary file next to `path`, renamed onto it by `close()`.
+
+    Args:
+        path: target (.mp4 recommended).
+        fps: frames per second (the input's).
+        frame_size: (width, height) (the input's); frames of another size are resized to it.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fps: float, frame_size: tuple[int, int],
+                 fourcc: str = VIDEO_FOURCC) -> None:
+        self.path = Path(path)
+        self.fps = float(fps)
+        self.frame_size = (int(frame_size[0]), int(frame_size[1]))
+        self.frames = 0
+        self._stack = contextlib.ExitStack()
+        self._tmp = self._stack.enter_context(atomic_path(self.path))
+        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*fourcc), self.fps, self.frame_size)
+        if not self._writer.isOpened():
+            self._stack.close()
+            raise OSError(f"cannot open a {fourcc} video writer for {self.path}")
+
+    def write(self, rgb: np.ndarray) -> None:
+        if (rgb.shape[1], rgb.shape[0]) != self.frame_size:
+            rgb = cv2.resize(rgb, self.frame_size, interpolation=cv2.INTER_LINEAR)
+        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self) -> Path | None:
+        """Finalise: release the writer (writes the container index) and rename into place. A video with no frame
+        is not playable, so it is discarded. Returns the path written, or None."""
+        if self._writer is None:
+            return self.path if self.frames else None
+        self._writer.release()
+        self._writer = None
+        if self.frames == 0:
+            with contextlib.suppress(Exception):
+                self._stack.__exit__(RuntimeError, RuntimeError("no frames"), None)  # removes the temporary file
+            return None
+        self._stack.close()
+        return self.path
+
+
+class JsonArraySink:
+    """Writes a JSON array one element at a time to a temporary file; `close()` renames it onto `path`."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.count = 0
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        self._file: IO[str] | None = self._stack.enter_context(open(tmp, "w", encoding="utf-8"))
+        self._file.write("[")
+
+    def add(self, item: dict[str, Any]) -> None:
+        assert self._file is not None
+        self._file.write(("\n" if self.count == 0 else ",\n") + json.dumps(item))
+        self.count += 1
+
+    def close(self) -> Path:
+        if self._file is not None:
+            self._file.write("\n]\n")
+            self._file.flush()
+            self._file = None
+            self._stack.close()
+        return self.path
+
+
+def coco_results(result: dict[str, Any], image_id: int) -> list[dict[str, Any]]:
+    """Predictor detections -> COCO results entries ({image_id, category_id, bbox [x, y, w, h], score})."""
+    out = []
+    for box, score, category in zip(result["boxes"], result["scores"], result["category_ids"]):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        out.append({"image_id": int(image_id), "category_id": int(category),
+                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                    "score": round(float(score), 5)})
+    return out
+
+
+def display_problem() -> str | None:
+    """Why no window can be shown here, or None when one can."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no display (neither DISPLAY nor WAYLAND_DISPLAY is set)"
+    try:
+        cv2.namedWindow("mobilevision", cv2.WINDOW_NORMAL)
+    except cv2.error:
+        return ("this OpenCV build has no GUI support (opencv-python-headless, the build albumentations needs); "
+                "install opencv-python in a separate environment to use --show")
+    return None
+
+
+@dataclass
+class PredictSummary:
+    """What a run did: frames predicted, files written, and why it stopped early (if it did)."""
+
+    source: str
+    kind: str
+    frames: int = 0
+    seconds: float = 0.0
+    detections: int = 0
+    written: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    ended_early: str | None = None
+    interrupted: bool = False
+    stalled: bool = False
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.interrupted else 1 if self.stalled else 0
+
+    def format(self) -> str:
+        lines = [f"{self.source}: {self.frames} {'frames' if self.kind != 'images' else 'images'} in "
+                 f"{self.seconds:.1f} s ({self.fps:.1f} frames/s)"]
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} unreadable files (first: {self.skipped[0]['file']}: "
+                         f"{self.skipped[0]['reason']})")
+        if self.ended_early:
+            lines.append(f"input ended early: {self.ended_early}; the {self.frames} frames before were processed "
+                         "and the outputs finalised")
+        if self.interrupted:
+            lines.append(f"interrupted after {self.frames} frames; the outputs were finalised")
+        lines += [f"wrote {path}" for path in self.written]
+        return "\n".join(lines)
+
+
+def _image_ids(source: Source) -> dict[str, int]:
+    # COCO-style file names (000000397133.jpg) keep their numeric ids; anything else is numbered 1..N.
+    names = source.names if isinstance(source, ImageSource) else []
+    if names and all(n.isdigit() for n in names) and len({int(n) for n in names}) == len(names):
+        return {n: int(n) for n in names}
+    return {n: i + 1 for i, n in enumerate(names)}
+
+
+def predict_source(predictor: Any, source: Source, output_dir: str | os.PathLike[str], *, show: bool = False,
+                   progress: bool = True, log: Any = None) -> PredictSummary:
+    """Run `predictor` over `source`, writing into `output_dir`:
+
+    - images: `annotated/<name>.jpg` (detection) or `masks/<name>.png` (palette) + `overlays/<name>.jpg`;
+    - video/camera/stream: `<stem>_annotated.mp4` (detection) or `<stem>_overlay.mp4`, at the input's fps and size;
+    - detection: `predictions.json` (COCO results; image_id = frame index for video) and, for images,
+      `images.json` (COCO `images` entries: id, file_name, height, width).
+    """
+    log = log or (lambda message: print(message, file=sys.stderr))
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    detection = predictor.task == "detection"
+    summary = PredictSummary(source=source.description, kind=source.kind)
+    window = False
+    if show:
+        problem = display_problem()
+        if problem:
+            log(f"--show: cannot open a window: {problem}; writing the output files only")
+        else:
+            window = True
+    ids = _image_ids(source)
+    image_entries: list[dict[str, Any]] = []
+    video: VideoSink | None = None
+    results_sink = JsonArraySink(out / "predictions.json") if detection else None
+    stem = getattr(source, "stem", "video")
+    from tqdm import tqdm
+
+    bar = tqdm(total=source.length, unit="frame", desc="predict", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True, leave=True)
+    start = time.perf_counter()
+    try:
+        for frame in source:
+            result = predictor.predict_batch([frame.image])[0]
+            if detection:
+                drawn = draw_detections(frame.image, result)
+                image_id = frame.index if source.is_video else ids.get(frame.name, frame.index + 1)
+                entries = coco_results(result, image_id)
+                summary.detections += len(entries)
+                for entry in entries:
+                    results_sink.add(entry)  # type: ignore[union-attr]
+            else:
+                drawn = overlay_mask(frame.image, result["mask"])
+            if source.is_video:
+                if video is None:
+                    size = source.frame_size or (frame.image.shape[1], frame.image.shape[0])
+                    suffix = "annotated" if detection else "overlay"
+                    video = VideoSink(out / f"{stem}_{suffix}.mp4", fps=source.fps or DEFAULT_FPS, frame_size=size)
+                video.write(drawn)
+            else:
+                if detection:
+                    write_image(out / "annotated" / f"{frame.name}.jpg", drawn)
+                    image_entries.append({"id": image_id, "file_name": str(frame.path), "height": frame.image.shape[0],
+                                          "width": frame.image.shape[1]})
+                else:
+                    from mobilevision.tasks.segmentation.masks import write_palette_png
+
+                    mask = result["mask"]
+                    if mask.max(initial=0) > 255:
+                        raise ValueError("palette PNGs hold at most 256 classes")
+                    write_palette_png(out / "masks" / f"{frame.name}.png", mask)
+                    write_image(out / "overlays" / f"{frame.name}.jpg", drawn)
+                    summary.written.append(str(out / "masks" / f"{frame.name}.png"))
+            if window:
+                cv2.imshow("mobilevision", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                if cv2.waitKey(1) & 0xFF == ord("q"):
+                    summary.interrupted = True
+                    break
+            summary.frames += 1
+            bar.update(1)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    except SourceTimeout as error:
+        summary.stalled = True
+        summary.ended_early = str(error)
+    finally:
+        bar.close()
+        summary.seconds = time.perf_counter() - start
+        source.close()
+        if window:
+            cv2.destroyAllWindows()
+    # Finalise what was written so far: reached on a normal end, a cut-short input, a stall or Ctrl-C.
+    if video is not None:
+        path = video.close()
+        if path is not None:
+            summary.written.insert(0, str(path))
+    if results_sink is not None:
+        summary.written.append(str(results_sink.close()))
+    if image_entries:
+        atomic_write_json(out / "images.json", image_entries)
+        summary.written.append(str(out / "images.json"))
+    if detection and not source.is_video and summary.frames:
+        summary.written.insert(0, f"{out / 'annotated'}/ ({summary.frames} images)")
+    if not detection and not source.is_video:
+        masks = [w for w in summary.written if w.endswith(".png")]
+        summary.written = [w for w in summary.written if not w.endswith(".png")]
+        if masks:
+            summary.written.insert(0, f"{out / 'masks'}/ and {out / 'overlays'}/ ({len(masks)} images)")
+    summary.skipped = list(source.skipped)
+    summary.ended_early = summary.ended_early or source.ended_early
+    return summary
+
+
+def predict_video(predictor: Any, video: str | os.PathLike[str] | int, output_dir: str | os.PathLike[str], *,
+                  timeout: float = DEFAULT_TIMEOUT, capture_factory: CaptureFactory | None = None,
+                  progress: bool = False) -> PredictSummary:
+    """Open a video file / camera / URL and run `predict_source` on it (the annotated video is `summary.written[0]`)."""
+    return predict_source(predictor, open_source(video, timeout=timeout, capture_factory=capture_factory), output_dir,
+                          progress=progress)

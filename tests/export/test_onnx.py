@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from mobilevision.checkpoint import ModelMeta, save_checkpoint
+from mobilevision.cli import main
+from mobilevision.errors import WeightsError
+from mobilevision.export.onnx import export_onnx, make_session, parity_check, read_metadata
+from mobilevision.inference.predictor import Predictor
+from tests.inference.models_for_tests import (
+    calibrate_batchnorm, detector_meta, random_image, segmenter_meta, small_detector, small_segmenter,
+)
+
+
+def test_detector_parity_and_interface(tmp_path: Path) -> None:
+    model, meta = small_detector(), detector_meta(input_size=(128, 128))
+    path = export_onnx(model, tmp_path / "det.onnx", meta)
+    proto = onnx.load(str(path))
+    assert proto.opset_import[0].version >= 17
+    assert [o.name for o in proto.graph.output] == ["cls_logits", "bbox_regression", "anchors"]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    loaded_meta, post = read_metadata(path)
+    assert loaded_meta == meta and post is not None and post.nms_threshold == model.nms_threshold
+    report = parity_check(model, make_session(path), input_size=(128, 128), thresholds=(0.3, 0.05), num_images=3)
+    assert report.max_diff <= 1e-4, report.format()
+    assert report.detections_identical, report.format()
+    assert report.detections[0]["torch"] > 10, "the test model must produce detections above 0.3"
+
+
+def test_dynamic_batch(tmp_path: Path) -> None:
+    path = export_onnx(small_detector(), tmp_path / "det.onnx", detector_meta(input_size=(96, 96)))
+    session = make_session(path, num_threads=1)
+    cls, box, anchors = session.run(None, {"images": np.zeros((3, 3, 96, 96), np.float32)})
+    assert cls.shape[0] == 3 and box.shape[0] == 3 and anchors.shape == (cls.shape[1], 4)
+
+
+def test_segmenter_parity(tmp_path: Path) -> None:
+    model = small_segmenter()
+    path = export_onnx(model, tmp_path / "seg.onnx", segmenter_meta(input_size=(96, 128)))
+    report = parity_check(model, make_session(path), input_size=(96, 128))
+    assert report.max_abs_diff["logits"] <= 1e-4
+
+
+def test_predictor_on_onnx_equals_torch(tmp_path: Path) -> None:
+    model, meta = small_detector(), detector_meta(input_size=(128, 128))
+    path = export_onnx(model, tmp_path / "det.onnx", meta)
+    image = random_image(150, 200)
+    a = Predictor(path)(image)
+    b = Predictor(model, meta=meta, optimize=False)(image)
+    assert len(a["labels"]) > 0 and np.array_equal(a["labels"], b["labels"]) and a["names"] == b["names"]
+    assert np.allclose(a["boxes"], b["boxes"], atol=1e-2)
+    with pytest.raises(ValueError, match="input size"):
+        Predictor(path, input_size=(64, 64))
+    with pytest.raises(ValueError, match="onnxruntime"):
+        Predictor(path, backend="torch")
+
+
+def test_onnx_without_metadata_is_refused(tmp_path: Path) -> None:
+    path = export_onnx(small_segmenter(), tmp_path / "seg.onnx", segmenter_meta(input_size=(64, 64)))
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "bare.onnx"))
+    with pytest.raises(WeightsError, match="metadata"):
+        Predictor(tmp_path / "bare.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(WeightsError, match="junk.onnx"):
+        Predictor(tmp_path / "junk.onnx")
+
+
+def test_export_cli_prints_parity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = save_checkpoint(tmp_path / "det.ckpt", small_detector(), detector_meta(input_size=(96, 96)))
+    assert main(["export", "--weights", str(ckpt), "--format", "onnx"]) == 0
+    out = capsys.readouterr().out
+    assert "max |diff| cls_logits" in out and "parity OK" in out and "identical" in out
+    assert (tmp_path / "det.onnx").is_file()
+    meta = json.loads({p.key: p.value for p in onnx.load(str(tmp_path / "det.onnx")).metadata_props}["mobilevision"])
+    assert meta["class_names"][1] == "thing1" and meta["input_size"] == [96, 96]
+
+
+def test_export_cli_refuses_pickled_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_checkpoint import _evil_checkpoint
+
+    path, marker = _evil_checkpoint(tmp_path)
+    assert main(["export", "--weights", str(path)]) == 2
+    assert "Traceback" not in capsys.readouterr().err and not marker.exists()
+
+
+def test_full_size_81_class_model_parity(tmp_path: Path) -> None:
+    """The paper's model (width 1.0, 81 classes, 320x320), as the README's parity claim states."""
+    from mobilevision.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("ssdlite_mobilenet_v2", num_classes=81)
+    calibrate_batchnorm(model)  # realistic activation scales, so differences are not hidden by vanishing outputs
+    meta = ModelMeta.for_model(model, model_name="ssdlite_mobilenet_v2", model_kwargs={"num_classes": 81})
+    path = export_onnx(model, tmp_path / "full.onnx", meta)
+    report = parity_check(model, make_session(path), input_size=(320, 320), thresholds=(0.3, 0.01), num_images=1)
+    assert report.max_diff <= 1e-4 and report.detections_identical, report.format()
+    assert report.detections[1]["torch"] > 0, report.format()

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import torch
+
+from mobilevision.inference.postprocess import DetectionPostprocess, segmentation_mask
+from tests.inference.models_for_tests import small_detector
+
+
+def _reference(model, cls_logits, box_reg, anchors, size):  # noqa: ANN001, ANN202
+    boxes, scores = model.decode({"cls_logits": cls_logits[None], "bbox_regression": box_reg[None]}, anchors)
+    return model.postprocess(boxes, scores, size)[0]
+
+
+def _sorted(det: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    key = det["labels"].double() * 10 - det["scores"].double()
+    order = key.argsort()
+    return det["labels"][order], det["boxes"][order]
+
+
+def test_same_detections_as_detector_postprocess_even_when_top_k_binds() -> None:
+    model = small_detector(num_classes=5)
+    torch.manual_seed(0)
+    anchors = torch.rand(3000, 2) * 200
+    anchors = torch.cat([anchors, anchors + 5 + torch.rand(3000, 2) * 60], 1)
+    cls_logits = torch.randn(3000, 5) * 3
+    cls_logits[:, 1] += 3  # class 1: far more than top-k candidates above the threshold
+    box_reg = torch.randn(3000, 4)
+    for threshold, topk in [(0.3, 200), (0.05, 50), (0.9, 200)]:
+        model.score_threshold, model.topk_candidates = threshold, topk
+        post = DetectionPostprocess(score_threshold=threshold, nms_threshold=model.nms_threshold,
+                                    topk_candidates=topk, detections_per_image=model.detections_per_image,
+                                    max_candidates=100_000)
+        ours = post(cls_logits, box_reg, anchors, input_size=(256, 256))
+        ref = _reference(model, cls_logits, box_reg, anchors, (256, 256))
+        labels_a, boxes_a = _sorted(ours)
+        labels_b, boxes_b = _sorted(ref)
+        assert torch.equal(labels_a, labels_b), threshold
+        assert torch.allclose(boxes_a, boxes_b, atol=1e-4)
+
+
+def test_candidates_are_bounded_and_boxes_scaled() -> None:
+    anchors = torch.tensor([[10.0, 10.0, 50.0, 50.0]]).repeat(5000, 1) + torch.arange(5000.0)[:, None] % 100
+    cls_logits = torch.zeros(5000, 3)
+    cls_logits[:, 1] = 10.0
+    post = DetectionPostprocess(score_threshold=0.3, max_candidates=300, detections_per_image=1000)
+    out = post(cls_logits, torch.zeros(5000, 4), anchors, input_size=(200, 200), image_size=(400, 100))
+    assert 0 < len(out["boxes"]) <= 300
+    assert out["boxes"][:, 0::2].max() <= 100 and out["boxes"][:, 1::2].max() <= 400
+    assert out["boxes"][:, 1::2].max() > 200  # y scaled by 2
+
+
+def test_segmentation_mask_resizes_logits() -> None:
+    logits = torch.zeros(3, 4, 4)
+    logits[2, :, 2:] = 5.0
+    mask = segmentation_mask(logits, (8, 16))
+    assert mask.shape == (8, 16) and mask.dtype == torch.uint8
+    assert (mask[:, :6] == 0).all() and (mask[:, 10:] == 2).all()
