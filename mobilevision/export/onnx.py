@@ -136,9 +136,11 @@ def read_metadata(model: str | os.PathLike[str] | bytes) -> tuple[ModelMeta, Det
 def make_session(model: str | os.PathLike[str] | bytes, *, num_threads: int | None = None, device: str = "cpu") -> Any:
     """An onnxruntime session with the options measured to be fastest here.
 
-    Graph optimisation level ALL (constant folding, Conv+BN+activation fusion, NCHWc blocked layouts on x86),
+    Graph optimisation level ALL (constant folding, Conv+BN+activation fusion, NCHWc blocked layouts on x86:
+    SSDLite 81 classes at 320x320, one thread, 30 ms vs 69 ms at level EXTENDED; denormals-as-zero changed nothing),
     sequential execution (the graph is a chain; parallel execution only adds scheduling), and
-    `intra_op_num_threads` = `num_threads` (None: onnxruntime's default, one per physical core).
+    `intra_op_num_threads` = `num_threads` (None: `torch.get_num_threads()`, so one setting, `OMP_NUM_THREADS` or
+    `torch.set_num_threads`, governs both backends).
     """
     import onnxruntime as ort
 
@@ -146,8 +148,7 @@ def make_session(model: str | os.PathLike[str] | bytes, *, num_threads: int | No
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
-    if num_threads is not None:
-        options.intra_op_num_threads = int(num_threads)
+    options.intra_op_num_threads = int(num_threads) if num_threads is not None else torch.get_num_threads()
     options.log_severity_level = 3
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():

@@ -231,10 +231,11 @@ def run(*, repeats: int, threads: Sequence[int], stream_frames: int, width_mult:
             log(f"\n== {n} thread(s): 480x640 RGB uint8 -> detections, input 320x320, {NUM_CLASSES} classes, "
                 f"score {SCORE_THRESHOLD}, medians of {repeats} interleaved runs (ms) ==")
             log(f"decode (JPEG -> RGB, same for all): {decode_ms:.2f}")
-            log(f"{'pipeline':<40}{'preprocess':>11}{'forward':>9}{'postproc':>10}{'end-to-end':>12}{'ratio':>7}")
+            log(f"{'pipeline':<40}{'preprocess':>11}{'forward':>9}{'postproc':>10}{'end-to-end':>12}{'img/s':>7}"
+                f"{'ratio':>7}")
             for name, row in table.items():
                 log(f"{name:<40}{row['preprocess']:>11.2f}{row['forward']:>9.2f}{row['postprocess']:>10.2f}"
-                    f"{row['end_to_end']:>12.2f}{row['end_to_end'] / reference:>7.2f}")
+                    f"{row['end_to_end']:>12.2f}{1000 / row['end_to_end']:>7.1f}{row['end_to_end'] / reference:>7.2f}")
             log(f"best: {best}: {table[best]['end_to_end']:.2f} ms vs torchvision {reference:.2f} ms "
                 f"-> ratio {table[best]['end_to_end'] / reference:.2f} (target <= 0.50)")
         if stream_frames > 0:

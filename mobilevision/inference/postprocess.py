@@ -59,6 +59,9 @@ class DetectionPostprocess:
         scores = cls_logits.float().softmax(-1)[:, 1:]  # [A, C-1]: foreground classes
         anchor_idx, class_idx = torch.nonzero(scores > self.score_threshold, as_tuple=True)
         cand_scores = scores[anchor_idx, class_idx]
+        if cand_scores.numel() == 0:  # the common case on most frames: skip decoding and NMS altogether
+            empty = cls_logits.new_zeros((0, 4), dtype=torch.float32)
+            return {"boxes": empty, "scores": cand_scores, "labels": class_idx + 1}
         if cand_scores.numel() > self.topk_candidates:
             keep = _per_class_topk(cand_scores, class_idx, self.topk_candidates)
             anchor_idx, class_idx, cand_scores = anchor_idx[keep], class_idx[keep], cand_scores[keep]

@@ -42,7 +42,8 @@ class Predictor:
         device: "cpu" (or "cuda" for torch / onnxruntime-gpu).
         input_size: (h, w) the network runs at; default the checkpoint's training size, 320x320 for a bare detector,
             512x512 for a bare segmenter. An ONNX graph has a fixed size: a different one is an error.
-        num_threads: intra-op threads (torch: `torch.set_num_threads`, process-wide; onnxruntime: per session).
+        num_threads: intra-op threads (torch: `torch.set_num_threads`, process-wide; onnxruntime: per session;
+            None: the process's `torch.get_num_threads()` for both).
         meta: class names and ids for a bare module (default: `ModelMeta.for_model`).
         optimize: torch backend on CPU: fold BatchNorm and use channels-last (same outputs to ~1e-5).
         batch_size: images per forward pass when called on a list.
