@@ -79,6 +79,20 @@ class MobileVisionCLI(LightningCLI):
         if not plugins:
             config.trainer.plugins = [{"class_path": f"{__name__}.AtomicCheckpointIO"}]
 
+    def _write_metrics(self, name: str) -> None:
+        # Machines read this instead of the printed table: `<default_root_dir>/{validate,test}_metrics.json`.
+        if self.trainer.is_global_zero:
+            from mobilevision.io import atomic_write_json
+
+            metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+            atomic_write_json(Path(self.trainer.default_root_dir) / f"{name}_metrics.json", metrics)
+
+    def after_validate(self) -> None:
+        self._write_metrics("validate")
+
+    def after_test(self) -> None:
+        self._write_metrics("test")
+
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
         if "weights_only" in self._subcommand_method_arguments[subcommand]:
@@ -91,8 +105,12 @@ class MobileVisionCLI(LightningCLI):
 
 def run_cli(argv: Sequence[str], *, run: bool = True) -> MobileVisionCLI:
     """Build (and by default run) the CLI on `argv`; models and DataModules are any subclasses named in the config."""
+    import warnings
+
     from mobilevision.tasks.base import BaseTask
 
+    # LightningCLI warns when sys.argv also holds arguments; here argv *is* the command line, minus our prefix.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     return MobileVisionCLI(
         BaseTask,
         pl.LightningDataModule,
@@ -136,3 +154,52 @@ def main_test(argv: Sequence[str]) -> int:
 
 def main_predict(argv: Sequence[str]) -> int:
     return _main("predict", argv)
+
+
+class CurveLogger(pl.Callback):
+    """Writes `curve.csv` in the run folder: training minutes and every `val/*` metric at each validation.
+
+    Minutes are the Timer's training time when the run has `max_time` (it survives resumes), else wall time.
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        super().__init__()
+        self.path = path
+        self._start: float | None = None
+        self.rows: list[dict[str, float]] = []
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import time
+
+        self._start = time.monotonic()
+
+    def _minutes(self, trainer: pl.Trainer) -> float:
+        import time
+
+        from lightning.pytorch.callbacks import Timer
+
+        for callback in trainer.callbacks:
+            if isinstance(callback, Timer):
+                return callback.time_elapsed("train") / 60
+        return (time.monotonic() - (self._start or time.monotonic())) / 60
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        row = {"minutes": round(self._minutes(trainer), 3), "step": trainer.global_step, "epoch": trainer.current_epoch}
+        self.rows.append({**row, **metrics})
+        path = Path(self.path) if self.path else Path(trainer.default_root_dir) / "curve.csv"
+        keys = list(self.rows[0])
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in self.rows]
+        from mobilevision.io import atomic_write_text
+
+        atomic_write_text(path, "\n".join(lines) + "\n")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))

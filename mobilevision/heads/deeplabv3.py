@@ -71,6 +71,15 @@ class DeepLabV3Head(nn.Module):
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         self.atrous_rates = tuple(atrous_rates)
 
+    def set_atrous_rates(self, rates: Sequence[int]) -> None:
+        """Change the atrous rates in place, e.g. doubled when evaluating at output stride 8 a head trained at 16."""
+        if len(rates) != len(self.atrous_rates):
+            raise ValueError(f"the head has {len(self.atrous_rates)} atrous branches, got rates {tuple(rates)}")
+        for branch, rate in zip(self.branches[1 : 1 + len(rates)], rates):
+            conv = branch[0]
+            conv.dilation, conv.padding = (rate, rate), (rate, rate)
+        self.atrous_rates = tuple(rates)
+
     def forward(self, x: Tensor) -> Tensor:
         x = torch.cat([branch(x) for branch in self.branches], dim=1)
         return self.classifier(self.dropout(self.project(x)))

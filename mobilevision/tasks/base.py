@@ -73,6 +73,8 @@ class BaseTask(pl.LightningModule):
             export it; None disables it. The decay ramps up as (1 + n) / (10 + n) early on, as in the TF reference.
         max_nonfinite_steps: consecutive non-finite losses tolerated (each such step is skipped and counted) before
             the run stops with the batch's files named.
+        init_from: start from the network weights of a mobilevision checkpoint (e.g. the COCO pre-training of a
+            VOC run); unlike `--ckpt_path`, nothing else of that run (optimizer, step) is restored.
         channels_last: run the networks in channels-last memory format. Depthwise convolutions are much faster so
             on CPUs (measured: training step 2.14 s -> 1.26 s, SSDLite width 0.5, 32 x 192x192, one thread) and
             under mixed precision on GPUs.
@@ -86,9 +88,11 @@ class BaseTask(pl.LightningModule):
         ema_decay: float | None = None,
         max_nonfinite_steps: int = 10,
         channels_last: bool = True,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         self.channels_last = channels_last
+        self.init_from = init_from
         self.optimizer_factory = optimizer
         self.schedule = schedule or LRSchedule()
         self.ema_decay = ema_decay
@@ -101,6 +105,11 @@ class BaseTask(pl.LightningModule):
 
     def _setup_ema(self) -> None:
         # Call at the end of the subclass's __init__, once `self.model` exists.
+        if self.init_from is not None:
+            from mobilevision.checkpoint import load_checkpoint
+
+            source, _ = load_checkpoint(self.init_from)
+            self.model.load_state_dict(source.state_dict(), strict=True)
         if self.ema_decay is not None:
             if not 0.0 < self.ema_decay < 1.0:
                 raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
@@ -231,3 +240,10 @@ class BaseTask(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["mobilevision"] = self.checkpoint_meta()
+        # Dropout draws from torch's generator: keep its state so a resumed run draws what an unbroken one would.
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("torch_rng_state")
+        if isinstance(state, Tensor) and self._trainer is not None and self.trainer.state.fn == "fit":
+            torch.set_rng_state(state)

@@ -24,3 +24,14 @@ def test_image_pooling_branch_sees_the_whole_map() -> None:
     y[..., 5, 5] = 10.0  # a change far from (0, 0) reaches it only through image pooling
     with torch.no_grad():
         assert not torch.allclose(head(x)[..., 0, 0], head(y)[..., 0, 0])
+
+
+def test_set_atrous_rates_matches_a_head_built_with_them() -> None:
+    torch.manual_seed(0)
+    head = DeepLabV3Head(in_channels=16, num_classes=3, atrous_rates=(6, 12, 18)).eval()
+    other = DeepLabV3Head(in_channels=16, num_classes=3, atrous_rates=(12, 24, 36)).eval()
+    other.load_state_dict(head.state_dict())
+    head.set_atrous_rates((12, 24, 36))
+    x = torch.randn(1, 16, 40, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(head(x), other(x))

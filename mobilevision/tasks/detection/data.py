@@ -34,10 +34,11 @@ import numpy as np
 import torch
 from pycocotools.coco import COCO
 from torch import Tensor
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from mobilevision.data.decode import BadSample, read_image, resolve_inside
 from mobilevision.data.report import DataWarning, DefectReport
+from mobilevision.data.seeding import SampleKey, TransformSeeder
 from mobilevision.errors import DatasetError
 from mobilevision.tasks.detection.transforms import eval_transforms, train_transforms
 
@@ -164,7 +165,7 @@ class _DetectionDataset(Dataset):
         self.transforms = transforms
         self._skipped_indices: set[int] = set()
         self._repaired_indices: set[int] = set()
-        self._seeded_for: tuple[int, int] | None = None  # (pid, worker id) the transforms were seeded for
+        self._seeder = TransformSeeder()
 
     def __len__(self) -> int:
         return len(self._records)
@@ -180,18 +181,6 @@ class _DetectionDataset(Dataset):
         if index not in self._skipped_indices:
             self._skipped_indices.add(index)
             self.report.skip(record.file_name, reason, warn=False)
-
-    def _seed_transforms(self) -> None:
-        # albumentations 2 keeps its own generator; forked DataLoader workers would all copy the same state and
-        # augment identically. Seed it from torch's per-worker seed (itself from the run's seed) on first use.
-        set_seed = getattr(self.transforms, "set_random_seed", None)
-        if set_seed is None:
-            return
-        info = get_worker_info()
-        key = (os.getpid(), info.id if info is not None else -1)
-        if self._seeded_for != key:
-            set_seed((info.seed if info is not None else torch.initial_seed()) % 2**32)
-            self._seeded_for = key
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """Decoded RGB uint8 (H, W, 3), boxes float32 (N, 4) and labels int64 (N,) before any transform, or None."""
@@ -217,14 +206,15 @@ class _DetectionDataset(Dataset):
                 self.report.count("clipped_boxes", n_clipped)
         return image, boxes, labels
 
-    def __getitem__(self, index: int) -> Sample | None:
+    def __getitem__(self, key: SampleKey) -> Sample | None:
+        """`key` is an index, or `(index, seed)` from a training sampler to seed this sample's augmentation."""
+        index = self._seeder(self.transforms, key)
         loaded = self.load(index)
         if loaded is None:
             return None
         image, boxes, labels = loaded
         orig_size = (int(image.shape[0]), int(image.shape[1]))
         if self.transforms is not None:
-            self._seed_transforms()
             out = self.transforms(image=image, bboxes=boxes, labels=labels)
             image = out["image"]
             boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)

@@ -16,6 +16,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mobilevision.data.sampler import train_sampler
 from mobilevision.data.shapes import CLASSES as SHAPE_CLASSES
 from mobilevision.data.shapes import ensure_shapes, paths_of
 from mobilevision.errors import DatasetError
@@ -83,10 +84,11 @@ class DetectionDataModule(pl.LightningDataModule):
         return eval_transforms(self.input_size)
 
     def _loader(self, dataset: Dataset, *, train: bool) -> DataLoader:
+        sampler = train_sampler(dataset, self.trainer, self.batch_size) if train else None  # type: ignore[arg-type]
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            sampler=sampler,
             drop_last=train,  # a last batch of one image would break BatchNorm on the 1x1 maps
             num_workers=self.num_workers,
             collate_fn=collate_detection,

@@ -39,7 +39,7 @@ class DetectionTask(BaseTask):
         neg_pos_ratio: hard negative mining ratio.
         score_threshold, nms_threshold, detections_per_image: evaluation post-processing (COCO protocol: low
             threshold, 100 detections).
-        optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last: see `BaseTask`.
+        optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last, init_from: see `BaseTask`.
     """
 
     def __init__(
@@ -61,10 +61,12 @@ class DetectionTask(BaseTask):
         ema_decay: float | None = None,
         max_nonfinite_steps: int = 10,
         channels_last: bool = True,
+        init_from: str | None = None,
     ) -> None:
         super().__init__(
             optimizer=optimizer, schedule=schedule, ema_decay=ema_decay, max_nonfinite_steps=max_nonfinite_steps,
             channels_last=channels_last,
+            init_from=init_from,
         )
         self.model_name = model
         self.input_size = input_size
@@ -111,6 +113,7 @@ class DetectionTask(BaseTask):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         saved = checkpoint.get("mobilevision")
         if saved and self.meta is None:
             self.meta = DetectionMeta(list(saved["class_names"]), list(saved["category_ids"]))

@@ -39,10 +39,11 @@ import numpy as np
 import scipy.io
 import torch
 from pycocotools import mask as coco_mask
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from mobilevision.data.decode import BadSample, read_image, resolve_inside
 from mobilevision.data.report import DataWarning, DefectReport
+from mobilevision.data.seeding import SampleKey, TransformSeeder
 from mobilevision.errors import DatasetError
 from mobilevision.transforms import IMAGENET_MEAN
 from mobilevision.tasks.segmentation.masks import VOC_CLASSES, VOID, check_labels, read_index_mask
@@ -92,7 +93,7 @@ class _SegmentationDataset(Dataset):
         self.report = DefectReport()
         self.samples: list[_Sample] = []
         self._failed: set[int] = set()
-        self._transform_seed: int | None = None
+        self._seeder = TransformSeeder()
 
     @property
     def num_classes(self) -> int:
@@ -151,7 +152,9 @@ class _SegmentationDataset(Dataset):
         self._failed.add(index)
         self.report.skip(defect.file, defect.reason)
 
-    def __getitem__(self, index: int) -> Sample | None:
+    def __getitem__(self, key: SampleKey) -> Sample | None:
+        """`key` is an index, or `(index, seed)` from a training sampler to seed this sample's augmentation."""
+        index = self._seeder(self.transform, key)
         try:
             image, mask = self.load(index)
         except _Defect as defect:
@@ -159,7 +162,6 @@ class _SegmentationDataset(Dataset):
             return None
         orig_size = (int(image.shape[0]), int(image.shape[1]))
         if self.transform is not None:
-            self._seed_transform_in_worker()
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         image_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
@@ -167,22 +169,6 @@ class _SegmentationDataset(Dataset):
         if self.with_orig_size:
             return image_t, mask_t, orig_size
         return image_t, mask_t
-
-    def _seed_transform_in_worker(self) -> None:
-        """Give each DataLoader worker its own augmentation stream.
-
-        An albumentations `Compose` keeps its own random generator, created once in the main process: forked workers
-        would all inherit the same state, so every worker, and every epoch (workers are re-forked), would replay the
-        same crops and flips. `worker_info.seed` differs per worker and per epoch (and follows the global torch seed),
-        so reseeding from it once per worker process fixes both, with no worker_init_fn to wire.
-        """
-        info = get_worker_info()
-        if info is None or info.seed == self._transform_seed:
-            return
-        self._transform_seed = info.seed
-        set_seed = getattr(self.transform, "set_random_seed", None)
-        if set_seed is not None:
-            set_seed(info.seed % 2**32)
 
     def check(self) -> DefectReport:
         """Decode every sample (no transform) and return the full report: construction-time and decoding defects."""

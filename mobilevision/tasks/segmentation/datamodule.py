@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
+from mobilevision.data.sampler import train_sampler
 from mobilevision.data.shapes import CLASSES as SHAPE_CLASSES
 from mobilevision.data.shapes import ensure_shapes
 from mobilevision.tasks.segmentation.data import (
@@ -75,8 +76,9 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_dataset is not None, "setup('fit') first"
+        sampler = train_sampler(self.train_dataset, self.trainer, self.batch_size)  # type: ignore[arg-type]
         return DataLoader(
-            self.train_dataset, batch_size=self.batch_size, shuffle=True, drop_last=True,
+            self.train_dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
             num_workers=self.num_workers, collate_fn=collate_segmentation, pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
         )  # fmt: skip

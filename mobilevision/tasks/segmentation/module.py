@@ -31,8 +31,8 @@ class SegmentationTask(BaseTask):
         input_size: training crop size (linked from the DataModule); stored for the predictor.
         eval_output_stride: evaluate at another output stride (the paper's OS=8 rows); None keeps the training one.
         multi_scale_flip: evaluate with the paper's MF strategy (scales `mf_scales`, each also flipped).
-        optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last: see `BaseTask`; the DeepLab recipe
-            is SGD with momentum 0.9 and the poly schedule (power 0.9).
+        optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last, init_from: see `BaseTask`; the DeepLab
+            recipe is SGD with momentum 0.9 and the poly schedule (power 0.9).
     """
 
     def __init__(
@@ -53,6 +53,7 @@ class SegmentationTask(BaseTask):
         ema_decay: float | None = None,
         max_nonfinite_steps: int = 10,
         channels_last: bool = True,
+        init_from: str | None = None,
     ) -> None:
         super().__init__(
             optimizer=optimizer,
@@ -60,6 +61,7 @@ class SegmentationTask(BaseTask):
             ema_decay=ema_decay,
             max_nonfinite_steps=max_nonfinite_steps,
             channels_last=channels_last,
+            init_from=init_from,
         )
         self.model_name = model
         self.input_size = input_size
@@ -103,6 +105,7 @@ class SegmentationTask(BaseTask):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         saved = checkpoint.get("mobilevision")
         if saved:
             self.class_names = list(saved["class_names"])
@@ -125,8 +128,11 @@ class SegmentationTask(BaseTask):
         return self.guard_loss(loss, [])
 
     def _set_eval_stride(self, output_stride: int) -> None:
+        # Atrous rates scale with the resolution (DeepLabv3: rates (6, 12, 18) at OS16 are (12, 24, 36) at OS8).
+        rates = [r * self.output_stride // output_stride for r in self.model_kwargs["atrous_rates"]]
         for model in {id(m): m for m in (self.model, self.eval_model)}.values():
             model.backbone.set_output_stride(output_stride)
+            model.head.set_atrous_rates(rates)
 
     def on_validation_start(self) -> None:
         super().on_validation_start()
