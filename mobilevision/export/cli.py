@@ -11,9 +11,31 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
+import numpy as np
+import torch
+
 from mobilevision.errors import UserError
 
 PARITY_TOLERANCE = 1e-4
+
+
+def _user_images(spec: str, input_size: tuple[int, int], limit: int = 4) -> torch.Tensor:
+    """Up to `limit` images of a user's source, resized to the graph's input: float [N, 3, H, W] in 0..255."""
+    from mobilevision.inference.sources import open_source
+
+    source = open_source(spec)
+    arrays = []
+    try:
+        for frame in source:
+            arrays.append(cv2.resize(frame.image, (input_size[1], input_size[0]), interpolation=cv2.INTER_LINEAR))
+            if len(arrays) == limit:
+                break
+    finally:
+        source.close()
+    if not arrays:
+        raise UserError(f"--parity-images {spec}: no readable image")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()
 
 
 def main(argv: Sequence[str]) -> int:
@@ -28,6 +50,8 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="input size of the graph (default: the checkpoint's)")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="threshold of the detection parity check")
+    parser.add_argument("--parity-images", default=None, help="image, folder or glob whose first 4 images the parity "
+                        "check uses as well as generated ones (default: generated only)")
     args = parser.parse_args(list(argv))
     if (args.weights is None) == (args.model is None):
         parser.error("give exactly one of --weights CKPT or --model NAME")
@@ -37,7 +61,7 @@ def main(argv: Sequence[str]) -> int:
         parser.error(f"--input-size must be at least 32x32, got {args.input_size}")
 
     from mobilevision.checkpoint import ModelMeta, load_checkpoint
-    from mobilevision.export.onnx import export_onnx, make_session, parity_check
+    from mobilevision.export.onnx import export_onnx, make_session, parity_check, parity_images
 
     if args.weights is not None:
         if args.num_classes is not None or args.width_mult is not None:
@@ -62,8 +86,11 @@ def main(argv: Sequence[str]) -> int:
     model.eval()
     path = export_onnx(model, output, meta, opset=args.opset, input_size=input_size)  # type: ignore[arg-type]
     print(f"wrote {path} (opset {args.opset}, input {input_size[0]}x{input_size[1]}, dynamic batch)")
+    images = parity_images(input_size)  # type: ignore[arg-type]
+    if args.parity_images:
+        images = torch.cat([images, _user_images(args.parity_images, input_size)])  # type: ignore[arg-type]
     report = parity_check(model, make_session(path), input_size=input_size,  # type: ignore[arg-type]
-                          thresholds=(args.score_threshold, 0.01))
+                          thresholds=(args.score_threshold, 0.01), images=images)
     print(report.format())
     if not report.ok(PARITY_TOLERANCE):
         print(f"mobilevision export: parity check FAILED (tolerance {PARITY_TOLERANCE:g}); the file was written "

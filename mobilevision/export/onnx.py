@@ -63,6 +63,7 @@ def postprocess_for(model: nn.Module, *, score_threshold: float = 0.3) -> Detect
         topk_candidates=int(model.topk_candidates),
         detections_per_image=int(model.detections_per_image),
         box_coder_weights=tuple(model.box_coder.weights),  # type: ignore[arg-type]
+        classification=str(getattr(model, "classification", "softmax")),
     )
 
 
@@ -189,19 +190,56 @@ class ParityReport:
 
 
 def _same_detections(a: dict[str, Tensor], b: dict[str, Tensor], *, box_tol: float = 1e-2) -> bool:
-    if a["labels"].shape != b["labels"].shape or not torch.equal(a["labels"], b["labels"]):
+    """The same set of (label, box, score), in any order: scores equal to 1e-8 may list in either order."""
+    if a["labels"].shape != b["labels"].shape:
         return False
-    return bool(torch.allclose(a["boxes"], b["boxes"], atol=box_tol, rtol=0)
-                and torch.allclose(a["scores"], b["scores"], atol=1e-4, rtol=0))
+
+    def canonical(d: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        key = torch.cat([d["labels"][:, None].double(), torch.round(d["boxes"].double() / box_tol)], 1)
+        order = torch.from_numpy(np.lexsort(key.numpy().T[::-1].copy()))
+        return d["labels"][order], d["boxes"][order], d["scores"][order]
+
+    la, ba, sa = canonical(a)
+    lb, bb, sb = canonical(b)
+    return bool(torch.equal(la, lb) and torch.allclose(ba, bb, atol=box_tol, rtol=0)
+                and torch.allclose(sa, sb, atol=1e-4, rtol=0))
+
+
+def parity_images(input_size: tuple[int, int], num_images: int = 2, *, seed: int = 0) -> Tensor:
+    """float [N, 3, H, W] in 0..255: one of uniform noise, the others filled shapes on a smooth background (things a
+    trained detector fires on, unlike noise)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = input_size
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)]
+    yy, xx = np.mgrid[0:h, 0:w]
+    for _ in range(num_images - 1):
+        base = np.stack([xx * 255 / max(w - 1, 1), yy * 255 / max(h - 1, 1), np.full((h, w), 128.0)], -1)
+        image = np.clip(base * rng.uniform(0.3, 1.0), 0, 255).astype(np.uint8)
+        for _ in range(int(rng.integers(2, 6))):
+            color = tuple(int(c) for c in rng.integers(0, 256, 3))
+            cx, cy = int(rng.integers(0, w)), int(rng.integers(0, h))
+            size = int(rng.integers(max(4, min(h, w) // 12), max(5, min(h, w) // 3)))
+            if rng.random() < 0.5:
+                cv2.circle(image, (cx, cy), size // 2, color, -1)
+            else:
+                cv2.rectangle(image, (cx - size // 2, cy - size // 2), (cx + size // 2, cy + size // 2), color, -1)
+        images.append(image)
+    return torch.from_numpy(np.stack(images[:num_images])).permute(0, 3, 1, 2).float().contiguous()
 
 
 def parity_check(model: nn.Module, session: Any, *, input_size: tuple[int, int], thresholds: tuple[float, ...] = (0.3,),
-                 num_images: int = 2, seed: int = 0) -> ParityReport:
-    """Run the same random uint8 images through `model` (PyTorch, eval) and `session`; compare raw outputs and the
-    detections that `DetectionPostprocess` keeps at each threshold (same labels, scores within 1e-4, boxes 1e-2 px).
+                 num_images: int = 3, seed: int = 0, images: Tensor | None = None) -> ParityReport:
+    """Run the same images (default `parity_images`) through `model` (PyTorch, eval) and `session`; compare raw
+    outputs and the detections that `DetectionPostprocess` keeps at each threshold (the same set of labels, boxes
+    within 1e-2 px and scores within 1e-4).
+
+    Args:
+        images: float [N, 3, H, W] RGB 0..255 at `input_size`, e.g. real images resized (default: generated).
     """
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (num_images, 3, *input_size), generator=generator, dtype=torch.uint8).float()
+    images = parity_images(input_size, num_images, seed=seed) if images is None else images.float()
+    num_images = images.shape[0]
     model = model.eval()
     with torch.no_grad():
         if is_detector(model):

@@ -1,7 +1,7 @@
 """Post-processing shared by every backend: raw network outputs -> detections or a mask at the image's own size.
 
 This is the documented post-processing step of the exported ONNX graph (which stops at the raw head outputs):
-softmax over classes, keep (anchor, class) pairs above the score threshold, at most `topk_candidates` per class and
+softmax (or sigmoid) over classes, keep (anchor, class) pairs above the score threshold, at most `topk_candidates` per class and
 `max_candidates` overall (best first), decode only those boxes against the default boxes, clip, class-wise NMS, keep
 `detections_per_image`, and scale from the network input to the image.
 
@@ -33,6 +33,11 @@ class DetectionPostprocess:
     detections_per_image: int = 100
     max_candidates: int = 1000
     box_coder_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    classification: str = "softmax"  # or "sigmoid": how the detector was trained to turn logits into scores
+
+    def __post_init__(self) -> None:
+        if self.classification not in ("softmax", "sigmoid"):
+            raise ValueError(f"classification must be 'softmax' or 'sigmoid', got {self.classification!r}")
 
     def __call__(
         self,
@@ -56,21 +61,30 @@ class DetectionPostprocess:
             `boxes` float32 [N, 4] x1y1x2y2 in image pixels, `scores` float32 [N], `labels` int64 [N] in 1..C-1,
             sorted by decreasing score.
         """
-        scores = cls_logits.float().softmax(-1)[:, 1:]  # [A, C-1]: foreground classes
+        logits = cls_logits.float()
+        scores = (logits.sigmoid() if self.classification == "sigmoid" else logits.softmax(-1))[:, 1:]  # [A, C-1]
         anchor_idx, class_idx = torch.nonzero(scores > self.score_threshold, as_tuple=True)
         cand_scores = scores[anchor_idx, class_idx]
         if cand_scores.numel() == 0:  # the common case on most frames: skip decoding and NMS altogether
             empty = cls_logits.new_zeros((0, 4), dtype=torch.float32)
             return {"boxes": empty, "scores": cand_scores, "labels": class_idx + 1}
+        # One canonical order: score descending at a resolution of 2^-20 (about 1e-6), ties broken by (anchor,
+        # class) position (a stable sort of the row-major candidates). Every later cut (per-class top-k,
+        # max_candidates, NMS, the per-image cap) follows it, so scores that are equal up to float rounding (common
+        # on flat image regions) give the same detections on every backend instead of an order set by 1e-8 noise.
+        order = torch.round(cand_scores * 2.0**20).argsort(descending=True, stable=True)
+        anchor_idx, class_idx, cand_scores = anchor_idx[order], class_idx[order], cand_scores[order]
         if cand_scores.numel() > self.topk_candidates:
-            keep = _per_class_topk(cand_scores, class_idx, self.topk_candidates)
+            keep = _per_class_topk(class_idx, self.topk_candidates)
             anchor_idx, class_idx, cand_scores = anchor_idx[keep], class_idx[keep], cand_scores[keep]
         if cand_scores.numel() > self.max_candidates:
-            keep = cand_scores.topk(self.max_candidates).indices
-            anchor_idx, class_idx, cand_scores = anchor_idx[keep], class_idx[keep], cand_scores[keep]
+            anchor_idx, class_idx = anchor_idx[: self.max_candidates], class_idx[: self.max_candidates]
+            cand_scores = cand_scores[: self.max_candidates]
         boxes = BoxCoder(self.box_coder_weights).decode(bbox_regression[anchor_idx].float(), anchors[anchor_idx])
         boxes = clip_boxes_to_image(boxes, input_size)
-        kept = batched_nms(boxes, cand_scores, class_idx, self.nms_threshold)[: self.detections_per_image]
+        # NMS visits boxes by the rank in the canonical order, not by raw score (which may tie).
+        rank = torch.arange(cand_scores.numel(), 0, -1, dtype=torch.float32, device=cand_scores.device)
+        kept = batched_nms(boxes, rank, class_idx, self.nms_threshold)[: self.detections_per_image]
         boxes, cand_scores, labels = boxes[kept], cand_scores[kept], class_idx[kept] + 1
         if image_size is not None and tuple(image_size) != tuple(input_size):
             sy, sx = image_size[0] / input_size[0], image_size[1] / input_size[1]
@@ -78,16 +92,14 @@ class DetectionPostprocess:
         return {"boxes": boxes, "scores": cand_scores, "labels": labels}
 
 
-def _per_class_topk(scores: Tensor, classes: Tensor, k: int) -> Tensor:
-    """Indices of the `k` best scores of each class (any order)."""
-    # Sort by score, then stably by class: within each class the scores stay in decreasing order.
-    order = scores.argsort(descending=True)
-    order = order[classes[order].argsort(stable=True)]
+def _per_class_topk(classes: Tensor, k: int) -> Tensor:
+    """Positions (ascending) of the first `k` candidates of each class, for candidates already in rank order."""
+    order = classes.argsort(stable=True)  # grouped by class, rank order kept within each class
     sorted_classes = classes[order]
     counts = torch.bincount(sorted_classes)
     starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(order.numel(), device=scores.device) - starts[sorted_classes]
-    return order[rank < k]
+    rank = torch.arange(order.numel(), device=classes.device) - starts[sorted_classes]
+    return order[rank < k].sort().values
 
 
 def segmentation_mask(logits: Tensor, image_size: tuple[int, int]) -> Tensor:

@@ -142,7 +142,11 @@ class PredictSummary:
 
     @property
     def exit_code(self) -> int:
-        return 130 if self.interrupted else 1 if self.stalled else 0
+        if self.interrupted:
+            return 130
+        if self.stalled or (self.kind == "images" and self.frames == 0):  # nothing readable is a failure
+            return 1
+        return 0
 
     def format(self) -> str:
         lines = [f"{self.source}: {self.frames} {'frames' if self.kind != 'images' else 'images'} in "

@@ -55,3 +55,20 @@ def test_segmentation_mask_resizes_logits() -> None:
     mask = segmentation_mask(logits, (8, 16))
     assert mask.shape == (8, 16) and mask.dtype == torch.uint8
     assert (mask[:, :6] == 0).all() and (mask[:, 10:] == 2).all()
+
+
+def test_sigmoid_classification_matches_the_detector() -> None:
+    from mobilevision.export.onnx import postprocess_for
+
+    model = small_detector(num_classes=4)
+    model.classification = "sigmoid"
+    torch.manual_seed(1)
+    anchors = torch.rand(500, 2) * 100
+    anchors = torch.cat([anchors, anchors + 10], 1)
+    cls_logits, box_reg = torch.randn(500, 4), torch.randn(500, 4) * 0.1
+    model.score_threshold = 0.6
+    post = postprocess_for(model, score_threshold=0.6)
+    assert post.classification == "sigmoid"
+    labels_a, boxes_a = _sorted(post(cls_logits, box_reg, anchors, input_size=(128, 128)))
+    labels_b, boxes_b = _sorted(_reference(model, cls_logits, box_reg, anchors, (128, 128)))
+    assert len(labels_a) > 0 and torch.equal(labels_a, labels_b) and torch.allclose(boxes_a, boxes_b, atol=1e-4)
