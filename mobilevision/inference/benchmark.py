@@ -16,6 +16,22 @@ of each pipeline in turn) and medians reported, per thread count; the ratio is o
 Also measured: `Predictor.stream` over a generated 300-frame video, RSS growth from frame 50 to frame 300.
 
 Command: `OMP_NUM_THREADS=1 mobilevision benchmark predictor` (options: --repeats, --threads, --stream-frames).
+
+Measured (`OMP_NUM_THREADS=1 mobilevision benchmark predictor --repeats 30 --threads 1`, 2-core VM shared with a
+training job, load average 1.8-2.8), one thread, medians in ms:
+
+    pipeline                                 preprocess  forward  postproc  end-to-end  ratio
+    torchvision SSD (eager)                       12.41    83.89      7.48       92.09   1.00
+    ours torch, no optimisation                    0.43    59.43      1.36       74.18   0.81
+    ours torch, BN folded                          0.43    48.66      1.37       50.09   0.54
+    ours torch, BN folded + channels-last          0.43    48.71      1.37       50.74   0.55
+    ours onnxruntime                               0.56    28.32      1.51       30.63   0.33
+    ours onnxruntime, default model                0.59    27.03      1.11       28.73   0.31
+    decode (JPEG -> RGB, same function for both): 4.12
+
+Best backend (onnxruntime) / torchvision end-to-end: 0.33 (an earlier run: 0.34). Predictor.stream over 300 frames:
+RSS growth 0.1 MB from frame 50 to 300, 27.5 frames/s. Two-thread numbers need an idle machine: beside a training
+job using both cores, torch with two threads oversubscribes and its latencies (0.5-0.9 s) measure the contention.
 """
 
 from __future__ import annotations
