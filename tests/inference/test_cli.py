@@ -125,3 +125,13 @@ def test_config_is_delegated_to_lightning_predict(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "mobilevision.training", fake)
     assert main(["predict", "-c", "configs/x.yaml", "--ckpt_path", "a.ckpt"]) == 0
     assert calls == [["-c", "configs/x.yaml", "--ckpt_path", "a.ckpt"]]
+
+
+def test_folder_of_only_unreadable_images_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.warns(Warning, match="broken.png"):
+        code = main(["predict", *SMALL, "--source", str(tmp_path / "imgs"), "--output", str(tmp_path / "out"),
+                     "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "skipped 1 unreadable" in err and "Traceback" not in err
