@@ -7,6 +7,7 @@ the reason in its `DefectReport`. Nothing here raises anything else for a bad fi
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -94,6 +95,9 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             with Image.open(io.BytesIO(data)) as header:
                 width, height = header.size
                 orientation = _orientation(header)
+    except Image.DecompressionBombError as error:
+        # PIL refuses headers above 2 * Image.MAX_IMAGE_PIXELS itself, before our check can see the size.
+        raise BadSample(bomb_reason(error, max_pixels)) from None
     except Exception:  # noqa: BLE001 - any header failure means "not an image we can read"
         # A JPEG or PNG cut inside its header fails here: name the likely cause.
         reason = "truncated file (image data ends early)" if _looks_truncated(data) else "not a readable image"
@@ -114,6 +118,13 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             raise BadSample("cannot decode image data") from None
     array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
     return _apply_orientation(array, orientation)
+
+
+def bomb_reason(error: Image.DecompressionBombError, max_pixels: int) -> str:
+    """The pixel-limit reason for a header PIL refused as a decompression bomb (the pixel count from its message)."""
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    pixels = f"{int(found.group(1))} pixels" if found else "more pixels than PIL's own limit"
+    return f"{pixels} is above the limit of {max_pixels} (decompression bomb?)"
 
 
 def _orientation(header: Image.Image) -> int:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from mobilevision.data.decode import MAX_PIXELS, BadSample
+from mobilevision.data.decode import MAX_PIXELS, BadSample, bomb_reason
 from mobilevision.io import atomic_path
 
 VOID = 255
@@ -62,7 +63,13 @@ def decode_index_mask(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarra
     if not data:
         raise BadSample("empty mask file (0 bytes)")
     try:
-        image = Image.open(io.BytesIO(data))
+        # PIL's header warnings (decompression-bomb size, corrupt EXIF) are ours to judge: the size is checked
+        # against `max_pixels` below, and a bad file becomes a BadSample the dataset reports once.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as error:  # above 2 * PIL's limit: refused before we see the size
+        raise BadSample(f"mask: {bomb_reason(error, max_pixels)}") from None
     except Exception:  # noqa: BLE001 - any header failure means "not a mask we can read"
         raise BadSample("mask is not a readable image") from None
     with image:
