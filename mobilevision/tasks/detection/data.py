@@ -15,7 +15,8 @@ What a dataset guarantees, whatever the input:
 - `.coco` is a pycocotools `COCO` ground truth in the original image pixels, `.meta` the `DetectionMeta`.
 
 Targets follow the package contract: `(image uint8 [3, H, W], {"boxes": float32 [N, 4] x1 y1 x2 y2 in the pixels
-of the returned image, "labels": int64 [N] in 1..K, "image_id": int, "orig_size": (h, w) of the decoded image})`.
+of the returned image, "labels": int64 [N] in 1..K, "image_id": int, "orig_size": (h, w) of the decoded image,
+"file": str, the image's name as the dataset lists it})`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import contextlib
 import io
 import json
 import os
+import reprlib
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -224,6 +226,8 @@ class _DetectionDataset(Dataset):
             "labels": torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)),
             "image_id": self._records[index].image_id,
             "orig_size": orig_size,
+            # The image's name in the dataset: a non-finite loss names the files of its batch.
+            "file": self._records[index].file_name,
         }
         # HWC -> CHW as a view; the collate's stack makes the batch contiguous in one copy.
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), target
@@ -259,6 +263,12 @@ def load_json(path: str | os.PathLike[str]) -> Any:
         raise DatasetError(f"{path}: malformed JSON ({error.msg} at {where})") from None
     except UnicodeDecodeError:
         raise DatasetError(f"{path}: malformed JSON (not UTF-8 text)") from None
+    except RecursionError:  # "[[[[...": Python's parser recurses once per level
+        raise DatasetError(f"{path}: malformed JSON (nested too deeply)") from None
+
+
+# A stated image side beyond this is not a real size (and would overflow float conversions): treated as unknown.
+_MAX_SIDE = 2**31
 
 
 def _is_int(value: Any) -> bool:
@@ -298,10 +308,13 @@ def validate_coco(data: Any, source: str | os.PathLike[str]) -> dict[str, Any]:
     for position, ann in enumerate(annotations):
         if not isinstance(ann, dict):
             raise DatasetError(f"{source}: annotations[{position}]: not an object")
-        name = f"annotation id {ann['id']}" if "id" in ann else f"annotations[{position}]"
-        if ann.get("image_id") not in image_ids:
+        name = f"annotation id {ann['id']!r}" if "id" in ann else f"annotations[{position}]"
+        if "id" in ann and not _is_int(ann["id"]):
+            raise DatasetError(f"{source}: {name}: 'id' must be an integer")
+        # _is_int first: an id that is a list or an object is unhashable and would break the set lookup.
+        if not _is_int(ann.get("image_id")) or ann["image_id"] not in image_ids:
             raise DatasetError(f"{source}: {name}: unknown image id {ann.get('image_id')!r}")
-        if ann.get("category_id") not in category_ids:
+        if not _is_int(ann.get("category_id")) or ann["category_id"] not in category_ids:
             raise DatasetError(f"{source}: {name}: unknown category id {ann.get('category_id')!r}")
         bbox = ann.get("bbox")
         if (
@@ -310,10 +323,15 @@ def validate_coco(data: Any, source: str | os.PathLike[str]) -> dict[str, Any]:
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
         ):
             raise DatasetError(f"{source}: {name}: 'bbox' must be [x, y, width, height] numbers, got {bbox!r}")
+        try:
+            xywh = [float(v) for v in bbox]
+        except OverflowError:  # JSON integers have no size limit; 1e400 as an int does not fit a float
+            shown = reprlib.repr(bbox)
+            raise DatasetError(f"{source}: {name}: 'bbox' holds a number too large for a float: {shown}") from None
         ann = dict(ann)
         ann.setdefault("id", position + 1)
         ann.setdefault("iscrowd", 0)
-        ann.setdefault("area", float(bbox[2] * bbox[3]))
+        ann.setdefault("area", xywh[2] * xywh[3])
         fixed.append(ann)
     if len({a["id"] for a in fixed}) != len(fixed):
         raise DatasetError(f"{source}: annotation ids are not unique")
@@ -365,7 +383,7 @@ class CocoDetection(_DetectionDataset):
             xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
             xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
             width, height = image.get("width"), image.get("height")
-            size_known = _is_int(width) and _is_int(height) and width > 0 and height > 0
+            size_known = _is_int(width) and _is_int(height) and 0 < width < _MAX_SIDE and 0 < height < _MAX_SIDE
             boxes, keep, n_clipped = sanitize_boxes(xyxy, width if size_known else None, height if size_known else None)
             dropped += int((~keep).sum())
             clipped += n_clipped
@@ -423,6 +441,8 @@ def parse_voc_xml(data: bytes, source: str) -> VOCAnnotation:
         raise BadSample("annotation XML uses forbidden constructs (entities or external references)") from None
     except ET.ParseError as error:
         raise BadSample(f"annotation XML is malformed ({error})") from None
+    except (LookupError, UnicodeError, ValueError) as error:  # e.g. <?xml encoding="foo"?>: unknown encoding
+        raise BadSample(f"annotation XML cannot be decoded ({error})") from None
 
     def number(node: Any, tag: str) -> float | None:
         text = node.findtext(tag) if node is not None else None
@@ -445,7 +465,8 @@ def parse_voc_xml(data: bytes, source: str) -> VOCAnnotation:
         xmin, ymin, xmax, ymax = (float(c) for c in coords)  # type: ignore[arg-type]
         difficult = (obj.findtext("difficult") or "0").strip() not in ("0", "")
         objects.append(VOCObject(name, (xmin - 1, ymin - 1, xmax, ymax), difficult))
-    valid = width is not None and height is not None and width > 0 and height > 0
+    # `float()` takes "inf" and "nan": a size must be finite (int(inf) raises) and positive to count.
+    valid = width is not None and height is not None and 0 < width < _MAX_SIDE and 0 < height < _MAX_SIDE
     if not valid:
         return VOCAnnotation(None, None, objects)
     return VOCAnnotation(int(width), int(height), objects)  # type: ignore[arg-type]
@@ -503,7 +524,10 @@ class VOCDetection(_DetectionDataset):
             list_file = year_dir / "ImageSets" / "Main" / f"{split}.txt"
             if not list_file.is_file():
                 raise DatasetError(f"{list_file}: split file not found")
-            names = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+            try:
+                names = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+            except UnicodeDecodeError:
+                raise DatasetError(f"{list_file}: split file is not text") from None
             for name in names:
                 image_id = len(self._records) + 1
                 file_name = f"{year_dir.name}/JPEGImages/{name}.jpg"
