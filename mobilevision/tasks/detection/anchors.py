@@ -102,6 +102,9 @@ def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
 # Largest log-scale change a decoded box may take, as in torchvision's BoxCoder: stops exp() overflowing early in
 # training or on a hostile input.
 _MAX_LOG_SCALE = math.log(1000.0 / 16)
+# Largest centre shift, in default-box sizes: far outside any image, and it keeps a finite but huge offset (a diverged
+# or hostile output) from overflowing to inf, whose boxes would give NaN IoUs in NMS. torchvision does not bound it.
+_MAX_CENTRE_SHIFT = 1e4
 
 
 @dataclass(frozen=True)
@@ -132,8 +135,8 @@ class BoxCoder:
         """offsets [..., 4], anchors [..., 4] x1y1x2y2 (broadcastable) -> boxes [..., 4] x1y1x2y2."""
         a = xyxy_to_cxcywh(anchors)
         wx, wy, ww, wh = self.weights
-        cx = offsets[..., 0] / wx * a[..., 2] + a[..., 0]
-        cy = offsets[..., 1] / wy * a[..., 3] + a[..., 1]
+        cx = (offsets[..., 0] / wx).clamp(-_MAX_CENTRE_SHIFT, _MAX_CENTRE_SHIFT) * a[..., 2] + a[..., 0]
+        cy = (offsets[..., 1] / wy).clamp(-_MAX_CENTRE_SHIFT, _MAX_CENTRE_SHIFT) * a[..., 3] + a[..., 1]
         w = torch.exp((offsets[..., 2] / ww).clamp(max=_MAX_LOG_SCALE)) * a[..., 2]
         h = torch.exp((offsets[..., 3] / wh).clamp(max=_MAX_LOG_SCALE)) * a[..., 3]
         return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)

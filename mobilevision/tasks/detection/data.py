@@ -135,9 +135,13 @@ def sanitize_boxes(boxes: np.ndarray, width: float | None, height: float | None)
     if width is not None and height is not None:
         clipped[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
         clipped[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)
-        keep &= (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    # Judged in float32, the dtype training uses: a side below float32's resolution rounds to 0 (log(0) in the box
+    # coder: an infinite loss) and a coordinate beyond its range to inf.
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = clipped.astype(np.float32)
+    keep &= np.isfinite(out).all(1) & (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
     n_clipped = int((keep & (clipped != boxes).any(1)).sum())
-    return clipped[keep].astype(np.float32), keep, n_clipped
+    return out[keep], keep, n_clipped
 
 
 @dataclass
