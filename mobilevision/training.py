@@ -28,6 +28,20 @@ from mobilevision.errors import UserError, WeightsError
 from mobilevision.io import atomic_path
 
 
+# What torch.load raises for a file it refuses or cannot read (pickled code, garbage, an empty or cut file).
+_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, ValueError)
+
+
+def _refusal(path: Any, error: BaseException) -> WeightsError:
+    """One line naming the file; for pickled code, the global torch refused (its message is otherwise an essay)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    cause = next((line for line in lines if "GLOBAL" in line.upper()), lines[0] if lines else type(error).__name__)
+    return WeightsError(
+        f"refusing checkpoint {path}: it is not a checkpoint of tensors and plain data ({cause}); "
+        "checkpoints are loaded with weights_only=True and pickled code is never run"
+    )
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Torch checkpoints written to a temporary file in the same folder, fsynced, then renamed over the target."""
 
@@ -38,12 +52,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         try:
             return super().load_checkpoint(path, map_location=map_location, weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise WeightsError(
-                f"refusing checkpoint {path}: it holds objects other than tensors and plain data ({first}); "
-                "checkpoints are loaded with weights_only=True and pickled code is never run"
-            ) from None
+        except _LOAD_ERRORS as error:
+            raise _refusal(path, error) from None
 
 
 class ResumableCheckpoint(ModelCheckpoint):
@@ -69,6 +79,14 @@ class MobileVisionCLI(LightningCLI):
         )
         parser.link_arguments("data.input_size", "model.init_args.input_size", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads `--ckpt_path`'s hyper-parameters before anything else (with weights_only=True, so no
+        # code runs) and lets the unpickler's refusal escape as a traceback: make it our one-line message.
+        try:
+            super()._parse_ckpt_path()
+        except _LOAD_ERRORS as error:
+            raise _refusal(self.config[self.config.subcommand].get("ckpt_path"), error) from None
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
