@@ -98,6 +98,7 @@ class BaseTask(pl.LightningModule):
         self.ema_decay = ema_decay
         self.max_nonfinite_steps = max_nonfinite_steps
         self._nonfinite_in_a_row = 0
+        self._buffer_snapshot: list[Tensor] = []
         self.register_buffer("nonfinite_steps", torch.zeros((), dtype=torch.int64))
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.int64))
         self.model: nn.Module
@@ -178,6 +179,10 @@ class BaseTask(pl.LightningModule):
                 group.setdefault("initial_lr", group["lr"])
                 group["lr"] = group["initial_lr"] * factor
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
+        # A skipped step must leave the model as it was, but its forward pass has already moved the BatchNorm
+        # statistics (to NaN when activations overflowed: a model that trains on but evaluates to NaN). Copied here,
+        # put back by `guard_loss` on a skip; ~100 small tensors, a fraction of a millisecond.
+        self._buffer_snapshot = [b.detach().clone() for b in self.model.buffers()]
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -219,6 +224,11 @@ class BaseTask(pl.LightningModule):
             return loss
         self.nonfinite_steps += 1
         self._nonfinite_in_a_row += 1
+        buffers = list(self.model.buffers())
+        if len(buffers) == len(self._buffer_snapshot):
+            with torch.no_grad():
+                for buffer, saved in zip(buffers, self._buffer_snapshot):
+                    buffer.copy_(saved)
         shown = ", ".join(files[:8]) + (" ..." if len(files) > 8 else "")
         message = (
             f"non-finite loss at step {self.trainer.global_step} (batch files: {shown or 'unknown'}); "
