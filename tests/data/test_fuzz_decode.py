@@ -18,7 +18,8 @@ from PIL import Image
 
 from mobilevision.data.decode import MAX_PIXELS, BadSample, decode_image
 
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                suppress_health_check=list(HealthCheck))
 
 
 def _check(data: bytes) -> None:

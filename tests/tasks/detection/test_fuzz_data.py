@@ -32,7 +32,8 @@ from mobilevision.tasks.detection.data import (
     validate_coco,
 )
 
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                suppress_health_check=list(HealthCheck))
 # No single input may take long: a hang or a quadratic blow-up fails here rather than stalling CI.
 PER_EXAMPLE_SECONDS = 5.0
 
