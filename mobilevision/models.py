@@ -40,14 +40,20 @@ def _detector(
     weights: str | os.PathLike[str] | None,
     default_boxes: DefaultBoxes | dict[str, Any] | None,
     extra_depths: Sequence[int],
+    taps: Sequence[str],
     **detector_kwargs: Any,
 ) -> Detector:
     if isinstance(default_boxes, dict):  # as stored in checkpoints: plain values
         default_boxes = DefaultBoxes(**{k: tuple(v) if isinstance(v, list) else v for k, v in default_boxes.items()})
-    backbone = MobileNetV2(num_classes=None, width_mult=width_mult, out_taps=SSD_TAPS, weights=weights)
-    default_boxes = default_boxes or DefaultBoxes(num_maps=len(SSD_TAPS) + len(extra_depths))
+    backbone = MobileNetV2(num_classes=None, width_mult=width_mult, out_taps=tuple(taps), weights=weights)
+    default_boxes = default_boxes or DefaultBoxes(num_maps=len(backbone.out_taps) + len(extra_depths))
+    if default_boxes.num_maps != len(backbone.out_taps) + len(extra_depths):
+        raise ValueError(
+            f"default_boxes.num_maps is {default_boxes.num_maps} but there are {len(backbone.out_taps)} taps and "
+            f"{len(extra_depths)} extra layers"
+        )
     head = SSDLiteHead(
-        in_channels=[backbone.out_channels[t] for t in SSD_TAPS],
+        in_channels=[backbone.out_channels[t] for t in backbone.out_taps],
         num_anchors=default_boxes.num_anchors,
         num_classes=num_classes,
         extra_depths=extra_depths,
@@ -63,12 +69,17 @@ def ssdlite_mobilenet_v2(
     weights: str | os.PathLike[str] | None = None,
     default_boxes: DefaultBoxes | dict[str, Any] | None = None,
     extra_depths: Sequence[int] = EXTRA_DEPTHS,
+    taps: Sequence[str] = SSD_TAPS,
     **detector_kwargs: Any,
 ) -> Detector:
-    """MobileNetV2 + SSDLite (paper Table 6). `num_classes` counts the background (COCO: 81, or 91 with id gaps)."""
+    """MobileNetV2 + SSDLite (paper Table 6). `num_classes` counts the background (COCO: 81, or 91 with id gaps).
+
+    `taps` are the backbone maps the head reads, fine to coarse (the paper's: layer-15 expansion and layer 19); the
+    extra layers grow from the last one. Adding a stride-8 map (e.g. "layer_8/expansion") helps small objects.
+    """
     return _detector(
         lite=True, num_classes=num_classes, width_mult=width_mult, weights=weights,
-        default_boxes=default_boxes, extra_depths=extra_depths, **detector_kwargs,
+        default_boxes=default_boxes, extra_depths=extra_depths, taps=taps, **detector_kwargs,
     )
 
 
@@ -79,12 +90,13 @@ def ssd_mobilenet_v2(
     weights: str | os.PathLike[str] | None = None,
     default_boxes: DefaultBoxes | dict[str, Any] | None = None,
     extra_depths: Sequence[int] = EXTRA_DEPTHS,
+    taps: Sequence[str] = SSD_TAPS,
     **detector_kwargs: Any,
 ) -> Detector:
     """MobileNetV2 + classic SSD head with regular 3x3 convolutions (the paper's Table 5 comparison)."""
     return _detector(
         lite=False, num_classes=num_classes, width_mult=width_mult, weights=weights,
-        default_boxes=default_boxes, extra_depths=extra_depths, **detector_kwargs,
+        default_boxes=default_boxes, extra_depths=extra_depths, taps=taps, **detector_kwargs,
     )
 
 

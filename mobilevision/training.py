@@ -26,6 +26,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from mobilevision.errors import UserError, WeightsError
 from mobilevision.io import atomic_path
+from mobilevision.tasks.base import NonFiniteLossError
 
 
 # What torch.load raises for a file it refuses or cannot read (pickled code, garbage, an empty or cut file).
@@ -149,6 +150,9 @@ def _main(subcommand: str, argv: Sequence[str]) -> int:
     except (WeightsError, UserError):
         raise
     except FileNotFoundError as error:
+        raise UserError(str(error)) from None
+    except NonFiniteLossError as error:
+        # The last checkpoint stays; the message names the batch's files and says what to change.
         raise UserError(str(error)) from None
     return 0
 

@@ -31,16 +31,13 @@ INVERTED_RESIDUAL_SETTING: tuple[tuple[int, int, int, int], ...] = (
     (6, 320, 1, 1),
 )
 
-# Taps a head can ask for. "layer_15/expansion" is the 1x1 expansion inside layer 15 (576 channels at width 1.0,
-# output stride 16): SSDLite's first feature map (paper section 6.2).
-TAP_NAMES: tuple[str, ...] = (
-    "layer_2",
-    "layer_4",
-    "layer_7",
-    "layer_14",
-    "layer_15/expansion",
-    "layer_18",
-    "layer_19",
+# Taps a head can ask for, fine to coarse: the output of every layer, and the 1x1 expansion inside every inverted
+# residual that has one (layers 3 to 18). "layer_15/expansion" (576 channels at width 1.0, output stride 16) is
+# SSDLite's first feature map (paper section 6.2); "layer_18" (320 channels) is Mobile DeepLabv3's input.
+TAP_NAMES: tuple[str, ...] = tuple(
+    name
+    for n in range(1, 20)
+    for name in ((f"layer_{n}/expansion",) if 3 <= n <= 18 else ()) + (f"layer_{n}",)
 )
 
 

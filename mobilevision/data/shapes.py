@@ -444,3 +444,28 @@ def main(argv: Sequence[str]) -> int:
         raise UserError(str(error)) from None
     print(f"wrote {args.num_images} images to {paths.root} ({paths.annotations.name}, images/, masks/)")
     return 0
+
+
+class ShapesSplits:
+    """The train and validation sets a shapes DataModule uses, generated on first use under `root`.
+
+    Both tasks' DataModules share this, so detection and segmentation demos train on the very same generated sets.
+    Validation draws from another seed (`seed + 1000003`), so its images are never trained on.
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, num_train: int, num_val: int, seed: int, image_size: tuple[int, int]
+    ) -> None:
+        self.root = Path(root)
+        self.params = {
+            "train": {"num_images": num_train, "seed": seed, "image_size": tuple(image_size)},
+            "val": {"num_images": num_val, "seed": seed + 1000003, "image_size": tuple(image_size)},
+        }
+
+    def ensure(self, split: str) -> ShapesPaths:
+        """The split's paths, generating it first when absent or made with other parameters."""
+        return ensure_shapes(self.root / split, **self.params[split])
+
+    def ensure_all(self) -> None:
+        for split in self.params:
+            self.ensure(split)

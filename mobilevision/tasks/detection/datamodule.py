@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mobilevision.data.sampler import train_sampler
 from mobilevision.data.shapes import CLASSES as SHAPE_CLASSES
-from mobilevision.data.shapes import ensure_shapes, paths_of
+from mobilevision.data.shapes import ShapesSplits
 from mobilevision.errors import DatasetError
 from mobilevision.tasks.detection.data import (
     VOC_CLASSES,
@@ -234,20 +234,14 @@ class ShapesDataModule(DetectionDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.root = Path(root)
-        self.splits = {
-            "train": {"num_images": num_train, "seed": seed, "image_size": tuple(image_size)},
-            "val": {"num_images": num_val, "seed": seed + 1000003, "image_size": tuple(image_size)},
-        }
+        self.splits = ShapesSplits(root, num_train=num_train, num_val=num_val, seed=seed, image_size=image_size)
         self.meta = DetectionMeta(["background", *SHAPE_CLASSES], list(range(len(SHAPE_CLASSES) + 1)))
 
     def prepare_data(self) -> None:
-        for split, params in self.splits.items():
-            ensure_shapes(self.root / split, **params)
+        self.splits.ensure_all()
 
     def _dataset(self, split: str, train: bool) -> CocoDetection:
-        ensure_shapes(self.root / split, **self.splits[split])  # no-op when prepare_data already made it
-        paths = paths_of(self.root / split)
+        paths = self.splits.ensure(split)  # no-op when prepare_data already made it
         transforms = self.train_transforms() if train else self.eval_transforms()
         return CocoDetection(paths.images, paths.annotations, transforms=transforms, meta=self.meta)
 

@@ -7,13 +7,15 @@ schedule (injected), and the label metadata that goes into checkpoints.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from mobilevision.models import build_model
+from mobilevision.heads.ssdlite import EXTRA_DEPTHS
+from mobilevision.models import SSD_TAPS, build_model
 from mobilevision.tasks.base import BaseTask, LRSchedule, OptimizerFactory
 from mobilevision.tasks.detection.anchors import DefaultBoxes
 from mobilevision.tasks.detection.data import DetectionMeta
@@ -34,7 +36,9 @@ class DetectionTask(BaseTask):
         width_mult: backbone width multiplier.
         backbone_weights: ImageNet weights for the backbone: a torchvision name or a local file.
         input_size: training and evaluation input side (square), linked from the DataModule by the CLI.
-        default_boxes: the default-box recipe (TF reference by default).
+        default_boxes: the default-box recipe (TF reference by default); `num_maps` = taps + extra layers.
+        taps: backbone maps the head reads, fine to coarse (the paper's two by default).
+        extra_depths: output depths of the extra layers grown from the last tap (the paper's four by default).
         classification: "softmax" (cross-entropy) or "sigmoid" (the TF reference's variant).
         neg_pos_ratio: hard negative mining ratio.
         score_threshold, nms_threshold, detections_per_image: evaluation post-processing (COCO protocol: low
@@ -51,6 +55,8 @@ class DetectionTask(BaseTask):
         backbone_weights: str | None = None,
         input_size: int = 320,
         default_boxes: DefaultBoxes | None = None,
+        taps: Sequence[str] = SSD_TAPS,
+        extra_depths: Sequence[int] = EXTRA_DEPTHS,
         classification: str = "softmax",
         neg_pos_ratio: float = 3.0,
         score_threshold: float = 0.01,
@@ -75,7 +81,9 @@ class DetectionTask(BaseTask):
             "num_classes": num_classes,
             "width_mult": width_mult,
             "classification": classification,
-            "default_boxes": dataclasses.asdict(default_boxes or DefaultBoxes()),
+            "taps": list(taps),
+            "extra_depths": list(extra_depths),
+            "default_boxes": dataclasses.asdict(default_boxes or DefaultBoxes(num_maps=len(taps) + len(extra_depths))),
             "score_threshold": score_threshold,
             "nms_threshold": nms_threshold,
             "detections_per_image": detections_per_image,

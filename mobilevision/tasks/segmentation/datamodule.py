@@ -7,7 +7,6 @@ processes, counts every image exactly once and the mIoU equals a single-process 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -17,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mobilevision.data.sampler import train_sampler
 from mobilevision.data.shapes import CLASSES as SHAPE_CLASSES
-from mobilevision.data.shapes import ensure_shapes
+from mobilevision.data.shapes import ShapesSplits
 from mobilevision.tasks.segmentation.data import (
     COCOSemantic,
     ShapesSegmentation,
@@ -185,20 +184,14 @@ class ShapesSegmentationDataModule(SegmentationDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.root = Path(root)
-        self.splits = {
-            "train": {"num_images": num_train, "seed": seed, "image_size": tuple(image_size)},
-            "val": {"num_images": num_val, "seed": seed + 1000003, "image_size": tuple(image_size)},
-        }
+        self.splits = ShapesSplits(root, num_train=num_train, num_val=num_val, seed=seed, image_size=image_size)
         self.class_names = ["background", *SHAPE_CLASSES]
 
     def prepare_data(self) -> None:
-        for split, params in self.splits.items():
-            ensure_shapes(self.root / split, **params)
+        self.splits.ensure_all()
 
     def _dataset(self, split: str, transform: Any) -> ShapesSegmentation:
-        ensure_shapes(self.root / split, **self.splits[split])
-        return ShapesSegmentation(self.root / split, transform)
+        return ShapesSegmentation(self.splits.ensure(split).root, transform)
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_dataset is None:
