@@ -145,7 +145,7 @@ def _kill_when(process: subprocess.Popen[str], last: Path, step: int) -> None:
 
 @pytest.mark.slow
 def test_sigkill_and_resume_gives_the_same_weights(tmp_path: Path) -> None:
-    """Kill a real training process twice (mid-epoch and near an epoch end), resume with `--ckpt_path last`."""
+    """Kill a real training three times (twice mid-epoch, once at an epoch end); resume with `--ckpt_path last`."""
     steps = 15  # 20 images / batch 4 = 5 steps per epoch; checkpoints every 3 steps and at epoch ends
     reference = tmp_path / "reference"
     # Full SSD augmentation and an EMA: both must come back exactly after a kill.
@@ -159,7 +159,7 @@ def test_sigkill_and_resume_gives_the_same_weights(tmp_path: Path) -> None:
     base = [*_cli(), "fit", "-c", str(DET_SHAPES), *_tiny_shapes(resumed / "shapes"),
             f"--trainer.default_root_dir={resumed}", f"--trainer.max_steps={steps}", "--trainer.deterministic=true",
             "--checkpoint.every_n_train_steps=3", "--trainer.logger=false", *extra]  # fmt: skip
-    kill_points = [3, 10]
+    kill_points = [3, 7, 10]  # mid-epoch, mid-epoch again, at an epoch end
     for i, step in enumerate(kill_points):
         args = base + (["--ckpt_path=last"] if i else [])
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
