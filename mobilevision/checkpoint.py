@@ -209,3 +209,23 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: ModelM
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
+
+
+def model_from_name(name: str, *, num_classes: int | None = None, width_mult: float | None = None,
+                    purpose: str = "used") -> tuple[nn.Module, ModelMeta]:
+    """An untrained detector or segmenter by `build_model` name, with its metadata (for `--model NAME` options).
+
+    Raises:
+        UserError: an unknown name or argument, or a model that is neither a detector nor a segmenter.
+    """
+    from mobilevision.errors import UserError
+    from mobilevision.models import build_model
+
+    kwargs = {k: v for k, v in (("num_classes", num_classes), ("width_mult", width_mult)) if v is not None}
+    try:
+        model = build_model(name, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"--model {name}: {error}") from None
+    if not hasattr(model, "num_classes"):
+        raise UserError(f"--model {name}: only detection and segmentation models can be {purpose}")
+    return model, ModelMeta.for_model(model, model_name=name, model_kwargs=kwargs)

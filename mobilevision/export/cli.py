@@ -60,7 +60,7 @@ def main(argv: Sequence[str]) -> int:
     if args.input_size is not None and min(args.input_size) < 32:
         parser.error(f"--input-size must be at least 32x32, got {args.input_size}")
 
-    from mobilevision.checkpoint import ModelMeta, load_checkpoint
+    from mobilevision.checkpoint import load_checkpoint, model_from_name
     from mobilevision.export.onnx import export_onnx, make_session, parity_check, parity_images
 
     if args.weights is not None:
@@ -69,16 +69,8 @@ def main(argv: Sequence[str]) -> int:
         model, meta = load_checkpoint(args.weights)
         output = args.output or args.weights.with_suffix(".onnx")
     else:
-        from mobilevision.models import build_model
-
-        kwargs = {k: v for k, v in (("num_classes", args.num_classes), ("width_mult", args.width_mult)) if v is not None}
-        try:
-            model = build_model(args.model, **kwargs)
-        except (TypeError, ValueError) as error:
-            raise UserError(f"--model {args.model}: {error}") from None
-        if not hasattr(model, "num_classes"):
-            raise UserError(f"--model {args.model}: only detection and segmentation models are exported")
-        meta = ModelMeta.for_model(model, model_name=args.model, model_kwargs=kwargs)
+        model, meta = model_from_name(args.model, num_classes=args.num_classes, width_mult=args.width_mult,
+                                      purpose="exported")
         output = args.output or Path(f"{args.model}.onnx")
     if output.suffix.lower() != ".onnx":
         parser.error(f"--output must end in .onnx, got {output}")

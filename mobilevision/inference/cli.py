@@ -50,16 +50,11 @@ def build_predictor(args: argparse.Namespace):  # noqa: ANN201 - Predictor, impo
     if args.model is None:
         return Predictor(args.weights, **options)
     from mobilevision.backbones.mobilenet_v2 import load_state_dict_file
-    from mobilevision.checkpoint import ModelMeta
-    from mobilevision.models import build_model
+    from mobilevision.checkpoint import model_from_name
 
-    kwargs = {k: v for k, v in (("num_classes", args.num_classes), ("width_mult", args.width_mult)) if v is not None}
-    try:
-        model = build_model(args.model, **kwargs)
-    except (TypeError, ValueError) as error:
-        raise UserError(f"--model {args.model}: {error}") from None
-    if not hasattr(model, "num_classes"):
-        raise UserError(f"--model {args.model}: not a detection or segmentation model")
+    model, meta = model_from_name(args.model, num_classes=args.num_classes, width_mult=args.width_mult,
+                                  purpose="run by predict")
+    kwargs = meta.model_kwargs
     if args.weights is not None:
         if args.weights.suffix.lower() == ".onnx":
             raise UserError("--model with an .onnx file: the ONNX file already holds its model, drop --model")
@@ -70,7 +65,6 @@ def build_predictor(args: argparse.Namespace):  # noqa: ANN201 - Predictor, impo
             raise WeightsError(f"{args.weights}: weights do not fit {args.model} {kwargs}: "
                                f"{str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else error}"
                                ) from None
-    meta = ModelMeta.for_model(model, model_name=args.model, model_kwargs=kwargs)
     return Predictor(model.eval(), meta=meta, **options)
 
 
