@@ -24,35 +24,44 @@ class ResumableSampler(DistributedSampler):
     function of (seed, epoch, rank, position), so skipped and resumed passes augment exactly as an unbroken one.
     """
 
-    def __init__(self, dataset: Sized, *, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self, dataset: Sized, *, num_replicas: int = 1, rank: int = 0, seed: int = 0, start_epoch: int = 0
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)  # type: ignore[arg-type]
+        self.epoch = start_epoch
         self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        # The sampler counts its own passes. Lightning also calls this at every epoch start, but after a resume
+        # from a checkpoint written at an epoch's end its count is one ahead (measured: the next epoch replayed
+        # the order of the one after it); the sampler's own count comes from the optimizer steps and is exact.
+        pass
 
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         skip, self.skip = self.skip, 0  # only the first pass after a resume is shortened
         generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 4099 + self.rank) % 2**63)
         seeds = torch.randint(0, 2**31 - 1, (self.num_samples,), generator=generator).tolist()
-        return itertools.islice(zip(super().__iter__(), seeds), skip, None)
+        order = super().__iter__()  # DistributedSampler shuffles by seed + self.epoch
+        self.epoch += 1  # the next pass is the next epoch
+        return itertools.islice(zip(order, seeds), skip, None)
 
 
 def train_sampler(dataset: Sized, trainer: Any, batch_size: int) -> ResumableSampler:
     """The sampler for a training DataLoader built by `trainer` (None outside a Trainer).
 
-    Reads the restored loop counters: when the run resumes from a checkpoint written mid-epoch, the batches already
-    trained on in that epoch are skipped and the epoch's order is the one the interrupted run used.
+    Where to start comes from the optimizer steps already taken (restored from the checkpoint on a resume): the epoch
+    is `batches // batches_per_epoch` and the batches of that epoch already trained on are skipped, so a resumed run
+    sees the samples, in the order and with the augmentation, that an unbroken run would.
     """
     seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
     if trainer is None:
         return ResumableSampler(dataset, seed=seed)
-    sampler = ResumableSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, seed=seed)
-    epoch = trainer.current_epoch
-    progress = trainer.fit_loop.epoch_loop.batch_progress.current
-    batches_per_epoch = len(sampler) // batch_size  # drop_last=True
-    if trainer.fit_loop.restarting and 0 < progress.processed < batches_per_epoch:
-        sampler.skip = progress.processed * batch_size
-    elif trainer.fit_loop.restarting and progress.processed >= batches_per_epoch > 0:
-        epoch += 1  # the checkpoint was written at the end of an epoch: the next one starts fresh
-    # Set now, not only when Lightning sets it at epoch start: worker processes draw indices as soon as the
-    # iterator is created, before that.
-    sampler.set_epoch(epoch)
+    probe = ResumableSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, seed=seed)
+    batches_per_epoch = len(probe) // batch_size  # drop_last=True
+    batches_done = trainer.global_step * trainer.accumulate_grad_batches
+    epoch, done_in_epoch = divmod(batches_done, batches_per_epoch) if batches_per_epoch else (0, 0)
+    sampler = ResumableSampler(
+        dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, seed=seed, start_epoch=epoch
+    )
+    sampler.skip = done_in_epoch * batch_size
     return sampler
