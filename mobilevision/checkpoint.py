@@ -110,11 +110,16 @@ class ModelMeta:
 
         task: Task = "detection" if isinstance(model, Detector) else "segmentation"
         num_classes = int(model.num_classes)  # type: ignore[arg-type]
-        names = ["background"] + [f"class_{i}" for i in range(1, num_classes)]
+        names = default_class_names(num_classes)
         default_size = (320, 320) if task == "detection" else (512, 512)
         return cls(task=task, model_name=model_name, model_kwargs=dict(model_kwargs or {}), class_names=names,
                    category_ids=list(range(num_classes)) if task == "detection" else None,
                    input_size=input_size or default_size)
+
+
+def default_class_names(num_classes: int) -> list[str]:
+    """Names for a model trained on no named dataset: "background", "class_1", ..., "class_{num_classes - 1}"."""
+    return ["background"] + [f"class_{i}" for i in range(1, num_classes)]
 
 
 def safe_torch_load(path: str | os.PathLike[str]) -> Any:

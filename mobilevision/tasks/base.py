@@ -104,8 +104,8 @@ class BaseTask(pl.LightningModule):
         self.model: nn.Module
         self.ema_model: nn.Module | None = None
 
-    def _setup_ema(self) -> None:
-        # Call at the end of the subclass's __init__, once `self.model` exists.
+    def _finish_init(self) -> None:
+        # Call at the end of the subclass's __init__, once `self.model` exists: initial weights, then the EMA copy.
         if self.init_from is not None:
             from mobilevision.checkpoint import load_checkpoint
 

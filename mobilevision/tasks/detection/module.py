@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from mobilevision.checkpoint import default_class_names
 from mobilevision.heads.ssdlite import EXTRA_DEPTHS
 from mobilevision.models import SSD_TAPS, build_model
 from mobilevision.tasks.base import BaseTask, LRSchedule, OptimizerFactory
@@ -92,7 +93,7 @@ class DetectionTask(BaseTask):
         self.criterion = MultiBoxLoss(neg_pos_ratio=neg_pos_ratio, classification=classification)
         self.meta: DetectionMeta | None = None
         self._results: dict[int, list[dict[str, Any]]] = {}
-        self._setup_ema()
+        self._finish_init()
 
     # -------------------------------------------------------------------------------------------------- metadata
     def setup(self, stage: str) -> None:
@@ -106,11 +107,16 @@ class DetectionTask(BaseTask):
                 )
             self.meta = meta
 
+    @property
+    def label_meta(self) -> DetectionMeta:
+        """The data's label space, or placeholder names with ids 0..C-1 for a model trained on no named dataset."""
+        if self.meta is not None:
+            return self.meta
+        n = self.model.num_classes
+        return DetectionMeta(default_class_names(n), list(range(n)))
+
     def checkpoint_meta(self) -> dict[str, Any]:
-        meta = self.meta or DetectionMeta(
-            ["background"] + [f"class_{i}" for i in range(1, self.model.num_classes)],
-            list(range(self.model.num_classes)),
-        )
+        meta = self.label_meta
         return {
             "task": "detection",
             "model_name": self.model_name,
@@ -153,16 +159,12 @@ class DetectionTask(BaseTask):
         boxes, scores = model.decode(outputs, anchors)
         input_size = (images.shape[-2], images.shape[-1])
         detections = model.postprocess(boxes, scores, input_size)
-        meta = self.meta or self._fallback_meta()
+        meta = self.label_meta
         for detection, target in zip(detections, targets):
             detection = {**detection, "boxes": rescale_boxes(detection["boxes"], input_size, target["orig_size"])}
             image_id = int(target["image_id"])
             # Keyed by image: DistributedSampler repeats images to even out ranks; each image counts once.
             self._results[image_id] = to_coco_results([detection], [image_id], meta)
-
-    def _fallback_meta(self) -> DetectionMeta:
-        n = self.model.num_classes
-        return DetectionMeta(["background"] + [f"class_{i}" for i in range(1, n)], list(range(n)))
 
     def validation_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> None:
         self._eval_step(batch, "val")

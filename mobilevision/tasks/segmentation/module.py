@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from mobilevision.checkpoint import default_class_names
 from mobilevision.models import build_model
 from mobilevision.tasks.base import BaseTask, LRSchedule, OptimizerFactory
 from mobilevision.tasks.segmentation.evaluation import format_table, scores
@@ -76,11 +77,11 @@ class SegmentationTask(BaseTask):
         self.eval_output_stride = eval_output_stride
         self.multi_scale_flip = multi_scale_flip
         self.mf_scales = tuple(mf_scales)
-        self.class_names: list[str] = ["background"] + [f"class_{i}" for i in range(1, num_classes)]
+        self.class_names: list[str] = default_class_names(num_classes)
         # One metric object per split, so validation inside fit never mixes with a test run.
         self.val_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=VOID, validate_args=False)
         self.test_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=VOID, validate_args=False)
-        self._setup_ema()
+        self._finish_init()
 
     # -------------------------------------------------------------------------------------------------- metadata
     def setup(self, stage: str) -> None:
