@@ -147,8 +147,6 @@ def _main(subcommand: str, argv: Sequence[str]) -> int:
         run_cli([subcommand, *argv])
     except SystemExit as exit_:
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else _fail(exit_.code)
-    except (WeightsError, UserError):
-        raise
     except FileNotFoundError as error:
         raise UserError(str(error)) from None
     except NonFiniteLossError as error:
