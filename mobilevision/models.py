@@ -41,11 +41,15 @@ def _detector(
     default_boxes: DefaultBoxes | dict[str, Any] | None,
     extra_depths: Sequence[int],
     taps: Sequence[str],
+    zero_init_residual: bool,
     **detector_kwargs: Any,
 ) -> Detector:
     if isinstance(default_boxes, dict):  # as stored in checkpoints: plain values
         default_boxes = DefaultBoxes(**{k: tuple(v) if isinstance(v, list) else v for k, v in default_boxes.items()})
-    backbone = MobileNetV2(num_classes=None, width_mult=width_mult, out_taps=tuple(taps), weights=weights)
+    backbone = MobileNetV2(
+        num_classes=None, width_mult=width_mult, out_taps=tuple(taps), weights=weights,
+        zero_init_residual=zero_init_residual,
+    )
     default_boxes = default_boxes or DefaultBoxes(num_maps=len(backbone.out_taps) + len(extra_depths))
     if default_boxes.num_maps != len(backbone.out_taps) + len(extra_depths):
         raise ValueError(
@@ -70,16 +74,19 @@ def ssdlite_mobilenet_v2(
     default_boxes: DefaultBoxes | dict[str, Any] | None = None,
     extra_depths: Sequence[int] = EXTRA_DEPTHS,
     taps: Sequence[str] = SSD_TAPS,
+    zero_init_residual: bool = False,
     **detector_kwargs: Any,
 ) -> Detector:
     """MobileNetV2 + SSDLite (paper Table 6). `num_classes` counts the background (COCO: 81, or 91 with id gaps).
 
     `taps` are the backbone maps the head reads, fine to coarse (the paper's: layer-15 expansion and layer 19); the
     extra layers grow from the last one. Adding a stride-8 map (e.g. "layer_8/expansion") helps small objects.
+    `zero_init_residual` starts residual blocks as identities (see `MobileNetV2`), for training from random weights.
     """
     return _detector(
         lite=True, num_classes=num_classes, width_mult=width_mult, weights=weights,
-        default_boxes=default_boxes, extra_depths=extra_depths, taps=taps, **detector_kwargs,
+        default_boxes=default_boxes, extra_depths=extra_depths, taps=taps,
+        zero_init_residual=zero_init_residual, **detector_kwargs,
     )
 
 
@@ -91,12 +98,14 @@ def ssd_mobilenet_v2(
     default_boxes: DefaultBoxes | dict[str, Any] | None = None,
     extra_depths: Sequence[int] = EXTRA_DEPTHS,
     taps: Sequence[str] = SSD_TAPS,
+    zero_init_residual: bool = False,
     **detector_kwargs: Any,
 ) -> Detector:
     """MobileNetV2 + classic SSD head with regular 3x3 convolutions (the paper's Table 5 comparison)."""
     return _detector(
         lite=False, num_classes=num_classes, width_mult=width_mult, weights=weights,
-        default_boxes=default_boxes, extra_depths=extra_depths, taps=taps, **detector_kwargs,
+        default_boxes=default_boxes, extra_depths=extra_depths, taps=taps,
+        zero_init_residual=zero_init_residual, **detector_kwargs,
     )
 
 
@@ -109,10 +118,12 @@ def deeplabv3_mobilenet_v2(
     atrous_rates: Sequence[int] = (),
     head_channels: int = 256,
     dropout: float = 0.1,
+    zero_init_residual: bool = False,
 ) -> Segmenter:
     """Mobile DeepLabv3 on the second-last map (paper Table 7). `atrous_rates=()` is the reduced, on-device head."""
     backbone = MobileNetV2(
-        num_classes=None, width_mult=width_mult, output_stride=output_stride, out_taps=(DEEPLAB_TAP,), weights=weights
+        num_classes=None, width_mult=width_mult, output_stride=output_stride, out_taps=(DEEPLAB_TAP,), weights=weights,
+        zero_init_residual=zero_init_residual,
     )
     head = DeepLabV3Head(
         in_channels=backbone.out_channels[DEEPLAB_TAP],

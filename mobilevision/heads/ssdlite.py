@@ -104,6 +104,17 @@ class SSDLiteHead(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
+    def set_class_bias(self, bias: Sequence[float]) -> None:
+        """Start every default box's class logits at `bias` (one value per class), e.g. a background prior."""
+        if len(bias) != self.num_classes:
+            raise ValueError(f"bias needs {self.num_classes} values (one per class), got {len(bias)}")
+        values = torch.as_tensor(bias, dtype=torch.float32)
+        with torch.no_grad():
+            for predictor in self.cls_heads:
+                last = predictor[-1]
+                assert isinstance(last, nn.Conv2d) and last.bias is not None
+                last.bias.copy_(values.repeat(last.out_channels // self.num_classes))
+
     def feature_maps(self, features: Sequence[Tensor]) -> list[Tensor]:
         """The backbone maps followed by the extra layers' outputs."""
         maps = list(features)

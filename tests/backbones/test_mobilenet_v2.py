@@ -112,3 +112,22 @@ def test_set_output_stride_equals_building_at_that_stride(built: int, changed: i
         a, b = source(x), target(x)
     for name in TAP_NAMES:
         torch.testing.assert_close(a[name], b[name])
+
+
+def test_zero_init_residual_makes_residual_blocks_identities(tmp_path) -> None:
+    model = MobileNetV2(num_classes=None, out_taps=("layer_19",), width_mult=0.5, zero_init_residual=True).eval()
+    residual = [b for b in model.features if isinstance(b, InvertedResidual) and b.use_res_connect]
+    assert len(residual) == 10  # 17 blocks, 7 of them change stride or width
+    x = torch.randn(2, residual[0].out_channels, 24, 24)
+    with torch.no_grad():
+        assert torch.equal(residual[0](x), x)
+    # Only those blocks: the projection BN of a block without a shortcut keeps gamma 1.
+    plain = next(b for b in model.features if isinstance(b, InvertedResidual) and not b.use_res_connect)
+    assert torch.equal(plain.conv[-1].weight, torch.ones_like(plain.conv[-1].weight))
+    # Pretrained weights replace the initialisation.
+    theirs = torchvision.models.mobilenet_v2(width_mult=0.5)
+    path = tmp_path / "mnv2.pth"
+    torch.save(theirs.state_dict(), path)
+    loaded = MobileNetV2(num_classes=1000, width_mult=0.5, weights=path, zero_init_residual=True)
+    index = list(model.features).index(residual[0])
+    assert torch.equal(loaded.features[index].conv[-1].weight, theirs.features[index].conv[-1].weight)

@@ -32,3 +32,12 @@ def test_lite_uses_depthwise_and_ssd_uses_regular_convs() -> None:
 def test_mismatched_anchor_list_is_rejected() -> None:
     with pytest.raises(ValueError, match="num_anchors has 2 entries"):
         SSDLiteHead(in_channels=[16, 32], num_anchors=[3, 6], num_classes=3)
+
+
+def test_set_class_bias_fills_every_anchor_and_checks_length() -> None:
+    head = SSDLiteHead(in_channels=[16, 32], num_anchors=[3, 6, 6], num_classes=4, extra_depths=[16])
+    head.set_class_bias([2.0, 0.0, -1.0, 0.5])
+    for predictor, anchors in zip(head.cls_heads, [3, 6, 6]):
+        assert torch.equal(predictor[-1].bias, torch.tensor([2.0, 0.0, -1.0, 0.5]).repeat(anchors))
+    with pytest.raises(ValueError, match="4 values"):
+        head.set_class_bias([0.0, 1.0])

@@ -134,3 +134,20 @@ def test_isolated_nan_steps_do_not_add_up_to_a_stop() -> None:
         trainer = _fit(task, _Images(nan_boxes={0, 5}))
     assert int(task.nonfinite_steps) == 2 and trainer.global_step == 4
     assert _all_finite(task)
+
+
+def test_tasks_start_residual_blocks_as_identities_unless_told_not_to() -> None:
+    from mobilevision.backbones.mobilenet_v2 import InvertedResidual
+    from mobilevision.tasks.segmentation.module import SegmentationTask
+
+    def gammas(task: Any) -> list[Tensor]:
+        return [b.conv[-1].weight for b in task.model.backbone.features
+                if isinstance(b, InvertedResidual) and b.use_res_connect]  # fmt: skip
+
+    for build in (lambda **kw: DetectionTask(num_classes=3, width_mult=0.35, **kw),
+                  lambda **kw: SegmentationTask(num_classes=3, width_mult=0.35, **kw)):  # fmt: skip
+        assert all((g == 0).all() for g in gammas(build()))
+        task = build(zero_init_residual=False)
+        assert all((g == 1).all() for g in gammas(task))
+        # An initialisation only: not part of what a checkpoint needs to rebuild the model.
+        assert "zero_init_residual" not in task.model_kwargs

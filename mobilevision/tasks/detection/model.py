@@ -5,6 +5,7 @@ It runs, exports and benchmarks without Lightning. Outputs follow torchvision's 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -15,6 +16,20 @@ from mobilevision.backbones.mobilenet_v2 import MobileNetV2
 from mobilevision.heads.ssdlite import SSDLiteHead
 from mobilevision.tasks.detection.anchors import BoxCoder, DefaultBoxes
 from mobilevision.transforms import Normalize
+
+
+def prior_bias(prior: float, num_classes: int, classification: str) -> list[float]:
+    """Class biases (background first) under which a box is foreground with probability `prior`.
+
+    softmax: the background logit log((1 - p) (C - 1) / p) against 0 for the C - 1 classes, which share p equally.
+    sigmoid: each foreground class log(p / (1 - p)) and the background class the opposite.
+    """
+    if not 0.0 < prior < 1.0:
+        raise ValueError(f"class_prior must be in (0, 1), got {prior}")
+    odds = math.log((1.0 - prior) / prior)
+    if classification == "softmax":
+        return [odds + math.log(num_classes - 1)] + [0.0] * (num_classes - 1)
+    return [odds] + [-odds] * (num_classes - 1)
 
 
 class Detector(nn.Module):
@@ -29,6 +44,10 @@ class Detector(nn.Module):
         topk_candidates: boxes kept per class before NMS (bounds NMS time when many boxes pass the threshold).
         detections_per_image: cap on the final detections per image.
         classification: "softmax" or "sigmoid": how class logits become scores; must match the training loss.
+        class_prior: the foreground probability the untrained model gives every default box (RetinaNet's prior
+            pi; the TF reference's class bias init is the same idea). The class biases start there instead of at a
+            uniform guess, so the first steps are not spent unlearning a flood of false positives. None keeps zero
+            biases. Only an initialisation: loaded weights replace it.
 
     Input: images [B, 3, H, W], RGB, uint8 or float in 0..255 (normalisation is inside the model).
     Output of `forward`: per image a dict `boxes` float [N, 4] (x1, y1, x2, y2 in input pixels), `scores` float [N],
@@ -47,6 +66,7 @@ class Detector(nn.Module):
         detections_per_image: int = 100,
         box_coder: BoxCoder | None = None,
         classification: str = "softmax",
+        class_prior: float | None = 0.01,
     ) -> None:
         super().__init__()
         if tuple(head.num_anchors) != tuple(default_boxes.num_anchors):
@@ -65,6 +85,8 @@ class Detector(nn.Module):
         self.topk_candidates = topk_candidates
         self.detections_per_image = detections_per_image
         self._anchor_cache: dict[tuple, Tensor] = {}
+        if class_prior is not None:
+            head.set_class_bias(prior_bias(class_prior, head.num_classes, classification))
 
     @property
     def num_classes(self) -> int:

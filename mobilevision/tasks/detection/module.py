@@ -40,6 +40,8 @@ class DetectionTask(BaseTask):
         default_boxes: the default-box recipe (TF reference by default); `num_maps` = taps + extra layers.
         taps: backbone maps the head reads, fine to coarse (the paper's two by default).
         extra_depths: output depths of the extra layers grown from the last tap (the paper's four by default).
+        zero_init_residual: residual blocks start as identities when training from random weights (see
+            `MobileNetV2`); loaded backbone weights or `init_from` replace it.
         classification: "softmax" (cross-entropy) or "sigmoid" (the TF reference's variant).
         neg_pos_ratio: hard negative mining ratio.
         score_threshold, nms_threshold, detections_per_image: evaluation post-processing (COCO protocol: low
@@ -58,6 +60,7 @@ class DetectionTask(BaseTask):
         default_boxes: DefaultBoxes | None = None,
         taps: Sequence[str] = SSD_TAPS,
         extra_depths: Sequence[int] = EXTRA_DEPTHS,
+        zero_init_residual: bool = True,
         classification: str = "softmax",
         neg_pos_ratio: float = 3.0,
         score_threshold: float = 0.01,
@@ -89,7 +92,9 @@ class DetectionTask(BaseTask):
             "nms_threshold": nms_threshold,
             "detections_per_image": detections_per_image,
         }
-        self.model: Detector = build_model(model, weights=backbone_weights, **self.model_kwargs)
+        self.model: Detector = build_model(
+            model, weights=backbone_weights, zero_init_residual=zero_init_residual, **self.model_kwargs
+        )
         self.criterion = MultiBoxLoss(neg_pos_ratio=neg_pos_ratio, classification=classification)
         self.meta: DetectionMeta | None = None
         self._results: dict[int, list[dict[str, Any]]] = {}

@@ -29,6 +29,8 @@ class SegmentationTask(BaseTask):
         width_mult, backbone_weights: the backbone's width and ImageNet weights (torchvision name or local file).
         output_stride: training output stride (16 in the paper's on-device model).
         atrous_rates: ASPP rates; () is the reduced head (paper Table 7, bold row).
+        zero_init_residual: residual blocks start as identities when training from random weights (see
+            `MobileNetV2`); loaded backbone weights or `init_from` replace it.
         input_size: training crop size (linked from the DataModule); stored for the predictor.
         eval_output_stride: evaluate at another output stride (the paper's OS=8 rows); None keeps the training one.
         multi_scale_flip: evaluate with the paper's MF strategy (scales `mf_scales`, each also flipped).
@@ -45,6 +47,7 @@ class SegmentationTask(BaseTask):
         backbone_weights: str | None = None,
         output_stride: int = 16,
         atrous_rates: Sequence[int] = (),
+        zero_init_residual: bool = True,
         input_size: int = 513,
         eval_output_stride: int | None = None,
         multi_scale_flip: bool = False,
@@ -72,7 +75,9 @@ class SegmentationTask(BaseTask):
             "output_stride": output_stride,
             "atrous_rates": list(atrous_rates),
         }
-        self.model: Segmenter = build_model(model, weights=backbone_weights, **self.model_kwargs)
+        self.model: Segmenter = build_model(
+            model, weights=backbone_weights, zero_init_residual=zero_init_residual, **self.model_kwargs
+        )
         self.output_stride = output_stride
         self.eval_output_stride = eval_output_stride
         self.multi_scale_flip = multi_scale_flip

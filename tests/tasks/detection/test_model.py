@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mobilevision import build_model
+from mobilevision.tasks.detection.model import prior_bias
 
 
 def _tiny(**kwargs):
@@ -47,3 +49,20 @@ def test_nms_suppresses_same_class_duplicates() -> None:
     # Box 1 is a duplicate of box 0 in class 1 but stays as class 2 (NMS is per class).
     pairs = sorted(zip(det["labels"].tolist(), [round(s, 2) for s in det["scores"].tolist()]))
     assert pairs == [(1, 0.9), (2, 0.1), (3, 0.8)]
+
+
+def test_class_prior_sets_the_initial_foreground_probability() -> None:
+    for classification in ("softmax", "sigmoid"):
+        bias = torch.tensor(prior_bias(0.01, 6, classification))
+        if classification == "softmax":
+            probs = bias.softmax(0)
+            assert abs(probs[0].item() - 0.99) < 1e-6 and torch.allclose(probs[1:], torch.full((5,), 0.002))
+        else:
+            assert torch.allclose(bias[1:].sigmoid(), torch.full((5,), 0.01)) and abs(bias[0].sigmoid() - 0.99) < 1e-6
+    model = _tiny(class_prior=0.05)
+    expected = torch.tensor(prior_bias(0.05, 4, "softmax"))
+    for predictor in model.head.cls_heads:
+        assert torch.allclose(predictor[-1].bias.view(-1, 4), expected.expand(predictor[-1].out_channels // 4, 4))
+    assert all((p[-1].bias == 0).all() for p in _tiny(class_prior=None).head.cls_heads)
+    with pytest.raises(ValueError, match="class_prior"):
+        _tiny(class_prior=1.5)
