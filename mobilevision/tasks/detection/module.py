@@ -44,6 +44,8 @@ class DetectionTask(BaseTask):
             `MobileNetV2`); loaded backbone weights or `init_from` replace it.
         classification: "softmax" (cross-entropy) or "sigmoid" (the TF reference's variant).
         neg_pos_ratio: hard negative mining ratio.
+        iou_threshold, focal_gamma, focal_alpha, box_loss, box_weight: the loss options (see `MultiBoxLoss`); the
+            defaults are SSD's (IoU 0.5, hard negative mining, smooth L1).
         score_threshold, nms_threshold, detections_per_image: evaluation post-processing (COCO protocol: low
             threshold, 100 detections).
         optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last, init_from: see `BaseTask`.
@@ -63,6 +65,11 @@ class DetectionTask(BaseTask):
         zero_init_residual: bool = True,
         classification: str = "softmax",
         neg_pos_ratio: float = 3.0,
+        iou_threshold: float = 0.5,
+        focal_gamma: float | None = None,
+        focal_alpha: float = 0.25,
+        box_loss: str = "smooth_l1",
+        box_weight: float = 1.0,
         score_threshold: float = 0.01,
         nms_threshold: float = 0.6,
         detections_per_image: int = 100,
@@ -95,7 +102,10 @@ class DetectionTask(BaseTask):
         self.model: Detector = build_model(
             model, weights=backbone_weights, zero_init_residual=zero_init_residual, **self.model_kwargs
         )
-        self.criterion = MultiBoxLoss(neg_pos_ratio=neg_pos_ratio, classification=classification)
+        self.criterion = MultiBoxLoss(
+            neg_pos_ratio=neg_pos_ratio, iou_threshold=iou_threshold, classification=classification,
+            focal_gamma=focal_gamma, focal_alpha=focal_alpha, box_loss=box_loss, box_weight=box_weight,
+        )
         self.meta: DetectionMeta | None = None
         self._results: dict[int, list[dict[str, Any]]] = {}
         self._finish_init()

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import pytest
 import torch
+from torchvision.ops import sigmoid_focal_loss
 
 from mobilevision.tasks.detection.loss import MultiBoxLoss, match_anchors
 
@@ -63,3 +65,46 @@ def test_training_decreases_loss_on_one_batch() -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_lower_iou_threshold_gives_more_positives() -> None:
+    anchors = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 6], [3, 0, 13, 10]], dtype=torch.float32)
+    gt = torch.tensor([[0, 0, 10, 10]], dtype=torch.float32)
+    # IoUs 1.0, 0.6 and 0.54 / (1 + 0.46) = 0.538...: all positive at 0.5; at 0.55 the third drops out.
+    assert match_anchors(gt, anchors, iou_threshold=0.55).tolist() == [0, 0, -1]
+    assert match_anchors(gt, anchors, iou_threshold=0.5).tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="iou_threshold"):
+        MultiBoxLoss(iou_threshold=0.0)
+
+
+def test_focal_loss_uses_every_box_and_equals_torchvision() -> None:
+    anchors = torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], dtype=torch.float32)
+    targets = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "labels": torch.tensor([2])}]
+    logits = torch.randn(1, 3, 3, requires_grad=True)
+    outputs = {"cls_logits": logits, "bbox_regression": torch.zeros(1, 3, 4)}
+    out = MultiBoxLoss(classification="sigmoid", focal_gamma=2.0)(outputs, anchors, targets)
+    expected = sigmoid_focal_loss(logits[0, :, 1:], torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]),
+                                  reduction="sum")  # fmt: skip
+    assert torch.allclose(out["loss_cls"], expected)
+    out["loss"].backward()
+    assert (logits.grad[0, :, 1:] != 0).all() and (logits.grad[0, :, 0] == 0).all()  # background column unused
+    with pytest.raises(ValueError, match="sigmoid"):
+        MultiBoxLoss(focal_gamma=2.0)
+
+
+def test_giou_box_loss_is_zero_for_exact_boxes_and_grows_with_the_error() -> None:
+    anchors = torch.tensor([[0, 0, 10, 10], [40, 40, 50, 50]], dtype=torch.float32)
+    targets = [{"boxes": torch.tensor([[1.0, 1.0, 12.0, 9.0]]), "labels": torch.tensor([1])}]
+    criterion = MultiBoxLoss(box_loss="giou", box_weight=2.0)
+    exact = criterion.box_coder.encode(targets[0]["boxes"], anchors[:1])
+    offsets = torch.zeros(1, 2, 4)
+    offsets[0, 0] = exact[0]
+    outputs = {"cls_logits": torch.zeros(1, 2, 2), "bbox_regression": offsets}
+    out = criterion(outputs, anchors, targets)
+    assert out["loss_box"].item() < 1e-5
+    offsets[0, 0, 0] += 1.0  # one coded unit: a tenth of the anchor width, 1 px
+    worse = criterion(outputs, anchors, targets)
+    assert worse["loss_box"].item() > 0.05
+    assert torch.allclose(worse["loss"], 2.0 * worse["loss_box"] + worse["loss_cls"])
+    with pytest.raises(ValueError, match="box_loss"):
+        MultiBoxLoss(box_loss="l2")
