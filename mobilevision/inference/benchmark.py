@@ -87,8 +87,9 @@ def build_pair(*, num_classes: int = NUM_CLASSES, width_mult: float = 1.0) -> tu
     from mobilevision.models import build_model
     from mobilevision.tasks.detection.anchors import DefaultBoxes
 
+    # class_prior=None: zero class biases like torchvision's head, so both score (and NMS) the same boxes.
     ours = build_model("ssdlite_mobilenet_v2", num_classes=num_classes, width_mult=width_mult,
-                       default_boxes=DefaultBoxes(reduce_lowest=False)).eval()
+                       default_boxes=DefaultBoxes(reduce_lowest=False), class_prior=None).eval()
     twin = copy.deepcopy(ours)
     head = SSDLiteHead(list(ours.head.map_channels), list(ours.default_boxes.num_anchors), num_classes,
                        norm_layer=nn.BatchNorm2d)
@@ -207,7 +208,8 @@ def run(*, repeats: int, threads: Sequence[int], stream_frames: int, width_mult:
             if default_model is None:
                 from mobilevision.models import build_model
 
-                default_model = build_model("ssdlite_mobilenet_v2", num_classes=NUM_CLASSES, width_mult=width_mult)
+                default_model = build_model("ssdlite_mobilenet_v2", num_classes=NUM_CLASSES, width_mult=width_mult,
+                                            class_prior=None)
             pipelines: dict[str, Any] = {
                 "torchvision SSD (eager)": _TorchvisionPipeline(ssd),
                 "ours torch, no optimisation": Predictor(ours, backend="torch", optimize=False,
