@@ -36,9 +36,9 @@ def calibrate_batchnorm(model: torch.nn.Module, size: tuple[int, int] = (128, 12
 
 
 def small_detector(num_classes: int = 4, *, force: bool = True, seed: int = 0) -> torch.nn.Module:
-    """An untrained SSDLite (width 0.35) with zero class biases (no class prior), so its head scores
-    ~1/num_classes everywhere, with differences of 1e-7 (ties). With `force`, BatchNorm is calibrated (scores spread out, no near-ties) and classes 1 and
-    2 get a bias, so that many boxes pass a 0.3 threshold and NMS has work to do."""
+    """An untrained SSDLite (width 0.35) with zero class biases (no class prior), so its head scores ~1/num_classes
+    everywhere, with differences of 1e-7 (ties). With `force`, BatchNorm is calibrated (scores spread out, no
+    near-ties) and classes 1 and 2 get a bias, so that many boxes pass a 0.3 threshold and NMS has work to do."""
     torch.manual_seed(seed)
     model = build_model("ssdlite_mobilenet_v2", num_classes=num_classes, width_mult=0.35, class_prior=None).eval()
     if force:
