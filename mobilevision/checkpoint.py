@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from mobilevision.errors import WeightsError
+from mobilevision.errors import UserError, WeightsError
 from mobilevision.io import atomic_path
 
 Task = Literal["detection", "segmentation"]
@@ -223,7 +223,6 @@ def model_from_name(name: str, *, num_classes: int | None = None, width_mult: fl
     Raises:
         UserError: an unknown name or argument, or a model that is neither a detector nor a segmenter.
     """
-    from mobilevision.errors import UserError
     from mobilevision.models import build_model
 
     kwargs = {k: v for k, v in (("num_classes", num_classes), ("width_mult", width_mult)) if v is not None}

@@ -24,11 +24,8 @@ class ResumableSampler(DistributedSampler):
     function of (seed, epoch, rank, position), so skipped and resumed passes augment exactly as an unbroken one.
     """
 
-    def __init__(
-        self, dataset: Sized, *, num_replicas: int = 1, rank: int = 0, seed: int = 0, start_epoch: int = 0
-    ) -> None:
+    def __init__(self, dataset: Sized, *, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)  # type: ignore[arg-type]
-        self.epoch = start_epoch
         self.skip = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -56,12 +53,9 @@ def train_sampler(dataset: Sized, trainer: Any, batch_size: int) -> ResumableSam
     seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
     if trainer is None:
         return ResumableSampler(dataset, seed=seed)
-    probe = ResumableSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, seed=seed)
-    batches_per_epoch = len(probe) // batch_size  # drop_last=True
+    sampler = ResumableSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, seed=seed)
+    batches_per_epoch = len(sampler) // batch_size  # drop_last=True
     batches_done = trainer.global_step * trainer.accumulate_grad_batches
-    epoch, done_in_epoch = divmod(batches_done, batches_per_epoch) if batches_per_epoch else (0, 0)
-    sampler = ResumableSampler(
-        dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, seed=seed, start_epoch=epoch
-    )
+    sampler.epoch, done_in_epoch = divmod(batches_done, batches_per_epoch) if batches_per_epoch else (0, 0)
     sampler.skip = done_in_epoch * batch_size
     return sampler
