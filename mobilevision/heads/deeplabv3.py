@@ -71,6 +71,14 @@ class DeepLabV3Head(nn.Module):
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         self.atrous_rates = tuple(atrous_rates)
 
+    def set_class_bias(self, bias: Sequence[float]) -> None:
+        """Start the classifier's logits at `bias` (one value per class), e.g. the log of a class prior."""
+        if len(bias) != self.classifier.out_channels:
+            raise ValueError(f"bias needs {self.classifier.out_channels} values (one per class), got {len(bias)}")
+        assert self.classifier.bias is not None
+        with torch.no_grad():
+            self.classifier.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+
     def set_atrous_rates(self, rates: Sequence[int]) -> None:
         """Change the atrous rates in place, e.g. doubled when evaluating at output stride 8 a head trained at 16."""
         if len(rates) != len(self.atrous_rates):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +35,14 @@ class SegmentationTask(BaseTask):
         input_size: training crop size (linked from the DataModule); stored for the predictor.
         eval_output_stride: evaluate at another output stride (the paper's OS=8 rows); None keeps the training one.
         multi_scale_flip: evaluate with the paper's MF strategy (scales `mf_scales`, each also flipped).
+        background_prior: the background probability the untrained model gives every pixel; the other classes
+            share the rest equally (the classifier's biases start at the log of these). Under Adam a bias moves
+            about lr per step, so starting from zero biases a from-scratch model spends its first few hundred steps
+            learning only that the background dominates (the shapes demo: mIoU 0.354 instead of 0.241 at step 500
+            with 0.85). None keeps zero biases. Only an initialisation: loaded weights replace it.
+        class_weights: per-class weights of the cross-entropy (one per class, background first), or None for the
+            plain loss of the paper. Weighting the foreground up helps a from-scratch model leave the all-background
+            answer early when the background covers most pixels (the shapes demo).
         optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last, init_from: see `BaseTask`; the DeepLab
             recipe is SGD with momentum 0.9 and the poly schedule (power 0.9).
     """
@@ -52,6 +61,8 @@ class SegmentationTask(BaseTask):
         eval_output_stride: int | None = None,
         multi_scale_flip: bool = False,
         mf_scales: Sequence[float] = MF_SCALES,
+        background_prior: float | None = None,
+        class_weights: Sequence[float] | None = None,
         optimizer: OptimizerFactory | None = None,
         schedule: LRSchedule | None = None,
         ema_decay: float | None = None,
@@ -78,11 +89,27 @@ class SegmentationTask(BaseTask):
         self.model: Segmenter = build_model(
             model, weights=backbone_weights, zero_init_residual=zero_init_residual, **self.model_kwargs
         )
+        if background_prior is not None:
+            if not 0.0 < background_prior < 1.0 or num_classes < 2:
+                raise ValueError(f"background_prior must be in (0, 1) with 2 or more classes, got {background_prior}")
+            rest = math.log((1.0 - background_prior) / (num_classes - 1))
+            self.model.head.set_class_bias([math.log(background_prior)] + [rest] * (num_classes - 1))
         self.output_stride = output_stride
         self.eval_output_stride = eval_output_stride
         self.multi_scale_flip = multi_scale_flip
         self.mf_scales = tuple(mf_scales)
         self.class_names: list[str] = default_class_names(num_classes)
+        weights = None
+        if class_weights is not None:
+            weights = torch.as_tensor(list(class_weights), dtype=torch.float32)
+            if weights.shape != (num_classes,) or not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+                raise ValueError(
+                    f"class_weights must be {num_classes} finite non-negative numbers (one per class, background "
+                    f"first) with a positive sum, got {list(class_weights)}"
+                )
+        # A buffer follows the module to its device; not persistent: the configuration holds it.
+        self.class_weights: Tensor | None
+        self.register_buffer("class_weights", weights, persistent=False)
         # One metric object per split, so validation inside fit never mixes with a test run.
         self.val_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=VOID, validate_args=False)
         self.test_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=VOID, validate_args=False)
@@ -124,12 +151,17 @@ class SegmentationTask(BaseTask):
             return multi_scale_flip_logits(model, images, scales=self.mf_scales)
         return model(images)
 
+    def loss(self, logits: Tensor, masks: Tensor) -> Tensor:
+        """Cross-entropy over the non-void pixels (in float32, also under mixed precision), class-weighted if set."""
+        weight = None if self.class_weights is None else self.class_weights.float()
+        return F.cross_entropy(logits.float(), masks, weight=weight, ignore_index=VOID)
+
     def training_step(self, batch: tuple[Tensor, ...] | None, batch_idx: int) -> Tensor | None:
         if batch is None or batch[0].shape[0] < 2:
             return self.empty_step_loss()
         images, masks = batch[0], batch[1]
         logits = self.model(images)
-        loss = F.cross_entropy(logits.float(), masks, ignore_index=VOID)
+        loss = self.loss(logits, masks)
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         return self.guard_loss(loss, [])
 
@@ -157,7 +189,7 @@ class SegmentationTask(BaseTask):
             return
         images, masks = batch[0], batch[1]
         logits = self(images)
-        loss = F.cross_entropy(logits.float(), masks, ignore_index=VOID)
+        loss = self.loss(logits, masks)
         self.log(f"{prefix}/loss", loss, batch_size=images.shape[0], sync_dist=True)
         # Padded pixels are void in the mask (the padding contract of the data module), so no cropping is needed.
         confusion.update(logits.argmax(1), masks)
