@@ -195,7 +195,11 @@ def to_coco_results(
 
 
 def _to_numpy(value: Any) -> Any:
-    return value.detach().cpu().numpy() if hasattr(value, "detach") else value
+    if not hasattr(value, "detach"):
+        return value
+    value = value.detach().cpu()
+    # NumPy has no bfloat16 (what bf16-mixed precision leaves in scores and boxes); results are float64 anyway.
+    return (value.double() if value.is_floating_point() else value).numpy()
 
 
 def write_coco_results(path: str | os.PathLike[str], results: list[dict[str, Any]]) -> Path:

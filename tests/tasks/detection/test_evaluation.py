@@ -137,6 +137,10 @@ def test_model_outputs_to_results_round_trip(tmp_path: Path) -> None:
                   {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}]
     results = to_coco_results(detections, [100, 101], meta)
     assert results == [{"image_id": 100, "category_id": 11, "bbox": [64.0, 96.0, 128.0, 144.0], "score": 0.9}]
+    # Under bf16-mixed precision the model's boxes and scores are bfloat16, which NumPy cannot hold.
+    low = [{k: v.bfloat16() if v.is_floating_point() else v for k, v in d.items()} for d in detections]
+    (result,) = to_coco_results(low, [100, 101], meta)
+    assert result == {**results[0], "score": pytest.approx(0.9, abs=4e-3)}  # bfloat16 keeps 8 bits of mantissa
     path = write_coco_results(tmp_path / "out" / "results.json", results)
     assert json.loads(path.read_text()) == results
     assert not [p for p in path.parent.iterdir() if p.name != "results.json"]
