@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from mobilevision import demo
 
@@ -28,8 +29,10 @@ def test_demo_trains_evaluates_and_says_where_everything_is(
 
     multi_scale_flip_logits = module.multi_scale_flip_logits
     monkeypatch.setattr(module, "multi_scale_flip_logits", counting_mf)
+    # The demo sets torch's thread count (--threads); the tests after this one keep theirs.
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     out = tmp_path / "demo"
-    argv = ["--out", str(out), "--data", str(tmp_path / "shapes"), "--minutes", "1", "--threads", "1", *TINY]
+    argv = ["--out", str(out), "--data", str(tmp_path / "shapes"), "--minutes", "1", *TINY]
     assert demo.main(argv) == 0
     printed = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())

@@ -41,8 +41,8 @@ class SegmentationTask(BaseTask):
             learning only that the background dominates (the shapes demo: mIoU 0.354 instead of 0.241 at step 500
             with 0.85). None keeps zero biases. Only an initialisation: loaded weights replace it.
         class_weights: per-class weights of the cross-entropy (one per class, background first), or None for the
-            plain loss of the paper. Weighting the foreground up helps a from-scratch model leave the all-background
-            answer early when the background covers most pixels (the shapes demo).
+            plain loss of the paper; for data where some classes cover few pixels. (On the shapes demo a 3x weight on
+            the foreground lifted mIoU at step 500 from 0.241 to 0.260, and nothing on top of the background prior.)
         optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last, init_from: see `BaseTask`; the DeepLab
             recipe is SGD with momentum 0.9 and the poly schedule (power 0.9).
     """
@@ -102,7 +102,8 @@ class SegmentationTask(BaseTask):
         weights = None
         if class_weights is not None:
             weights = torch.as_tensor(list(class_weights), dtype=torch.float32)
-            if weights.shape != (num_classes,) or not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+            valid = weights.shape == (num_classes,) and bool(torch.isfinite(weights).all())
+            if not valid or (weights < 0).any() or weights.sum() <= 0:
                 raise ValueError(
                     f"class_weights must be {num_classes} finite non-negative numbers (one per class, background "
                     f"first) with a positive sum, got {list(class_weights)}"
