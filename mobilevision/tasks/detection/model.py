@@ -98,11 +98,21 @@ class Detector(nn.Module):
         Returns:
             ({"cls_logits": [B, A, C], "bbox_regression": [B, A, 4]}, anchors [A, 4] x1y1x2y2 in input pixels).
         """
+        outputs, anchors, _sizes = self._forward(images)
+        return outputs, anchors
+
+    def forward_levels(self, images: Tensor) -> tuple[dict[str, Tensor], Tensor, list[int]]:
+        """`forward_raw` plus how many of the default boxes each feature map contributes, fine to coarse (the
+        boxes are ordered by map): what a per-level assignment such as ATSS needs."""
+        outputs, anchors, sizes = self._forward(images)
+        return outputs, anchors, [int(h) * int(w) * n for (h, w), n in zip(sizes, self.default_boxes.num_anchors)]
+
+    def _forward(self, images: Tensor) -> tuple[dict[str, Tensor], Tensor, list[tuple[int, ...]]]:
         features = self.backbone(self.normalize(images))
         maps = self.head.feature_maps([features[t] for t in self.backbone.out_taps])
         outputs = self.head.predict(maps)
         sizes = [tuple(m.shape[-2:]) for m in maps]
-        return outputs, self.anchors(sizes, tuple(images.shape[-2:]), images.device)
+        return outputs, self.anchors(sizes, tuple(images.shape[-2:]), images.device), sizes
 
     def anchors(self, feature_sizes: Sequence[tuple[int, int]], image_size: tuple[int, int], device: torch.device) -> Tensor:
         """Default boxes [A, 4] in input pixels for these map sizes (cached: they depend on shapes only)."""

@@ -44,8 +44,8 @@ class DetectionTask(BaseTask):
             `MobileNetV2`); loaded backbone weights or `init_from` replace it.
         classification: "softmax" (cross-entropy) or "sigmoid" (the TF reference's variant).
         neg_pos_ratio: hard negative mining ratio.
-        iou_threshold, focal_gamma, focal_alpha, box_loss, box_weight: the loss options (see `MultiBoxLoss`); the
-            defaults are SSD's (IoU 0.5, hard negative mining, smooth L1).
+        iou_threshold, assignment, atss_topk, focal_gamma, focal_alpha, box_loss, box_weight: the loss options (see
+            `MultiBoxLoss`); the defaults are SSD's (IoU 0.5, hard negative mining, smooth L1).
         score_threshold, nms_threshold, detections_per_image: evaluation post-processing (COCO protocol: low
             threshold, 100 detections).
         optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last, init_from: see `BaseTask`.
@@ -66,6 +66,8 @@ class DetectionTask(BaseTask):
         classification: str = "softmax",
         neg_pos_ratio: float = 3.0,
         iou_threshold: float = 0.5,
+        assignment: str = "iou",
+        atss_topk: int = 9,
         focal_gamma: float | None = None,
         focal_alpha: float = 0.25,
         box_loss: str = "smooth_l1",
@@ -103,7 +105,8 @@ class DetectionTask(BaseTask):
             model, weights=backbone_weights, zero_init_residual=zero_init_residual, **self.model_kwargs
         )
         self.criterion = MultiBoxLoss(
-            neg_pos_ratio=neg_pos_ratio, iou_threshold=iou_threshold, classification=classification,
+            neg_pos_ratio=neg_pos_ratio, iou_threshold=iou_threshold, assignment=assignment, atss_topk=atss_topk,
+            classification=classification,
             focal_gamma=focal_gamma, focal_alpha=focal_alpha, box_loss=box_loss, box_weight=box_weight,
         )
         self.meta: DetectionMeta | None = None
@@ -155,8 +158,8 @@ class DetectionTask(BaseTask):
         images, targets = batch
         if images.shape[0] < 2:
             return self.empty_step_loss()
-        outputs, anchors = self.model.forward_raw(images)
-        losses = self.criterion(outputs, anchors, targets)
+        outputs, anchors, level_sizes = self.model.forward_levels(images)
+        losses = self.criterion(outputs, anchors, targets, level_sizes)
         batch_size = images.shape[0]
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
         self.log("train/loss_box", losses["loss_box"], batch_size=batch_size)
@@ -168,8 +171,8 @@ class DetectionTask(BaseTask):
         if images.shape[0] == 0:
             return
         model: Detector = self.eval_model  # type: ignore[assignment]
-        outputs, anchors = model.forward_raw(images)
-        loss = self.criterion(outputs, anchors, targets)["loss"]
+        outputs, anchors, level_sizes = model.forward_levels(images)
+        loss = self.criterion(outputs, anchors, targets, level_sizes)["loss"]
         self.log(f"{prefix}/loss", loss, batch_size=images.shape[0], sync_dist=True)
         boxes, scores = model.decode(outputs, anchors)
         input_size = (images.shape[-2], images.shape[-1])

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import statistics
+
 import pytest
 import torch
-from torchvision.ops import sigmoid_focal_loss
+from torchvision.ops import box_iou, sigmoid_focal_loss
 
-from mobilevision.tasks.detection.loss import MultiBoxLoss, match_anchors
+from mobilevision.tasks.detection.anchors import DefaultBoxes
+from mobilevision.tasks.detection.loss import MultiBoxLoss, match_anchors, match_anchors_atss
 
 
 def test_matching_threshold_and_forced_best_anchor() -> None:
@@ -108,3 +111,79 @@ def test_giou_box_loss_is_zero_for_exact_boxes_and_grows_with_the_error() -> Non
     assert torch.allclose(worse["loss"], 2.0 * worse["loss_box"] + worse["loss_cls"])
     with pytest.raises(ValueError, match="box_loss"):
         MultiBoxLoss(box_loss="l2")
+
+
+def _naive_atss(gt: torch.Tensor, anchors: torch.Tensor, level_sizes: list[int], k: int) -> list[int]:
+    """ATSS written out box by box, to check the vectorised version against."""
+    iou = box_iou(gt, anchors).tolist()
+    centres = [((a[0] + a[2]) / 2, (a[1] + a[3]) / 2) for a in anchors.tolist()]
+    matched, claimed = [-1] * len(anchors), [0.0] * len(anchors)
+    for g, (x1, y1, x2, y2) in enumerate(gt.tolist()):
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        candidates, start = [], 0
+        for size in level_sizes:
+            level = range(start, start + size)
+            candidates += sorted(level, key=lambda a: (centres[a][0] - cx) ** 2 + (centres[a][1] - cy) ** 2)[:k]
+            start += size
+        values = [iou[g][a] for a in candidates]
+        threshold = statistics.mean(values) + (statistics.stdev(values) if len(values) > 1 else 0.0)
+        for a in candidates:
+            inside = x1 < centres[a][0] < x2 and y1 < centres[a][1] < y2
+            if iou[g][a] >= threshold and inside and iou[g][a] > claimed[a]:
+                matched[a], claimed[a] = g, iou[g][a]
+    for g in range(len(gt)):
+        matched[max(range(len(anchors)), key=lambda a: iou[g][a])] = g
+    return matched
+
+
+def _random_boxes(generator: torch.Generator, n: int, low: float, high: float) -> torch.Tensor:
+    xy = torch.rand(n, 2, generator=generator) * 100
+    wh = low + torch.rand(n, 2, generator=generator) * (high - low)
+    return torch.cat([xy, xy + wh], 1)
+
+
+def test_atss_equals_a_box_by_box_count() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        level_sizes = [60, 30, 10]
+        anchors = torch.cat([_random_boxes(generator, 60, 5, 15), _random_boxes(generator, 30, 15, 40),
+                             _random_boxes(generator, 10, 40, 80)])  # fmt: skip
+        gt = _random_boxes(generator, 1 + trial % 5, 4, 60)
+        got = match_anchors_atss(gt, anchors, level_sizes, topk=5).tolist()
+        assert got == _naive_atss(gt, anchors, level_sizes, 5), trial
+
+
+def test_atss_gives_small_objects_more_positives_and_large_ones_fewer() -> None:
+    # The shapes demo's default boxes at 224: maps of 28, 14, 7, 4, 2, 1 cells, 6 boxes each.
+    boxes = DefaultBoxes(num_maps=6, min_scale=0.07, max_scale=0.75, reduce_lowest=False)
+    sizes = [(28, 28), (14, 14), (7, 7), (4, 4), (2, 2), (1, 1)]
+    anchors = boxes.pixels(sizes, (224, 224))
+    level_sizes = [h * w * 6 for h, w in sizes]
+    gt = torch.tensor([[10.0, 10.0, 24.0, 24.0], [100.0, 100.0, 200.0, 210.0]])  # 14 px and ~105 px
+    fixed = match_anchors(gt, anchors, iou_threshold=0.4)
+    adaptive = match_anchors_atss(gt, anchors, level_sizes)
+    assert (adaptive == 0).sum() > (fixed == 0).sum() >= 1
+    assert 1 <= (adaptive == 1).sum() < (fixed == 1).sum()
+    centres = (anchors[adaptive == 0, :2] + anchors[adaptive == 0, 2:]) / 2
+    assert ((centres > 10) & (centres < 24)).all()  # positives are centred inside their object
+    assert match_anchors_atss(torch.zeros(0, 4), anchors, level_sizes).eq(-1).all()
+    with pytest.raises(ValueError, match="level_sizes"):
+        match_anchors_atss(gt, anchors, [10, 20])
+
+
+def test_atss_assignment_in_the_loss() -> None:
+    anchors = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 11], [0, 0, 10, 12], [0, 0, 10, 14], [40, 40, 50, 50]],
+                           dtype=torch.float32)  # fmt: skip
+    targets = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "labels": torch.tensor([1])}]
+    outputs = {"cls_logits": torch.zeros(1, 5, 2), "bbox_regression": torch.zeros(1, 5, 4)}
+    by_iou = MultiBoxLoss(classification="sigmoid", focal_gamma=2.0)
+    atss = MultiBoxLoss(assignment="atss", atss_topk=4, classification="sigmoid", focal_gamma=2.0)
+    # IoUs 1, 0.91, 0.83, 0.71 on the first map and 0 on the second: four positives at IoU 0.5. ATSS's threshold,
+    # mean + std of the five candidates, is 1.08: none passes and the best box is the only (forced) positive.
+    assert by_iou.targets(targets, anchors)[0].tolist() == [[1, 1, 1, 1, 0]]
+    assert atss.targets(targets, anchors, [4, 1])[0].tolist() == [[1, 0, 0, 0, 0]]
+    assert atss(outputs, anchors, targets, [4, 1])["num_positives"].item() == 1
+    with pytest.raises(ValueError, match="assignment"):
+        MultiBoxLoss(assignment="center")
+    with pytest.raises(ValueError, match="atss_topk"):
+        MultiBoxLoss(assignment="atss", atss_topk=0)

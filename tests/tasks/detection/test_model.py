@@ -39,6 +39,11 @@ def test_raw_outputs_match_anchor_count() -> None:
         raw, anchors = model.forward_raw(torch.zeros(1, 3, 320, 320))
     assert anchors.shape == (1200 + 139 * 6, 4)
     assert raw["cls_logits"].shape == (1, anchors.shape[0], 4)
+    with torch.no_grad():
+        raw_levels, anchors_levels, level_sizes = model.forward_levels(torch.zeros(1, 3, 320, 320))
+    # 20x20 with 3 boxes (the reduced lowest map), then 10x10, 5x5, 3x3, 2x2, 1x1 with 6.
+    assert level_sizes == [1200, 600, 150, 54, 24, 6]
+    assert torch.equal(anchors_levels, anchors) and torch.equal(raw_levels["cls_logits"], raw["cls_logits"])
 
 
 def test_nms_suppresses_same_class_duplicates() -> None:
