@@ -35,9 +35,14 @@ def match_anchors(gt_boxes: Tensor, anchors: Tensor, *, iou_threshold: float = 0
     iou = box_iou(gt_boxes, anchors)  # [G, A]
     best_iou, matched = iou.max(dim=0)
     matched = torch.where(best_iou >= iou_threshold, matched, torch.full_like(matched, -1))
-    # Force each ground truth onto its best default box (later boxes win ties, as in the reference implementations).
+    return _keep_best_anchors(matched, iou)
+
+
+def _keep_best_anchors(matched: Tensor, iou: Tensor) -> Tensor:
+    """Force each ground truth onto its best default box (later boxes win ties, as in the reference
+    implementations), so no object goes unmatched. `iou`: [G, A]; `matched`: [A], changed in place and returned."""
     best_anchor = iou.argmax(dim=1)  # [G]
-    matched[best_anchor] = torch.arange(gt_boxes.shape[0], device=anchors.device)
+    matched[best_anchor] = torch.arange(iou.shape[0], device=iou.device)
     return matched
 
 
@@ -85,9 +90,7 @@ def match_anchors_atss(
     claimed = torch.full_like(iou, -1.0).scatter(1, candidates, torch.where(positive, candidate_iou, -1.0))
     best_iou, matched = claimed.max(dim=0)
     matched = torch.where(best_iou > 0, matched, torch.full_like(matched, -1))
-    best_anchor = iou.argmax(dim=1)
-    matched[best_anchor] = torch.arange(gt_boxes.shape[0], device=anchors.device)
-    return matched
+    return _keep_best_anchors(matched, iou)
 
 
 class MultiBoxLoss(nn.Module):
