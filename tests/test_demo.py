@@ -25,10 +25,10 @@ def test_demo_trains_evaluates_and_says_where_everything_is(
 
     def counting_mf(model, images, *, scales):  # type: ignore[no-untyped-def]
         mf_calls.append(tuple(scales))
-        return multi_scale_flip_logits(model, images, scales=scales)
+        return multi_scale_flip_probs(model, images, scales=scales)
 
-    multi_scale_flip_logits = module.multi_scale_flip_logits
-    monkeypatch.setattr(module, "multi_scale_flip_logits", counting_mf)
+    multi_scale_flip_probs = module.multi_scale_flip_probs
+    monkeypatch.setattr(module, "multi_scale_flip_probs", counting_mf)
     # The demo sets torch's thread count (--threads); the tests after this one keep theirs.
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     out = tmp_path / "demo"

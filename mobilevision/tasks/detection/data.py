@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import reprlib
 import warnings
@@ -39,6 +38,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mobilevision.data.decode import BadSample, read_image, resolve_inside
+from mobilevision.data.jsonio import load_json
+from mobilevision.data.labels import VOC_CLASSES
 from mobilevision.data.report import DataWarning, DefectReport
 from mobilevision.data.seeding import SampleKey, TransformSeeder
 from mobilevision.errors import DatasetError
@@ -52,16 +53,12 @@ __all__ = [
     "coco2017",
     "collate_detection",
     "eval_transforms",
+    "load_json",
     "parse_voc_xml",
     "sanitize_boxes",
     "train_transforms",
     "voc0712_trainval",
 ]
-
-VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
-    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
 
 Target = dict[str, Any]
 Sample = tuple[Tensor, Target]
@@ -251,24 +248,6 @@ def coco_from_dict(dataset: dict[str, Any]) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
-
-
-def load_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file; unreadable or malformed -> `DatasetError` naming the file and where it breaks."""
-    path = Path(path)
-    try:
-        text = path.read_bytes()
-    except OSError as error:
-        raise DatasetError(f"{path}: cannot read ({error.strerror or error})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        where = f"line {error.lineno} column {error.colno}"
-        raise DatasetError(f"{path}: malformed JSON ({error.msg} at {where})") from None
-    except UnicodeDecodeError:
-        raise DatasetError(f"{path}: malformed JSON (not UTF-8 text)") from None
-    except RecursionError:  # "[[[[...": Python's parser recurses once per level
-        raise DatasetError(f"{path}: malformed JSON (nested too deeply)") from None
 
 
 # A stated image side beyond this is not a real size (and would overflow float conversions): treated as unknown.

@@ -16,18 +16,18 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mobilevision.data.jsonio import load_json
+from mobilevision.data.labels import VOC_CLASSES
 from mobilevision.data.sampler import train_sampler
 from mobilevision.data.shapes import CLASSES as SHAPE_CLASSES
 from mobilevision.data.shapes import ShapesSplits
 from mobilevision.errors import DatasetError
 from mobilevision.tasks.detection.data import (
-    VOC_CLASSES,
     CocoDetection,
     DetectionMeta,
     VOCDetection,
     collate_detection,
     eval_transforms,
-    load_json,
     train_transforms,
 )
 

@@ -25,7 +25,6 @@ DataLoader worker processes each worker records skips in its own copy of `report
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -42,11 +41,13 @@ from pycocotools import mask as coco_mask
 from torch.utils.data import Dataset
 
 from mobilevision.data.decode import BadSample, read_image, resolve_inside
+from mobilevision.data.jsonio import load_json
+from mobilevision.data.labels import COCO_TO_VOC, VOC_CLASSES, with_background
 from mobilevision.data.report import DataWarning, DefectReport
 from mobilevision.data.seeding import SampleKey, TransformSeeder
 from mobilevision.errors import DatasetError
 from mobilevision.transforms import IMAGENET_MEAN
-from mobilevision.tasks.segmentation.masks import VOC_CLASSES, VOID, check_labels, read_index_mask
+from mobilevision.tasks.segmentation.masks import VOID, check_labels, read_index_mask
 
 # The ImageNet mean in 0..255, rounded ((124, 116, 104)): what padding adds to a uint8 image, so that after the
 # model's normalisation the padded pixels are (nearly) zero, as in the TF DeepLab reference.
@@ -55,14 +56,6 @@ IMAGENET_MEAN_255: tuple[int, int, int] = tuple(round(255 * m) for m in IMAGENET
 # A transform takes and returns albumentations-style keywords: image (H, W, 3) uint8, mask (H, W) uint8.
 Transform = Callable[..., dict[str, Any]]
 Sample = tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, tuple[int, int]]
-
-# COCO category names -> VOC class names; every other COCO category is background.
-COCO_TO_VOC: dict[str, str] = {
-    "airplane": "aeroplane", "bicycle": "bicycle", "bird": "bird", "boat": "boat", "bottle": "bottle",
-    "bus": "bus", "car": "car", "cat": "cat", "chair": "chair", "cow": "cow", "dining table": "diningtable",
-    "dog": "dog", "horse": "horse", "motorcycle": "motorbike", "person": "person", "potted plant": "pottedplant",
-    "sheep": "sheep", "couch": "sofa", "train": "train", "tv": "tvmonitor",
-}  # fmt: skip
 
 
 class _Defect(Exception):
@@ -288,7 +281,8 @@ class VOCSegmentation(_SegmentationDataset):
         voc = _resolve_voc_root(Path(root))
         super().__init__(root=voc, transform=transform, with_orig_size=with_orig_size)
         self.split = split
-        self.class_names = list(VOC_CLASSES[:num_classes]) + [f"class_{i}" for i in range(21, num_classes)]
+        voc_names = with_background(VOC_CLASSES)
+        self.class_names = voc_names[:num_classes] + [f"class_{i}" for i in range(len(voc_names), num_classes)]
         lists = voc / "ImageSets" / "Segmentation"
         if split == "train_aug":
             entries = self._train_aug_entries(voc, Path(sbd_root) if sbd_root is not None else None)
@@ -445,16 +439,6 @@ def render_voc_mask(annotations: Sequence[dict[str, Any]], height: int, width: i
     return mask
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: annotation file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DatasetError(f"{path}: not valid JSON ({error})") from None
-
-
 class COCOSemantic(_SegmentationDataset):
     """COCO instances rendered to VOC semantic masks (21 classes, see `render_voc_mask`), for pre-training on VOC.
 
@@ -481,12 +465,12 @@ class COCOSemantic(_SegmentationDataset):
         if not images_dir.is_dir():
             raise DatasetError(f"{images_dir}: image folder not found")
         super().__init__(root=images_dir, transform=transform, with_orig_size=with_orig_size)
-        self.class_names = list(VOC_CLASSES)
-        data = _load_json(annotation_file)
+        self.class_names = with_background(VOC_CLASSES)
+        data = load_json(annotation_file)
         if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations",
                                                                                           "categories")):
             raise DatasetError(f"{annotation_file}: expected a COCO object with lists images, annotations, categories")
-        voc_index = {name: i for i, name in enumerate(VOC_CLASSES)}
+        voc_index = {name: i for i, name in enumerate(self.class_names)}
         self.category_to_class: dict[int, int] = {}
         known_categories: set[int] = set()
         for category in data["categories"]:
@@ -573,7 +557,7 @@ class ShapesSegmentation(_SegmentationDataset):
         if not (root / "masks").is_dir():
             raise DatasetError(f"{root / 'masks'}: mask folder not found (expected images/, masks/, annotations.json)")
         super().__init__(root=root, transform=transform, with_orig_size=with_orig_size)
-        data = _load_json(annotation_file)
+        data = load_json(annotation_file)
         if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
             data.get("categories"), list
         ):
@@ -706,10 +690,13 @@ def collate_segmentation(
 
     Samples of different sizes (whole-image evaluation) are padded at the bottom/right to the largest height and
     width of the batch, image with `fill`, mask with 255 (void), which keeps the padding contract of
-    `eval_transforms`.
+    `eval_transforms`. `sizes` records each sample's own size, so evaluation can run every image on its own canvas
+    and give the same answer whatever else shares its batch (the image-pooling branch averages over the whole input,
+    padding included).
 
     Returns:
-        `(images uint8 [B, 3, H, W], masks int64 [B, H, W])`, plus `orig_sizes int64 [B, 2]` (h, w) when the
+        `(images uint8 [B, 3, H, W], masks int64 [B, H, W], sizes int64 [B, 2])` with sizes the (h, w) of each
+        sample before this batch padding, plus `orig_sizes int64 [B, 2]` (h, w of the decoded images) when the
         samples carry them (`with_orig_size=True`).
     """
     samples = [sample for sample in batch if sample is not None]
@@ -724,7 +711,8 @@ def collate_segmentation(
         image, mask = sample[0], sample[1]
         images[i, :, : image.shape[1], : image.shape[2]] = image
         masks[i, : mask.shape[0], : mask.shape[1]] = mask
+    sizes = torch.tensor([[int(s[0].shape[1]), int(s[0].shape[2])] for s in samples], dtype=torch.int64)
     if len(samples[0]) == 3:
-        sizes = torch.tensor([list(s[2]) for s in samples], dtype=torch.int64)  # type: ignore[misc]
-        return images, masks, sizes
-    return images, masks
+        orig_sizes = torch.tensor([list(s[2]) for s in samples], dtype=torch.int64)  # type: ignore[misc]
+        return images, masks, sizes, orig_sizes
+    return images, masks, sizes

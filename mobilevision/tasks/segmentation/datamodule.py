@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
+from mobilevision.data.labels import VOC_CLASSES, check_label_space, with_background
 from mobilevision.data.sampler import train_sampler
 from mobilevision.data.shapes import CLASSES as SHAPE_CLASSES
 from mobilevision.data.shapes import ShapesSplits
@@ -25,7 +26,6 @@ from mobilevision.tasks.segmentation.data import (
     eval_transforms,
     train_transforms,
 )
-from mobilevision.tasks.segmentation.masks import VOC_CLASSES
 
 
 class SegmentationDataModule(pl.LightningDataModule):
@@ -37,7 +37,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         batch_size: images per process and step.
         num_workers: DataLoader workers per process.
         eval_multiple: evaluation images are padded to a multiple of this (the output stride).
-        eval_batch_size: evaluation batch (whole images of different sizes are padded together).
+        eval_batch_size: evaluation batch. Each image is still run on its own canvas (see `eval_transforms`), so
+            the scores do not depend on it.
+
+    Evaluation runs on whole images padded at the bottom/right to at least `input_size` and then to a multiple of
+    `eval_multiple` (the TF DeepLab reference pads VOC's <= 500 px images to its 513 crop size). The checkpoint
+    records this rule, so `Predictor` and `mobilevision predict` preprocess exactly as validation does.
     """
 
     class_names: list[str]
@@ -65,13 +70,15 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
+        """Classes including background: what the model predicts (checked: background first, no name twice)."""
+        check_label_space(self.class_names, source=type(self).__name__)
         return len(self.class_names)
 
     def train_transforms(self) -> Any:
         return train_transforms(self.input_size, self.scale)  # type: ignore[arg-type]
 
     def eval_transforms(self) -> Any:
-        return eval_transforms("pad", multiple=self.eval_multiple)
+        return eval_transforms("pad", size=self.input_size, multiple=self.eval_multiple)
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_dataset is not None, "setup('fit') first"
@@ -114,7 +121,7 @@ class VOCSegmentationDataModule(SegmentationDataModule):
     ) -> None:
         super().__init__(**kwargs)
         self.root, self.train_split, self.val_split, self.sbd_root = root, train_split, val_split, sbd_root
-        self.class_names = ["background", *VOC_CLASSES]
+        self.class_names = with_background(VOC_CLASSES)
 
     def setup(self, stage: str) -> None:
         n = self.num_classes
@@ -151,7 +158,7 @@ class COCOSegmentationDataModule(SegmentationDataModule):
         self.train_pair = (train_images, train_annotations)
         self.val_pair = (val_images, val_annotations)
         self.voc_root = voc_root
-        self.class_names = ["background", *VOC_CLASSES]
+        self.class_names = with_background(VOC_CLASSES)
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_dataset is None:
@@ -185,7 +192,7 @@ class ShapesSegmentationDataModule(SegmentationDataModule):
     ) -> None:
         super().__init__(**kwargs)
         self.splits = ShapesSplits(root, num_train=num_train, num_val=num_val, seed=seed, image_size=image_size)
-        self.class_names = ["background", *SHAPE_CLASSES]
+        self.class_names = with_background(SHAPE_CLASSES)
 
     def prepare_data(self) -> None:
         self.splits.ensure_all()

@@ -28,7 +28,8 @@ import numpy as np
 
 from mobilevision.data.decode import BadSample
 from mobilevision.errors import DatasetError
-from mobilevision.tasks.segmentation.masks import VOC_CLASSES, VOID, invalid_labels, read_index_mask
+from mobilevision.data.labels import VOC_CLASSES, with_background
+from mobilevision.tasks.segmentation.masks import VOID, invalid_labels, read_index_mask
 
 __all__ = ["ConfusionMatrix", "confusion_matrix", "iou_per_class", "miou", "pixel_accuracy", "evaluate_folders",
            "main"]  # fmt: skip
@@ -210,6 +211,6 @@ def main(argv: Sequence[str]) -> int:
     if args.json:
         print(json.dumps({key: result[key] for key in ("miou", "pixel_accuracy", "iou_per_class")}, indent=2))
     else:
-        names = VOC_CLASSES if args.num_classes == len(VOC_CLASSES) else None
+        names = with_background(VOC_CLASSES) if args.num_classes == len(VOC_CLASSES) + 1 else None
         print(format_table(result, names))
     return 0

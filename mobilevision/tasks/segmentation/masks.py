@@ -25,11 +25,6 @@ from mobilevision.io import atomic_path
 
 VOID = 255
 
-VOC_CLASSES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
-
 # PIL modes whose pixel values are class indices. '1' (bilevel) counts: its pixels are 0/1 once converted to 'L'.
 _INDEX_MODES = {"P", "L", "I", "I;16", "I;16B", "I;16L", "1"}
 

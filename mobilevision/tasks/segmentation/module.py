@@ -16,7 +16,7 @@ from mobilevision.checkpoint import default_class_names
 from mobilevision.models import build_model
 from mobilevision.tasks.base import BaseTask, LRSchedule, OptimizerFactory
 from mobilevision.tasks.segmentation.evaluation import format_table, scores
-from mobilevision.tasks.segmentation.inference import MF_SCALES, multi_scale_flip_logits
+from mobilevision.tasks.segmentation.inference import MF_SCALES, multi_scale_flip_probs
 from mobilevision.tasks.segmentation.masks import VOID
 from mobilevision.tasks.segmentation.model import Segmenter
 
@@ -98,6 +98,7 @@ class SegmentationTask(BaseTask):
         self.eval_output_stride = eval_output_stride
         self.multi_scale_flip = multi_scale_flip
         self.mf_scales = tuple(mf_scales)
+        self.eval_multiple = output_stride  # the DataModule's eval_multiple replaces it in setup()
         self.class_names: list[str] = default_class_names(num_classes)
         weights = None
         if class_weights is not None:
@@ -119,6 +120,8 @@ class SegmentationTask(BaseTask):
     # -------------------------------------------------------------------------------------------------- metadata
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
+        # The evaluation canvas rule travels in the checkpoint: the predictor pads as validation does.
+        self.eval_multiple = int(getattr(datamodule, "eval_multiple", self.eval_multiple))
         names = getattr(datamodule, "class_names", None)
         if names:
             if len(names) != self.model.num_classes:
@@ -136,6 +139,12 @@ class SegmentationTask(BaseTask):
             "class_names": self.class_names,
             "category_ids": None,
             "input_size": [self.input_size, self.input_size],
+            "inference": {
+                "pad_multiple": self.eval_multiple,
+                "output_stride": self.eval_output_stride or self.output_stride,
+                "multi_scale_flip": self.multi_scale_flip,
+                "mf_scales": list(self.mf_scales),
+            },
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -146,10 +155,11 @@ class SegmentationTask(BaseTask):
 
     # ----------------------------------------------------------------------------------------------------- steps
     def forward(self, images: Tensor) -> Tensor:
-        """Logits [B, C, H, W] of the evaluation model with the configured inference strategy."""
+        """Scores [B, C, H, W] of the evaluation model with the configured inference strategy: logits, or with MF
+        the class probabilities averaged over scales and flips (the argmax is what counts)."""
         model: Segmenter = self.eval_model  # type: ignore[assignment]
         if self.multi_scale_flip:
-            return multi_scale_flip_logits(model, images, scales=self.mf_scales)
+            return multi_scale_flip_probs(model, images, scales=self.mf_scales)
         return model(images)
 
     def loss(self, logits: Tensor, masks: Tensor) -> Tensor:
@@ -188,12 +198,21 @@ class SegmentationTask(BaseTask):
     def _eval_step(self, batch: tuple[Tensor, ...] | None, confusion: MulticlassConfusionMatrix, prefix: str) -> None:
         if batch is None:
             return
-        images, masks = batch[0], batch[1]
-        logits = self(images)
-        loss = self.loss(logits, masks)
-        self.log(f"{prefix}/loss", loss, batch_size=images.shape[0], sync_dist=True)
-        # Padded pixels are void in the mask (the padding contract of the data module), so no cropping is needed.
-        confusion.update(logits.argmax(1), masks)
+        images, masks, sizes = batch[0], batch[1], batch[2]
+        # Each image runs on its own canvas (its size before the batch padding), images of one size together: the
+        # image-pooling branch averages over the whole input, so extra padding from a larger neighbour would change
+        # the answer, and validation would not equal `predict` (which sees one image at a time).
+        for size in torch.unique(sizes, dim=0):
+            index = (sizes == size).all(1).nonzero().flatten()
+            height, width = int(size[0]), int(size[1])
+            group_images = images[index, :, :height, :width]
+            group_masks = masks[index, :height, :width]
+            scores = self(group_images)
+            if not self.multi_scale_flip:  # MF returns probabilities: its loss would not be a cross-entropy
+                loss = self.loss(scores, group_masks)
+                self.log(f"{prefix}/loss", loss, batch_size=len(index), sync_dist=True)
+            # Padded pixels are void in the mask (the padding contract of the data module): no cropping is needed.
+            confusion.update(scores.argmax(1), group_masks)
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         self._eval_step(batch, self.val_confusion, "val")

@@ -430,9 +430,10 @@ def test_eval_pad_contract_and_collate() -> None:
 
     small = (torch.zeros(3, 32, 16, dtype=torch.uint8), torch.ones(32, 16, dtype=torch.int64), (30, 10))
     large = (torch.zeros(3, 48, 32, dtype=torch.uint8), torch.ones(48, 32, dtype=torch.int64), (40, 30))
-    images, masks, sizes = collate_segmentation([small, None, large])
+    images, masks, sizes, orig_sizes = collate_segmentation([small, None, large])
     assert images.shape == (2, 3, 48, 32) and masks.shape == (2, 48, 32)
-    assert sizes.tolist() == [[30, 10], [40, 30]]
+    assert sizes.tolist() == [[32, 16], [48, 32]]  # each sample's own canvas, before the batch padding
+    assert orig_sizes.tolist() == [[30, 10], [40, 30]]
     assert (masks[0, 32:] == 255).all() and (masks[0, :, 16:] == 255).all() and (masks[0, :32, :16] == 1).all()
     assert images[0, :, 40, 20].tolist() == list(IMAGENET_MEAN_255)
     assert collate_segmentation([None, None]) is None
