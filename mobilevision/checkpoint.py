@@ -51,7 +51,12 @@ class ModelMeta:
         class_names: one name per model output class; index 0 is "background".
         category_ids: detection only: `category_ids[label]` is the dataset's id of contiguous label `label`
             (index 0, background, is unused and conventionally 0). None for segmentation or when ids are the labels.
-        input_size: (height, width) the model was trained at; inference resizes to it.
+        input_size: (height, width) the model was trained at. Detection resizes every image to it; segmentation
+            pads every image (bottom/right, ImageNet mean) to at least this size, then to a multiple of
+            `inference["pad_multiple"]`: the evaluation protocol of the segmentation DataModules.
+        inference: how evaluation ran, so the predictor does the same (plain values; segmentation:
+            `pad_multiple`, `output_stride`, `multi_scale_flip`, `mf_scales`). Empty in checkpoints written before
+            it existed: the predictor then pads to a multiple of the model's output stride.
     """
 
     task: Task
@@ -60,6 +65,7 @@ class ModelMeta:
     class_names: list[str] = field(default_factory=list)
     category_ids: list[int] | None = None
     input_size: tuple[int, int] = (320, 320)
+    inference: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in ("detection", "segmentation"):
@@ -86,7 +92,7 @@ class ModelMeta:
     def from_dict(cls, data: Mapping[str, Any]) -> ModelMeta:
         if not isinstance(data, Mapping):
             raise WeightsError(f"checkpoint metadata must be a mapping, got {type(data).__name__}")
-        known = {"task", "model_name", "model_kwargs", "class_names", "category_ids", "input_size"}
+        known = {"task", "model_name", "model_kwargs", "class_names", "category_ids", "input_size", "inference"}
         missing = {"task", "model_name"} - set(data)
         if missing:
             raise WeightsError(f"checkpoint metadata lacks {sorted(missing)}")
@@ -98,6 +104,7 @@ class ModelMeta:
                 class_names=[str(n) for n in data.get("class_names") or []],
                 category_ids=None if data.get("category_ids") is None else [int(i) for i in data["category_ids"]],
                 input_size=tuple(data.get("input_size") or (320, 320)),  # type: ignore[arg-type]
+                inference=dict(data.get("inference") or {}),
             )
         except (TypeError, ValueError) as error:
             raise WeightsError(f"invalid checkpoint metadata ({error}); keys: {sorted(set(data) & known)}") from None

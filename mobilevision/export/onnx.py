@@ -1,6 +1,7 @@
 """ONNX export, the onnxruntime session, and the parity check against PyTorch.
 
-The graph (opset >= 17, dynamic batch, fixed spatial size = the model's input size):
+The graph (opset >= 17, dynamic batch; a detector's spatial size is fixed at the model's input size, its default
+boxes being constants of it; a segmenter's height and width are dynamic, since it runs on whole padded images):
 
 - input `images`: float32 [B, 3, H, W], RGB in 0..255 (normalisation is inside the graph, as in the torch model).
 - detection outputs: `cls_logits` [B, A, C], `bbox_regression` [B, A, 4] (raw head outputs) and `anchors` [A, 4]
@@ -80,7 +81,11 @@ def export_bytes(model: nn.Module, meta: ModelMeta, *, opset: int = MIN_OPSET,
     # eval() on the wrapper too: the exporter restores the wrapper's mode afterwards, recursively.
     wrapped = _RawDetector(model).eval() if detector else model
     outputs = DETECTION_OUTPUTS if detector else SEGMENTATION_OUTPUTS
-    dynamic = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in outputs if name != "anchors"}}
+    if detector:
+        dynamic = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in outputs if name != "anchors"}}
+    else:
+        spatial = {0: "batch", 2: "height", 3: "width"}
+        dynamic = {INPUT_NAME: spatial, **{name: spatial for name in outputs}}
     dummy = torch.zeros(1, 3, height, width)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():

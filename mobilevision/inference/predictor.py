@@ -1,10 +1,16 @@
 """`Predictor`: one object from a model, a checkpoint or an exported ONNX file to per-image results.
 
 Stages (timed separately by `Predictor.timed` for the benchmark):
-  preprocess   one cv2.resize of the RGB uint8 image to the network input (no float image at full size);
+  preprocess   detection: one cv2.resize of the RGB uint8 image to the network input, with the interpolation the
+               evaluation transform uses (area when shrinking, bilinear when enlarging); segmentation: the whole
+               image padded at the bottom/right as evaluation pads it (`eval_transforms("pad")`), never squashed;
   forward      the network's raw outputs: torch (BatchNorm folded, channels-last) or onnxruntime (tuned session);
+               segmentation at the evaluation output stride, with the paper's MF strategy when asked;
   postprocess  `DetectionPostprocess` (threshold first, bounded candidates, NMS, boxes scaled to the image) or
-               logits -> mask at the image's own size.
+               scores -> mask, cropped from the padded canvas (or resized back in `input_size` mode).
+
+Preprocessing follows the checkpoint's own evaluation protocol, so `predict` + `evaluate` scores what `validate`
+scores on the same images.
 """
 
 from __future__ import annotations
@@ -47,6 +53,16 @@ class Predictor:
         meta: class names and ids for a bare module (default: `ModelMeta.for_model`).
         optimize: torch backend on CPU: fold BatchNorm and use channels-last (same outputs to ~1e-5).
         batch_size: images per forward pass when called on a list.
+        output_stride: segmentation: run the backbone at this output stride (8, 16, 32; the paper's OS=8 rows).
+            Default: the one the checkpoint was evaluated at. Torch backend only (an ONNX graph has its own).
+        multi_scale_flip: segmentation: the paper's MF inference (softmax probabilities averaged over the scales
+            `mf_scales` and their left-right flips). Default: as the checkpoint was evaluated.
+        mf_scales: the MF scales (default: the checkpoint's, else 0.5 to 1.75 by 0.25).
+
+    Segmentation input geometry: by default an image is padded (bottom/right, ImageNet mean) to at least the
+    training crop size and to a multiple of the output stride, and the mask is cropped back: the evaluation protocol,
+    whole images at their own scale. Giving `input_size` instead resizes every image to it (faster on large
+    photos, but not what validation measures).
 
     Calling it on an RGB uint8 array (H, W, 3), a path, or a list of those returns per image a dict:
         detection: `boxes` float32 [N, 4] (x1 y1 x2 y2 in that image's pixels), `scores` float32 [N], `labels` int64
@@ -67,6 +83,9 @@ class Predictor:
         meta: ModelMeta | None = None,
         optimize: bool = True,
         batch_size: int = 8,
+        output_stride: int | None = None,
+        multi_scale_flip: bool | None = None,
+        mf_scales: Sequence[float] | None = None,
     ) -> None:
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
@@ -93,7 +112,7 @@ class Predictor:
             if not path.is_file():
                 raise UserError(f"{path}: file not found")
             meta, post = read_metadata(path)
-            if input_size is not None and tuple(input_size) != tuple(meta.input_size):
+            if meta.task == "detection" and input_size is not None and tuple(input_size) != tuple(meta.input_size):
                 raise ValueError(f"{path} was exported at input size {meta.input_size}, got input_size={input_size}; "
                                  "re-export with `mobilevision export --input-size H W`")
             self._session = make_session(path, num_threads=num_threads, device=device)
@@ -113,6 +132,17 @@ class Predictor:
         self.meta = meta
         self.task = meta.task
         self.input_size: tuple[int, int] = tuple(input_size or meta.input_size)  # type: ignore[assignment]
+        # Segmentation pads whole images (the evaluation protocol) unless the caller asked for a fixed input size.
+        self.pad_multiple: int | None = None
+        if self.task == "segmentation" and input_size is None:
+            self.pad_multiple = int(meta.inference.get("pad_multiple")
+                                    or meta.model_kwargs.get("output_stride") or 16)
+        self.output_stride = output_stride or meta.inference.get("output_stride")
+        self.multi_scale_flip = bool(meta.inference.get("multi_scale_flip", False)
+                                     if multi_scale_flip is None else multi_scale_flip)
+        from mobilevision.tasks.segmentation.inference import MF_SCALES
+
+        self.mf_scales = tuple(float(x) for x in (mf_scales or meta.inference.get("mf_scales") or MF_SCALES))
         self.class_names = list(meta.class_names)
         num_classes = len(self.class_names)
         self._category_ids = np.asarray(meta.category_ids if meta.category_ids is not None else range(num_classes),
@@ -122,6 +152,17 @@ class Predictor:
             self.postprocess = DetectionPostprocess(**{**post.__dict__, "score_threshold": float(score_threshold)})
         self.score_threshold = float(score_threshold)
 
+        if model is not None and self.task == "segmentation" and self.output_stride \
+                and int(self.output_stride) != model.output_stride:
+            model.set_output_stride(int(self.output_stride))  # type: ignore[operator]
+        elif self._session is not None and self.output_stride and output_stride is not None:
+            raise ValueError("output_stride applies to the torch backend: an ONNX graph keeps the output stride it "
+                             "was exported with")
+        if self._session is not None and self.pad_multiple is not None:
+            fixed = [d for d in self._session.get_inputs()[0].shape[2:] if isinstance(d, int)]
+            if fixed:  # an export from before segmentation graphs had dynamic sizes
+                raise ValueError("this ONNX segmenter has a fixed input size; give input_size=(H, W) to resize "
+                                 "images to it, or re-export it with `mobilevision export` (dynamic sizes)")
         if model is not None:
             if backend == "onnxruntime":
                 from mobilevision.export.onnx import export_bytes, make_session
@@ -138,29 +179,58 @@ class Predictor:
                 self._model = model.to(self.device)
 
     # ----------------------------------------------------------------------------------------------------- stages
+    def canvas(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """The (h, w) the network sees for an image of `image_size`: the input size, or in segmentation's pad mode
+        the image padded to at least the training size and to a multiple of `pad_multiple`."""
+        if self.pad_multiple is None:
+            return self.input_size
+        m = self.pad_multiple
+        h, w = (max(int(a), int(b)) for a, b in zip(image_size, self.input_size))
+        return (-(-h // m) * m, -(-w // m) * m)
+
     def preprocess(self, images: Sequence[np.ndarray]) -> Any:
-        """RGB uint8 (H, W, 3) images -> the network's input batch at `input_size` (torch uint8 [B, 3, h, w]
-        channels-last view for torch, float32 numpy [B, 3, h, w] for onnxruntime)."""
-        h, w = self.input_size
-        resized = [img if img.shape[:2] == (h, w) else cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
-                   for img in images]
-        batch = resized[0][None] if len(resized) == 1 else np.stack(resized)
+        """RGB uint8 (H, W, 3) images, all with the same `canvas`, -> the network's input batch (torch uint8
+        [B, 3, h, w] channels-last view for torch, float32 numpy [B, 3, h, w] for onnxruntime)."""
+        if self.pad_multiple is not None:
+            from mobilevision.tasks.segmentation.data import eval_transforms
+
+            # The very transform validation uses: padding can never drift from what the scores were measured on.
+            pad = eval_transforms("pad", size=self.input_size, multiple=self.pad_multiple)
+            prepared = [pad(image=img)["image"] for img in images]
+        else:
+            prepared = [eval_resize(img, self.input_size) for img in images]
+        batch = prepared[0][None] if len(prepared) == 1 else np.stack(prepared)
         if self._session is not None:
             return batch.transpose(0, 3, 1, 2).astype(np.float32)
         # A permuted NHWC tensor *is* a channels-last NCHW tensor: no copy; Normalize converts to float in place.
         return torch.from_numpy(batch).permute(0, 3, 1, 2).to(self.device)
 
-    def forward(self, batch: Any) -> list[Tensor]:
-        """Raw outputs as CPU/device tensors: detection [cls_logits, bbox_regression, anchors], segmentation [logits]."""
+    def _segment(self, batch: Tensor) -> Tensor:
+        """Segmentation scores [B, C, h, w] of an input batch: logits, or MF-averaged probabilities."""
         if self._session is not None:
-            outputs = self._session.run(None, {"images": batch})
-            return [torch.from_numpy(np.asarray(o)) for o in outputs]
-        assert self._model is not None
+            def network(x: Tensor) -> Tensor:
+                array = np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)
+                return torch.from_numpy(np.asarray(self._session.run(None, {"images": array})[0]))
+        else:
+            assert self._model is not None
+            network = self._model
+        if self.multi_scale_flip:
+            from mobilevision.tasks.segmentation.inference import multi_scale_flip_probs
+
+            return multi_scale_flip_probs(network, batch, scales=self.mf_scales)
+        return network(batch)
+
+    def forward(self, batch: Any) -> list[Tensor]:
+        """Raw outputs as CPU/device tensors: detection [cls_logits, bbox_regression, anchors], segmentation [scores]."""
         with torch.inference_mode():
-            if self.task == "detection":
-                raw, anchors = self._model.forward_raw(batch)
-                return [raw["cls_logits"], raw["bbox_regression"], anchors]
-            return [self._model(batch)]
+            if self.task != "detection":
+                return [self._segment(torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch)]
+            if self._session is not None:
+                outputs = self._session.run(None, {"images": batch})
+                return [torch.from_numpy(np.asarray(o)) for o in outputs]
+            assert self._model is not None
+            raw, anchors = self._model.forward_raw(batch)
+            return [raw["cls_logits"], raw["bbox_regression"], anchors]
 
     def postprocess_batch(self, outputs: list[Tensor], image_sizes: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
         results = []
@@ -178,7 +248,10 @@ class Predictor:
                         "names": [self._name(int(label)) for label in labels],
                     })
                 else:
-                    results.append({"mask": segmentation_mask(outputs[0][i], size).cpu().numpy()})
+                    scores = outputs[0][i]
+                    if self.pad_multiple is not None:  # the image is the top-left corner of its canvas
+                        scores = scores[:, : size[0], : size[1]]
+                    results.append({"mask": segmentation_mask(scores, size).cpu().numpy()})
         return results
 
     def _name(self, label: int) -> str:
@@ -195,11 +268,23 @@ class Predictor:
         return results
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
-        """Already-decoded RGB uint8 images (any sizes) -> one result dict each."""
+        """Already-decoded RGB uint8 images (any sizes) -> one result dict each.
+
+        Images are batched by canvas: in segmentation's pad mode, images of different sizes run in separate passes,
+        so an image's result never depends on what it was batched with.
+        """
         if not images:
             return []
         sizes = [(int(img.shape[0]), int(img.shape[1])) for img in images]
-        return self.postprocess_batch(self.forward(self.preprocess(images)), sizes)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, size in enumerate(sizes):
+            groups.setdefault(self.canvas(size), []).append(index)
+        results: list[dict[str, Any]] = [{} for _ in images]
+        for indices in groups.values():
+            outputs = self.forward(self.preprocess([images[i] for i in indices]))
+            for i, result in zip(indices, self.postprocess_batch(outputs, [sizes[i] for i in indices])):
+                results[i] = result
+        return results
 
     def timed(self, image: np.ndarray) -> tuple[dict[str, Any], dict[str, float]]:
         """One image with the time (seconds) of each stage: preprocess, forward, postprocess."""
@@ -228,6 +313,16 @@ class Predictor:
         finally:
             if opened is not source:
                 opened.close()
+
+
+def eval_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize RGB uint8 (H, W, 3) to `size` (h, w) as the detection evaluation transform does (albumentations'
+    `Resize(area_for_downscale="image")`): area interpolation when either side shrinks, bilinear otherwise."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    shrinking = h < image.shape[0] or w < image.shape[1]
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
 def load_input(item: ImageLike) -> np.ndarray:

@@ -29,6 +29,8 @@ class Segmenter(nn.Module):
         self.backbone = backbone
         self.head = head
         self.tap = backbone.out_taps[0]
+        # What the network was built (and trained) at: other output strides scale the atrous rates from these.
+        self._built_at = (self.output_stride, tuple(head.atrous_rates))
 
     @property
     def num_classes(self) -> int:
@@ -37,6 +39,14 @@ class Segmenter(nn.Module):
     @property
     def output_stride(self) -> int:
         return self.backbone.strides[self.tap]
+
+    def set_output_stride(self, output_stride: int) -> None:
+        """Run at another output stride, in place (the paper evaluates OS16-trained models at 8): the backbone
+        dilates instead of striding, and the ASPP rates scale with the resolution (DeepLabv3: (6, 12, 18) at OS16
+        are (12, 24, 36) at OS8). The weights do not change; `set_output_stride(built one)` restores the network."""
+        built_stride, built_rates = self._built_at
+        self.backbone.set_output_stride(output_stride)
+        self.head.set_atrous_rates([rate * built_stride // output_stride for rate in built_rates])
 
     def forward(self, images: Tensor) -> Tensor:
         logits = self.head(self.backbone(self.normalize(images))[self.tap])

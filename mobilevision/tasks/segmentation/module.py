@@ -177,11 +177,8 @@ class SegmentationTask(BaseTask):
         return self.guard_loss(loss, [])
 
     def _set_eval_stride(self, output_stride: int) -> None:
-        # Atrous rates scale with the resolution (DeepLabv3: rates (6, 12, 18) at OS16 are (12, 24, 36) at OS8).
-        rates = [r * self.output_stride // output_stride for r in self.model_kwargs["atrous_rates"]]
         for model in {id(m): m for m in (self.model, self.eval_model)}.values():
-            model.backbone.set_output_stride(output_stride)
-            model.head.set_atrous_rates(rates)
+            model.set_output_stride(output_stride)
 
     def on_validation_start(self) -> None:
         super().on_validation_start()
