@@ -1,4 +1,5 @@
-"""`mobilevision data shapes|check`: generate the synthetic shapes set, check a dataset through its training reader."""
+"""`mobilevision data shapes|check|to-coco`: generate the synthetic shapes set, check a dataset through its training
+reader, write a VOC detection split as the COCO-format ground truth `evaluate detection` reads."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from mobilevision.subcommands import dispatch
 TABLE = {
     "shapes": ("mobilevision.data.shapes", "main"),
     "check": ("mobilevision.data.check", "main"),
+    "to-coco": ("mobilevision.tasks.detection.data", "to_coco_main"),
 }
 
 

@@ -69,6 +69,23 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) ->
     Raises:
         BadSample: missing, empty, truncated, undecodable, or above `max_pixels`.
     """
+    return read_image_in_frame(path, None, max_pixels=max_pixels)[0]
+
+
+def read_image_in_frame(path: str | os.PathLike[str], stated_size: tuple[int, int] | None, *,
+                        max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, bool]:
+    """Read an image in the frame its annotation was made in: `stated_size` (width, height) is the size the
+    annotation file gives (COCO's width/height, VOC's <size>, a mask's size).
+
+    EXIF orientation is applied (`read_image`), except when it turns the image so that its size no longer matches the
+    stated one while the stored pixels do: the annotation was then made on the stored frame (COCO has such photos),
+    and rotating the image would put every box and mask pixel in the wrong place.
+
+    Returns:
+        (RGB uint8 (H, W, 3), True when the EXIF orientation was left unapplied for that reason).
+    Raises:
+        BadSample: as `read_image`.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -78,11 +95,17 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) ->
         raise BadSample("is a directory, not an image") from None
     except OSError as error:
         raise BadSample(f"cannot read file ({error.strerror or error})") from None
-    return decode_image(data, max_pixels=max_pixels)
+    return decode_image_in_frame(data, stated_size, max_pixels=max_pixels)
 
 
 def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode encoded image bytes; see `read_image`."""
+    return decode_image_in_frame(data, None, max_pixels=max_pixels)[0]
+
+
+def decode_image_in_frame(data: bytes, stated_size: tuple[int, int] | None, *,
+                          max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, bool]:
+    """Decode encoded image bytes; see `read_image_in_frame`."""
     if not data:
         raise BadSample("empty file (0 bytes)")
     import io
@@ -106,6 +129,11 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise BadSample(f"{width}x{height} pixels is above the limit of {max_pixels} (decompression bomb?)")
     if _looks_truncated(data):
         raise BadSample("truncated file (image data ends early)")
+    frame_kept = False
+    if stated_size is not None and orientation in _TRANSPOSING:
+        stored, oriented = (width, height), (height, width)
+        if tuple(stated_size) == stored and stored != oriented:
+            orientation, frame_kept = 1, True
     # IMREAD_IGNORE_ORIENTATION: we apply EXIF orientation ourselves so the result does not depend on OpenCV's build.
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if array is None:
@@ -113,11 +141,12 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         try:
             with Image.open(io.BytesIO(data)) as image:
                 image.load()
-                return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+                rgb = np.asarray(image.convert("RGB"))
         except Exception:  # noqa: BLE001
             raise BadSample("cannot decode image data") from None
+        return _apply_orientation(rgb, orientation), frame_kept
     array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
-    return _apply_orientation(array, orientation)
+    return _apply_orientation(array, orientation), frame_kept
 
 
 def bomb_reason(error: Image.DecompressionBombError, max_pixels: int) -> str:
@@ -125,6 +154,10 @@ def bomb_reason(error: Image.DecompressionBombError, max_pixels: int) -> str:
     found = re.search(r"\((\d+) pixels\)", str(error))
     pixels = f"{int(found.group(1))} pixels" if found else "more pixels than PIL's own limit"
     return f"{pixels} is above the limit of {max_pixels} (decompression bomb?)"
+
+
+# EXIF orientations that swap width and height (transpose, rotate 90/270, transverse).
+_TRANSPOSING = frozenset({5, 6, 7, 8})
 
 
 def _orientation(header: Image.Image) -> int:

@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mobilevision.errors import UserError, WeightsError
 
@@ -26,6 +27,17 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--num-classes", type=int, default=None, help="classes incl. background, with --model")
     which.add_argument("--width-mult", type=float, default=None, help="width multiplier, with --model")
     parser.add_argument("--source", required=True, help="image, folder, glob, video file, camera index or URL")
+    listed = parser.add_argument_group("dataset lists (predict on a split, to evaluate; --source is then its image "
+                                       "folder)").add_mutually_exclusive_group()
+    listed.add_argument("--annotations", type=Path, help="a COCO-format json: predict on its images, and write their "
+                        "ids into predictions.json (file_name is relative to --source)")
+    listed.add_argument("--split-list", type=Path, help="a split list (VOC ImageSets/.../val.txt): predict on "
+                        "<source>/<id>.jpg for each id; masks are named by id")
+    seg = parser.add_argument_group("segmentation (default: as the checkpoint was evaluated)")
+    seg.add_argument("--output-stride", type=int, choices=(8, 16, 32), default=None,
+                     help="run the backbone at this output stride (the paper's OS=8 rows; torch backend)")
+    seg.add_argument("--mf", action=argparse.BooleanOptionalAction, default=None,
+                     help="the paper's MF inference: scales 0.5-1.75 and left-right flips, probabilities averaged")
     parser.add_argument("--output", type=Path, required=True, help="folder for the outputs (created)")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="detection score threshold (0.3)")
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
@@ -46,7 +58,8 @@ def build_predictor(args: argparse.Namespace):  # noqa: ANN201 - Predictor, impo
     from mobilevision.inference.predictor import Predictor
 
     options = {"backend": args.backend, "score_threshold": args.score_threshold, "device": args.device,
-               "input_size": tuple(args.input_size) if args.input_size else None, "num_threads": args.threads}
+               "input_size": tuple(args.input_size) if args.input_size else None, "num_threads": args.threads,
+               "output_stride": args.output_stride, "multi_scale_flip": args.mf}
     if args.model is None:
         return Predictor(args.weights, **options)
     from mobilevision.backbones.mobilenet_v2 import load_state_dict_file
@@ -85,11 +98,14 @@ def main(argv: Sequence[str]) -> int:
         parser.error("--num-classes and --width-mult go with --model (a checkpoint knows its own)")
 
     from mobilevision.inference.sinks import predict_source
-    from mobilevision.inference.sources import ImageSource, open_source
+    from mobilevision.inference.sources import ImageSource, listed_images, open_source
 
     # The source first: a wrong path fails before the model loads.
-    source = open_source(args.source, timeout=args.timeout)
-    if isinstance(source, ImageSource) and len(source.paths) > 1:
+    if args.annotations is not None or args.split_list is not None:
+        source: Any = listed_images(args.source, annotations=args.annotations, split_list=args.split_list)
+    else:
+        source = open_source(args.source, timeout=args.timeout)
+    if isinstance(source, ImageSource) and len(source.paths) > 1 and source.image_ids is None:
         source.exclude(args.output)  # never read back our own outputs from a previous run
         if not source.paths:
             raise UserError(f"{args.source}: no images outside the output folder {args.output}")

@@ -164,7 +164,10 @@ class PredictSummary:
 
 
 def _image_ids(source: Source) -> dict[str, int]:
-    # COCO-style file names (000000397133.jpg) keep their numeric ids; anything else is numbered 1..N.
+    # The dataset's own ids when the images come from its list (`predict --annotations`); else COCO-style file
+    # names (000000397133.jpg) keep their numeric ids, and anything else is numbered 1..N.
+    if isinstance(source, ImageSource) and source.image_ids is not None:
+        return dict(source.image_ids)
     names = source.names if isinstance(source, ImageSource) else []
     if names and all(n.isdigit() for n in names) and len({int(n) for n in names}) == len(names):
         return {n: int(n) for n in names}
@@ -177,8 +180,11 @@ def predict_source(predictor: Any, source: Source, output_dir: str | os.PathLike
 
     - images: `annotated/<name>.jpg` (detection) or `masks/<name>.png` (palette) + `overlays/<name>.jpg`;
     - video/camera/stream: `<stem>_annotated.mp4` (detection) or `<stem>_overlay.mp4`, at the input's fps and size;
-    - detection: `predictions.json` (COCO results; image_id = frame index for video) and, for images,
-      `images.json` (COCO `images` entries: id, file_name, height, width).
+    - detection: `predictions.json` (COCO results; image_id = frame index for video, the dataset's ids for images
+      listed by `listed_images(annotations=...)`) and, for images, `images.json` (COCO `images` entries: id,
+      file_name, height, width);
+    - `classes.json`: the model's class names (index = label) and, for detection, the dataset category ids, so
+      `mobilevision evaluate` can name the classes.
     """
     log = log or (lambda message: print(message, file=sys.stderr))
     out = Path(output_dir)
@@ -193,6 +199,12 @@ def predict_source(predictor: Any, source: Source, output_dir: str | os.PathLike
         else:
             window = True
     ids = _image_ids(source)
+    names = getattr(predictor, "class_names", None)  # stand-ins for a Predictor (tests, wrappers) may have none
+    if names is not None:
+        classes: dict[str, Any] = {"task": predictor.task, "class_names": list(names)}
+        if detection:
+            classes["category_ids"] = [int(i) for i in predictor.meta.category_ids or range(len(names))]
+        atomic_write_json(out / "classes.json", classes)
     image_entries: list[dict[str, Any]] = []
     video: VideoSink | None = None
     results_sink = JsonArraySink(out / "predictions.json") if detection else None

@@ -106,6 +106,7 @@ class ImageSource(Source):
     names: list[str] = field(default_factory=list)
     strict: bool = False
     preloaded: np.ndarray | None = None  # a single file is decoded at open time, so a bad one fails before any work
+    image_ids: dict[str, int] | None = None  # name -> the dataset's image id, when the images come from its list
 
     def exclude(self, folder: str | os.PathLike[str]) -> None:
         """Drop files inside `folder` (the output folder, when it lies inside the source folder)."""
@@ -236,6 +237,72 @@ def _unique_names(paths: list[Path], root: Path | None) -> list[str]:
         seen[base] = count + 1
         names.append(base if count == 0 else f"{base}_{count}")
     return names
+
+
+def listed_images(root: str | os.PathLike[str], *, annotations: str | os.PathLike[str] | None = None,
+                  split_list: str | os.PathLike[str] | None = None) -> ImageSource:
+    """The images a dataset lists, under the folder `root`, with their dataset ids: what to predict on to evaluate.
+
+    Args:
+        annotations: a COCO-format json; its `images` entries (`file_name` relative to `root`, `id`) give the files
+            and the ids `predictions.json` will carry, so `mobilevision evaluate detection --gt` that json scores
+            them. Names that leave `root` are refused (skipped and reported, as a dataset reader would).
+        split_list: a split list (VOC `ImageSets/Segmentation/val.txt`): `<root>/<id>.jpg` (or .jpeg, .png) for each
+            id; outputs are named by id, as the ground-truth masks are.
+
+    A listed file that is missing or unreadable is skipped with a warning and reported (never silently dropped).
+
+    Raises:
+        UserError: `root` is not a folder; DatasetError: the list is malformed or empty.
+    """
+    from mobilevision.errors import DatasetError
+
+    folder = Path(root)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: not a folder (with --annotations or --split-list, --source is the image folder "
+                        "the list's names are relative to)")
+    paths: list[Path] = []
+    names: list[str] = []
+    ids: dict[str, int] = {}
+    refused: list[dict[str, str]] = []
+    if annotations is not None:
+        from mobilevision.data.decode import resolve_inside
+        from mobilevision.data.jsonio import load_json
+
+        data = load_json(annotations)
+        entries = data.get("images") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise DatasetError(f"{annotations}: not a COCO json (no 'images' list)")
+        kept_ids: list[int] = []
+        for position, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), int) or not isinstance(
+                    entry.get("file_name"), str):
+                raise DatasetError(f"{annotations}: images[{position}]: needs an integer 'id' and a 'file_name'")
+            try:
+                paths.append(resolve_inside(folder, entry["file_name"]))
+                kept_ids.append(int(entry["id"]))
+            except BadSample as error:
+                refused.append({"file": entry["file_name"], "reason": error.reason})
+        names = _unique_names(paths, folder.resolve())
+        ids = dict(zip(names, kept_ids))
+    elif split_list is not None:
+        from mobilevision.data.splits import read_id_list
+
+        for id_ in read_id_list(split_list):
+            candidates = [folder / f"{id_}{suffix}" for suffix in (".jpg", ".jpeg", ".png")]
+            paths.append(next((c for c in candidates if c.is_file()), candidates[0]))
+            names.append(id_)
+        ids = {name: index + 1 for index, name in enumerate(names)}
+    else:
+        raise ValueError("give annotations or split_list")
+    if not paths:
+        raise DatasetError(f"{annotations or split_list}: lists no images")
+    source = ImageSource(kind="images", description=f"{folder} ({len(paths)} images listed in "
+                         f"{annotations or split_list})", paths=paths, names=names, length=len(paths), image_ids=ids)
+    for item in refused:
+        warnings.warn(f"{item['file']}: {item['reason']}, skipped", DataWarning, stacklevel=2)
+    source.skipped.extend(refused)
+    return source
 
 
 def open_source(spec: str | int | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT,

@@ -9,7 +9,8 @@ What a dataset guarantees, whatever the input:
   entirely outside its image, is dropped (`dropped_boxes`); one partly outside is clipped (`clipped_boxes`). Crowd
   annotations (COCO `iscrowd`) and VOC `difficult` objects are not training targets (`crowd` / `difficult`), but
   they stay in `.coco` so COCOeval ignores detections on them, as the benchmarks do.
-- `__getitem__` decodes the image with `mobilevision.data.decode.read_image`; a bad file (missing, empty, truncated,
+- `__getitem__` decodes the image with `mobilevision.data.decode.read_image_in_frame`: EXIF orientation applied,
+  unless it would turn the image away from the annotation's stated size (`exif_frame_kept` counts those); a bad file (missing, empty, truncated,
   not an image, a name escaping the image folder) returns None after a `DataWarning`, and is recorded once in
   `.report.skipped`. Images without annotations stay: background images.
 - `.coco` is a pycocotools `COCO` ground truth in the original image pixels, `.meta` the `DetectionMeta`.
@@ -37,7 +38,7 @@ from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mobilevision.data.decode import BadSample, read_image, resolve_inside
+from mobilevision.data.decode import BadSample, read_image_in_frame, resolve_inside
 from mobilevision.data.jsonio import load_json
 from mobilevision.data.labels import VOC_CLASSES
 from mobilevision.data.report import DataWarning, DefectReport
@@ -168,6 +169,7 @@ class _DetectionDataset(Dataset):
         self.transforms = transforms
         self._skipped_indices: set[int] = set()
         self._repaired_indices: set[int] = set()
+        self._frame_kept_indices: set[int] = set()
         self._seeder = TransformSeeder()
 
     def __len__(self) -> int:
@@ -191,11 +193,16 @@ class _DetectionDataset(Dataset):
         if record.defect is not None or record.path is None:
             self._skip(index, record.defect or "no path")
             return None
+        stated = (record.width, record.height) if record.width and record.height else None
         try:
-            image = read_image(record.path)
+            image, frame_kept = read_image_in_frame(record.path, stated)
         except BadSample as error:
             self._skip(index, error.reason)
             return None
+        if frame_kept and index not in self._frame_kept_indices:
+            # Annotated in the stored frame: EXIF rotation would misplace every box (counted once per image).
+            self._frame_kept_indices.add(index)
+            self.report.count("exif_frame_kept")
         height, width = image.shape[:2]
         boxes, labels = record.boxes, record.labels
         if (width, height) != (record.width, record.height) and len(boxes):
@@ -503,7 +510,8 @@ class VOCDetection(_DetectionDataset):
         gt_images: list[dict[str, Any]] = []
         gt_annotations: list[dict[str, Any]] = []
         dropped = clipped = difficult_count = 0
-        for year_dir in _voc_year_dirs(self.root, split, years):
+        self._voc_dirs = _voc_year_dirs(self.root, split, years)
+        for year_dir in self._voc_dirs:
             list_file = year_dir / "ImageSets" / "Main" / f"{split}.txt"
             if not list_file.is_file():
                 raise DatasetError(f"{list_file}: split file not found")
@@ -557,6 +565,40 @@ class VOCDetection(_DetectionDataset):
 def voc0712_trainval(root: str | os.PathLike[str], **kwargs: Any) -> VOCDetection:
     """VOC2007 trainval + VOC2012 trainval under a `VOCdevkit` folder: the usual VOC training set."""
     return VOCDetection(root, "trainval", years=("2007", "2012"), **kwargs)
+
+
+def to_coco_main(argv: Sequence[str]) -> int:
+    """`mobilevision data to-coco --root VOCdevkit --split test [--year 2007] --out gt.json`.
+
+    The ground truth validation scores a VOC split against (difficult objects as COCO crowd regions, which COCOeval
+    ignores, as the VOC protocol does), as a COCO json whose `file_name`s are relative to `--root`. Then
+    `mobilevision predict --source ROOT --annotations gt.json` predicts on exactly that split with its ids, and
+    `mobilevision evaluate detection --gt gt.json` scores what `validate` scores.
+    """
+    import argparse
+
+    from mobilevision.io import atomic_write_json
+
+    parser = argparse.ArgumentParser(prog="mobilevision data to-coco", description=to_coco_main.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", required=True, help="VOCdevkit (or one VOC20xx folder)")
+    parser.add_argument("--split", required=True, help="split name in ImageSets/Main (train, val, trainval, test)")
+    parser.add_argument("--year", action="append", help="year(s) under a VOCdevkit (repeatable; default: every year "
+                        "that has the split)")
+    parser.add_argument("--out", required=True, type=Path, help="the COCO json to write")
+    args = parser.parse_args(list(argv))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        dataset = VOCDetection(args.root, args.split, years=args.year)
+    data = dataset.coco.dataset
+    if dataset._voc_dirs == [dataset.root]:  # root is one year's folder: names are relative to it, not its parent
+        data = {**data, "images": [{**image, "file_name": image["file_name"].split("/", 1)[1]}
+                                   for image in data["images"]]}
+    atomic_write_json(args.out, data, indent=None)
+    print(f"wrote {args.out}: {len(data['images'])} images, {len(data['annotations'])} objects "
+          f"({sum(a['iscrowd'] for a in data['annotations'])} difficult, kept as crowd), "
+          f"{len(data['categories'])} classes")
+    return 0
 
 
 def collate_detection(batch: Sequence[Sample | None]) -> tuple[Tensor, list[Target]]:

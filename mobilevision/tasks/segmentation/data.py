@@ -40,10 +40,11 @@ import torch
 from pycocotools import mask as coco_mask
 from torch.utils.data import Dataset
 
-from mobilevision.data.decode import BadSample, read_image, resolve_inside
+from mobilevision.data.decode import BadSample, read_image_in_frame, resolve_inside
 from mobilevision.data.jsonio import load_json
 from mobilevision.data.labels import COCO_TO_VOC, VOC_CLASSES, with_background
 from mobilevision.data.report import DataWarning, DefectReport
+from mobilevision.data.splits import read_id_list
 from mobilevision.data.seeding import SampleKey, TransformSeeder
 from mobilevision.errors import DatasetError
 from mobilevision.transforms import IMAGENET_MEAN
@@ -86,6 +87,7 @@ class _SegmentationDataset(Dataset):
         self.report = DefectReport()
         self.samples: list[_Sample] = []
         self._failed: set[int] = set()
+        self._frame_kept: set[int] = set()
         self._seeder = TransformSeeder()
 
     @property
@@ -107,7 +109,8 @@ class _SegmentationDataset(Dataset):
         except ValueError:
             return str(path)
 
-    def _read_mask(self, sample: _Sample, image: np.ndarray) -> np.ndarray:
+    def _read_mask(self, sample: _Sample, image: np.ndarray | None) -> np.ndarray:
+        """The sample's mask; file masks need no image (`image` is None), rendered ones (COCO) are drawn for it."""
         assert sample.mask is not None
         try:
             if sample.mask.suffix == ".mat":
@@ -116,18 +119,31 @@ class _SegmentationDataset(Dataset):
         except BadSample as error:
             raise _Defect(self._name(sample.mask), error.reason) from None
 
+    def _stated_size(self, sample: _Sample) -> tuple[int, int] | None:
+        """(width, height) the annotation file gives for a sample whose mask is rendered (no mask file)."""
+        return None
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decode and check sample `index`: image (H, W, 3) uint8 RGB and mask (H, W) uint8 before any transform.
+
+        The image is read in the mask's frame: an EXIF orientation that would turn it away from its mask's size is
+        left unapplied (counted as `exif_frame_kept`), since the mask was drawn on the stored pixels.
 
         Raises:
             _Defect: naming the offending file and the reason.
         """
         sample = self.samples[index]
+        mask = self._read_mask(sample, None) if sample.mask is not None else None
+        stated = (mask.shape[1], mask.shape[0]) if mask is not None else self._stated_size(sample)
         try:
-            image = read_image(sample.image)
+            image, frame_kept = read_image_in_frame(sample.image, stated)
         except BadSample as error:
             raise _Defect(self._name(sample.image), error.reason) from None
-        mask = self._read_mask(sample, image)
+        if frame_kept and index not in self._frame_kept:
+            self._frame_kept.add(index)
+            self.report.count("exif_frame_kept")
+        if mask is None:
+            mask = self._read_mask(sample, image)
         mask_file = self._name(sample.mask) if sample.mask is not None else self._name(sample.image)
         if mask.shape != image.shape[:2]:
             (mh, mw), (ih, iw) = mask.shape[:2], image.shape[:2]
@@ -193,29 +209,6 @@ def _resolve_voc_root(root: Path) -> Path:
 def _voc_images(voc: Path, id_: str) -> list[Path]:
     """Where the image of `id_` may be: VOC's .jpg first; .jpeg/.png too, for hand-made sets in the same layout."""
     return [voc / "JPEGImages" / f"{id_}{suffix}" for suffix in (".jpg", ".jpeg", ".png")]
-
-
-def _read_id_list(path: Path) -> list[str]:
-    """Ids of a split file, in order, duplicates removed.
-
-    Accepts plain ids and the `/JPEGImages/x.jpg /SegmentationClassAug/x.png` lines of common train_aug lists.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: split list not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise DatasetError(f"{path}: cannot read split list ({error})") from None
-    ids: dict[str, None] = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if not fields:
-            continue
-        token = fields[0]
-        if "/" in token or token.lower().endswith((".jpg", ".jpeg", ".png")):
-            token = Path(token).stem
-        ids.setdefault(token, None)
-    return list(ids)
 
 
 def _resolve_sbd_root(path: Path) -> Path | None:
@@ -289,7 +282,7 @@ class VOCSegmentation(_SegmentationDataset):
         else:
             if not (voc / "SegmentationClass").is_dir():
                 raise DatasetError(f"{voc / 'SegmentationClass'}: mask folder not found (VOCdevkit/VOC2012 layout)")
-            ids = _read_id_list(lists / f"{split}.txt")
+            ids = read_id_list(lists / f"{split}.txt")
             entries = [(i, _voc_images(voc, i), [voc / "SegmentationClass" / f"{i}.png"]) for i in ids]
         self._add_entries(entries, list_name=split if split == "train_aug" else f"ImageSets/Segmentation/{split}.txt")
 
@@ -314,8 +307,8 @@ class VOCSegmentation(_SegmentationDataset):
 
     def _train_aug_entries(self, voc: Path, sbd_root: Path | None) -> list[tuple[str, list[Path], list[Path]]]:
         lists = voc / "ImageSets" / "Segmentation"
-        train_ids = _read_id_list(lists / "train.txt")
-        val_ids = set(_read_id_list(lists / "val.txt"))  # required: without it we cannot prove val stays out
+        train_ids = read_id_list(lists / "train.txt")
+        val_ids = set(read_id_list(lists / "val.txt"))  # required: without it we cannot prove val stays out
         own_masks = voc / "SegmentationClass"
 
         aug_list = next((voc / p for p in self.AUG_LISTS if (voc / p).is_file()), None)
@@ -343,11 +336,11 @@ class VOCSegmentation(_SegmentationDataset):
             if not found:
                 raise DatasetError(f"{sbd}: SBD split lists train.txt and val.txt not found")
             for path in found:
-                aug_ids += _read_id_list(path)
+                aug_ids += read_id_list(path)
             aug_mask_dir, aug_mask_suffix, extra_images = sbd / "cls", ".mat", [sbd / "img"]
         else:
             assert aug_list is not None
-            aug_ids = _read_id_list(aug_list)
+            aug_ids = read_id_list(aug_list)
             aug_mask_dir, aug_mask_suffix, extra_images = voc / "SegmentationClassAug", ".png", []
 
         entries: dict[str, tuple[str, list[Path], list[Path]]] = {}
@@ -521,8 +514,13 @@ class COCOSemantic(_SegmentationDataset):
         if empty:
             self.report.count("images_without_voc_classes", empty)
 
-    def _read_mask(self, sample: _Sample, image: np.ndarray) -> np.ndarray:
+    def _stated_size(self, sample: _Sample) -> tuple[int, int] | None:
         assert sample.coco_id is not None
+        info = self._image_info[sample.coco_id]
+        return info["width"], info["height"]
+
+    def _read_mask(self, sample: _Sample, image: np.ndarray | None) -> np.ndarray:
+        assert sample.coco_id is not None and image is not None
         info = self._image_info[sample.coco_id]
         height, width = image.shape[:2]
         if (height, width) != (info["height"], info["width"]):

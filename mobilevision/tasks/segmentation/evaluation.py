@@ -9,9 +9,11 @@ The confusion matrix `cm` is int64 [C, C], rows = ground truth, columns = predic
 - pixel accuracy = trace / total (over non-void pixels).
 
 Command line:
-    mobilevision evaluate segmentation --gt DIR --predictions DIR --num-classes N [--json]
-Every `*.png` in `--gt` needs a prediction `<stem>.png` of the same size in `--predictions`; both are read as class
-indices (palette index or single-channel value, see `masks.py`). Predictions for images not in `--gt` are ignored.
+    mobilevision evaluate segmentation --gt DIR --predictions DIR [--num-classes N] [--split-list FILE] [--json]
+Every `*.png` in `--gt` (or, with `--split-list`, every listed id: VOC's SegmentationClass holds train and val) needs
+a prediction `<stem>.png` of the same size in `--predictions`; both are read as class indices (palette index or
+single-channel value, see `masks.py`). Predictions for images not evaluated are ignored. The class names (and N, when
+`--num-classes` is not given) come from the `classes.json` that `mobilevision predict` writes beside its masks.
 """
 
 from __future__ import annotations
@@ -127,8 +129,12 @@ def _read(path: Path, what: str) -> np.ndarray:
         raise DatasetError(f"{path}: {what}: {error.reason}") from None
 
 
-def evaluate_folders(gt_dir: str | Path, pred_dir: str | Path, num_classes: int) -> dict[str, Any]:
+def evaluate_folders(gt_dir: str | Path, pred_dir: str | Path, num_classes: int,
+                     ids: Sequence[str] | None = None) -> dict[str, Any]:
     """Score the prediction PNGs of `pred_dir` against the ground-truth PNGs of `gt_dir`, matched by file stem.
+
+    Args:
+        ids: evaluate only these stems (a split list); each needs its ground truth. None: every PNG of `gt_dir`.
 
     Returns:
         `{"miou": float, "pixel_accuracy": float, "iou_per_class": list[float | None] (length num_classes),
@@ -144,7 +150,13 @@ def evaluate_folders(gt_dir: str | Path, pred_dir: str | Path, num_classes: int)
     for folder, what in ((gt_dir, "ground-truth"), (pred_dir, "predictions")):
         if not folder.is_dir():
             raise DatasetError(f"{folder}: {what} folder not found")
-    gt_files = sorted(p for p in gt_dir.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+    if ids is None:
+        gt_files = sorted(p for p in gt_dir.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+    else:
+        gt_files = [gt_dir / f"{id_}.png" for id_ in ids]
+        missing = [p for p in gt_files if not p.is_file()]
+        if missing:
+            raise DatasetError(f"{missing[0]}: ground truth not found for a listed id ({len(missing)} missing)")
     if not gt_files:
         raise DatasetError(f"{gt_dir}: no ground-truth .png masks found")
     accumulator = ConfusionMatrix(num_classes)
@@ -189,28 +201,59 @@ def format_table(result: dict[str, Any], class_names: Sequence[str] | None = Non
     return "\n".join(lines)
 
 
+def read_classes(pred_dir: Path) -> list[str] | None:
+    """Class names from the `classes.json` that `mobilevision predict` writes (in `pred_dir` or its parent)."""
+    from mobilevision.data.jsonio import load_json
+
+    for folder in (pred_dir, pred_dir.parent):
+        if (folder / "classes.json").is_file():
+            data = load_json(folder / "classes.json")
+            names = data.get("class_names") if isinstance(data, dict) else None
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise DatasetError(f"{folder / 'classes.json'}: expected {{'class_names': [str, ...]}}")
+            return names
+    return None
+
+
 def main(argv: Sequence[str]) -> int:
-    """`mobilevision evaluate segmentation --gt DIR --predictions DIR --num-classes N [--json]`."""
+    """`mobilevision evaluate segmentation --gt DIR --predictions DIR [--num-classes N] [--split-list F] [--json]`."""
     parser = argparse.ArgumentParser(
         prog="mobilevision evaluate segmentation",
         description="mIoU, pixel accuracy and per-class IoU of predicted index-PNG masks against ground truth.",
     )
     parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth PNG masks (255 = void)")
     parser.add_argument("--predictions", required=True, type=Path, help="folder of predicted PNG masks, same stems")
-    parser.add_argument("--num-classes", required=True, type=int, help="number of classes N, background included")
+    parser.add_argument("--num-classes", type=int, default=None, help="number of classes N, background included "
+                        "(default: from the classes.json `mobilevision predict` wrote)")
+    parser.add_argument("--split-list", type=Path, default=None, help="evaluate only the ids of this split list "
+                        "(VOC ImageSets/Segmentation/val.txt)")
     parser.add_argument("--json", action="store_true", help="print {miou, pixel_accuracy, iou_per_class} as JSON")
     try:
         args = parser.parse_args(list(argv))
     except SystemExit as exit_:  # argparse exits on --help (0) and on usage errors (2): report it as a return code
         return int(exit_.code or 0)
-    if not 1 <= args.num_classes <= 255:
-        print(f"mobilevision evaluate segmentation: --num-classes must be in 1..255, got {args.num_classes}",
+    names = read_classes(args.predictions)
+    num_classes = args.num_classes if args.num_classes is not None else (len(names) if names else None)
+    if num_classes is None:
+        print("mobilevision evaluate segmentation: give --num-classes N (no classes.json beside the predictions)",
               file=sys.stderr)
         return 2
-    result = evaluate_folders(args.gt, args.predictions, args.num_classes)
+    if not 1 <= num_classes <= 255:
+        print(f"mobilevision evaluate segmentation: --num-classes must be in 1..255, got {num_classes}",
+              file=sys.stderr)
+        return 2
+    if names is not None and len(names) != num_classes:
+        print(f"mobilevision evaluate segmentation: --num-classes {num_classes} but the model that wrote the "
+              f"predictions has {len(names)} classes ({args.predictions.parent / 'classes.json'})", file=sys.stderr)
+        return 2
+    from mobilevision.data.splits import read_id_list
+
+    ids = read_id_list(args.split_list) if args.split_list is not None else None
+    result = evaluate_folders(args.gt, args.predictions, num_classes, ids=ids)
     if args.json:
         print(json.dumps({key: result[key] for key in ("miou", "pixel_accuracy", "iou_per_class")}, indent=2))
     else:
-        names = with_background(VOC_CLASSES) if args.num_classes == len(VOC_CLASSES) + 1 else None
+        if names is None and num_classes == len(VOC_CLASSES) + 1:
+            names = with_background(VOC_CLASSES)
         print(format_table(result, names))
     return 0
