@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from mobilevision.data.decode import BadSample, read_image
+from mobilevision.data.decode import BadSample, read_image, read_image_in_frame
 from mobilevision.data.report import DataWarning
 from mobilevision.errors import UserError
 
@@ -107,6 +107,9 @@ class ImageSource(Source):
     strict: bool = False
     preloaded: np.ndarray | None = None  # a single file is decoded at open time, so a bad one fails before any work
     image_ids: dict[str, int] | None = None  # name -> the dataset's image id, when the images come from its list
+    # name -> (width, height) the dataset's annotation states: images are read in that frame, as its reader reads
+    # them (an EXIF orientation that contradicts it is left unapplied; see `read_image_in_frame`).
+    stated_sizes: dict[str, tuple[int, int]] | None = None
 
     def exclude(self, folder: str | os.PathLike[str]) -> None:
         """Drop files inside `folder` (the output folder, when it lies inside the source folder)."""
@@ -118,7 +121,11 @@ class ImageSource(Source):
     def __iter__(self) -> Iterator[Frame]:
         for path, name in zip(self.paths, self.names):
             try:
-                image = self.preloaded if self.preloaded is not None else read_image(path)
+                if self.preloaded is not None:
+                    image = self.preloaded
+                else:
+                    stated = self.stated_sizes.get(name) if self.stated_sizes else None
+                    image = read_image_in_frame(path, stated)[0]
             except BadSample as error:
                 if self.strict:
                     raise UserError(f"{path}: {error.reason}") from None
@@ -264,6 +271,7 @@ def listed_images(root: str | os.PathLike[str], *, annotations: str | os.PathLik
     paths: list[Path] = []
     names: list[str] = []
     ids: dict[str, int] = {}
+    stated_sizes: dict[str, tuple[int, int]] = {}
     refused: list[dict[str, str]] = []
     if annotations is not None:
         from mobilevision.data.decode import resolve_inside
@@ -274,6 +282,7 @@ def listed_images(root: str | os.PathLike[str], *, annotations: str | os.PathLik
         if not isinstance(entries, list):
             raise DatasetError(f"{annotations}: not a COCO json (no 'images' list)")
         kept_ids: list[int] = []
+        kept_sizes: list[tuple[int, int] | None] = []
         for position, entry in enumerate(entries):
             if not isinstance(entry, dict) or not isinstance(entry.get("id"), int) or not isinstance(
                     entry.get("file_name"), str):
@@ -281,10 +290,14 @@ def listed_images(root: str | os.PathLike[str], *, annotations: str | os.PathLik
             try:
                 paths.append(resolve_inside(folder, entry["file_name"]))
                 kept_ids.append(int(entry["id"]))
+                width, height = entry.get("width"), entry.get("height")
+                known = isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0
+                kept_sizes.append((width, height) if known else None)
             except BadSample as error:
                 refused.append({"file": entry["file_name"], "reason": error.reason})
         names = _unique_names(paths, folder.resolve())
         ids = dict(zip(names, kept_ids))
+        stated_sizes = {name: size for name, size in zip(names, kept_sizes) if size is not None}
     elif split_list is not None:
         from mobilevision.data.splits import read_id_list
 
@@ -298,7 +311,8 @@ def listed_images(root: str | os.PathLike[str], *, annotations: str | os.PathLik
     if not paths:
         raise DatasetError(f"{annotations or split_list}: lists no images")
     source = ImageSource(kind="images", description=f"{folder} ({len(paths)} images listed in "
-                         f"{annotations or split_list})", paths=paths, names=names, length=len(paths), image_ids=ids)
+                         f"{annotations or split_list})", paths=paths, names=names, length=len(paths), image_ids=ids,
+                         stated_sizes=stated_sizes)
     for item in refused:
         warnings.warn(f"{item['file']}: {item['reason']}, skipped", DataWarning, stacklevel=2)
     source.skipped.extend(refused)

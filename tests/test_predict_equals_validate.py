@@ -1,0 +1,107 @@
+"""`predict` + `evaluate` scores what `validate` scores: same checkpoint, same images (non-square, of the real
+sizes), the dataset's own ids, the validation's score threshold; for segmentation also at output stride 8 with MF.
+
+The checkpoints are trained for a few hundred steps on the miniature data so that predictions vary from image to
+image and pixel to pixel: equality of two constant predictors would prove nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mobilevision.cli import main as cli_main
+from mobilevision.tasks.segmentation.masks import read_index_mask
+from mobilevision.training import run_cli
+from tests.test_configs import CPU
+
+REPO = Path(__file__).resolve().parents[1]
+COCO_CONFIG = REPO / "configs/detection/ssdlite_mobilenetv2_coco.yaml"
+VOC_SEG_CONFIG = REPO / "configs/segmentation/deeplabv3_mobilenetv2_voc.yaml"
+# From-scratch settings that learn in a few hundred steps (the shapes demo's), instead of the GPU recipes' schedules.
+FAST = ["--model.init_args.optimizer.init_args.lr=0.05", "--model.init_args.schedule.warmup_steps=20",
+        "--model.init_args.schedule.warmup_factor=0.1", "--data.init_args.batch_size=4"]  # fmt: skip
+
+
+def _metrics(run: Path) -> dict[str, float]:
+    return json.loads((run / "validate_metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_detection_predict_then_evaluate_equals_validate(tmp_path: Path, coco2017: tuple[Path, dict],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    coco, _ = coco2017
+    gt = coco / "annotations" / "instances_val2017.json"
+    run = tmp_path / "run"
+    # Trained on the validation images themselves: the point is a detector whose boxes are right often enough that
+    # the mAP moves with every box, not one that generalises.
+    common = ["-c", str(COCO_CONFIG), *CPU, *FAST, f"--data.init_args.root={coco}", "--data.init_args.input_size=128",
+              f"--data.init_args.train_images={coco / 'val2017'}", f"--data.init_args.train_annotations={gt}",
+              "--model.init_args.assignment=atss", "--model.init_args.focal_gamma=2.0",
+              "--model.init_args.classification=sigmoid", "--model.init_args.ema_decay=null",
+              f"--trainer.default_root_dir={run}"]  # fmt: skip
+    run_cli(["fit", *common, "--trainer.max_steps=300"])
+    last = run / "checkpoints" / "last.ckpt"
+    run_cli(["validate", *common, f"--ckpt_path={last}"])
+    validated = _metrics(run)
+    assert validated["val/map_50"] > 0.1, validated  # a detector that finds things
+
+    out = tmp_path / "predicted"
+    assert cli_main(["predict", "--weights", str(last), "--source", str(coco / "val2017"), "--annotations", str(gt),
+                     "--output", str(out), "--score-threshold", "0.01", "--no-progress"]) == 0
+    capsys.readouterr()
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert len({round(p["score"], 3) for p in predictions}) > 10  # not a constant predictor
+    assert cli_main(["evaluate", "detection", "--gt", str(gt), "--predictions", str(out / "predictions.json"),
+                     "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    with capsys.disabled():
+        print(f"detection: validate mAP {validated['val/map']:.4f} / AP50 {validated['val/map_50']:.4f}, "
+              f"predict + evaluate {evaluated['map']:.4f} / {evaluated['map_50']:.4f}")
+    for key, value in evaluated.items():
+        assert abs(value - validated[f"val/{key}"]) < 1e-4, (key, value, validated[f"val/{key}"])
+
+
+@pytest.mark.slow
+def test_segmentation_predict_then_evaluate_equals_validate(tmp_path: Path, vocdevkit: tuple[Path, dict],
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    voc, _ = vocdevkit
+    run = tmp_path / "run"
+    val_list = voc / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt"
+    # Trained on the validation images (as the detector above), AdamW as in the shapes demo, crops that see whole
+    # objects.
+    common = ["-c", str(VOC_SEG_CONFIG), *CPU, *FAST, f"--data.init_args.root={voc}",
+              "--model.init_args.optimizer=torch.optim.AdamW", "--model.init_args.optimizer.init_args.lr=0.01",
+              "--data.init_args.input_size=128", "--data.init_args.scale=[0.3,0.6]",
+              "--data.init_args.eval_batch_size=3", "--data.init_args.train_split=val", "--data.init_args.batch_size=3",
+              "--model.init_args.background_prior=0.7", f"--trainer.default_root_dir={run}"]  # fmt: skip
+    run_cli(["fit", *common, "--trainer.max_steps=300"])
+    last = run / "checkpoints" / "last.ckpt"
+
+    for strategy, predict_args in (([], []), (["--model.init_args.eval_output_stride=8",
+                                               "--model.init_args.multi_scale_flip=true"],
+                                              ["--output-stride", "8", "--mf"])):
+        run_cli(["validate", *common, *strategy, f"--ckpt_path={last}"])
+        validated = _metrics(run)
+        out = tmp_path / f"predicted{len(strategy)}"
+        assert cli_main(["predict", "--weights", str(last), "--source", str(voc / "VOC2012" / "JPEGImages"),
+                         "--split-list", str(val_list), "--output", str(out), "--no-progress", *predict_args]) == 0
+        paths = sorted((out / "masks").glob("*.png"))
+        masks = [read_index_mask(p) for p in paths]
+        gt_shapes = [read_index_mask(voc / "VOC2012" / "SegmentationClass" / p.name).shape for p in paths]
+        assert len(masks) == 3 and [m.shape for m in masks] == gt_shapes  # whole images, at their own size
+        assert any(h != w for h, w in gt_shapes)
+        assert len(np.unique(np.concatenate([m.ravel() for m in masks]))) > 2  # not a constant predictor
+        capsys.readouterr()
+        assert cli_main(["evaluate", "segmentation", "--gt", str(voc / "VOC2012" / "SegmentationClass"),
+                         "--predictions", str(out / "masks"), "--split-list", str(val_list), "--json"]) == 0
+        evaluated = json.loads(capsys.readouterr().out)
+        with capsys.disabled():
+            print(f"segmentation {predict_args or 'OS16 single scale'}: validate mIoU {validated['val/miou']:.4f}, "
+                  f"predict + evaluate {evaluated['miou']:.4f}")
+        assert validated["val/miou"] > 0.1, validated
+        assert abs(evaluated["miou"] - validated["val/miou"]) < 1e-6, (strategy, evaluated, validated)
+        assert abs(evaluated["pixel_accuracy"] - validated["val/pixel_accuracy"]) < 1e-6
