@@ -356,10 +356,22 @@ def _torchvision_state_dict(name: str) -> dict[str, Tensor]:
     except KeyError:
         valid = [w.name for w in MobileNet_V2_Weights] + ["DEFAULT"]
         raise WeightsError(f"unknown weights {name!r}: give a file path or one of {valid}") from None
+    import contextlib
+    import io
+    import sys
+
+    file_name = weights.url.rsplit("/", 1)[-1]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+    if not cached.is_file():
+        print(f"downloading torchvision's {name} weights ({weights.url}) to {cached}", file=sys.stderr)
     try:
-        return weights.get_state_dict(progress=True, check_hash=True)
+        # torch.hub writes its own "Downloading: ..." line and progress bar; on failure they would only bury ours.
+        with contextlib.redirect_stderr(io.StringIO()):
+            return weights.get_state_dict(progress=False, check_hash=True)
     except Exception as error:  # noqa: BLE001 - network errors come in many types
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise WeightsError(
-            f"could not download torchvision weights {name!r} ({error}); offline, download them elsewhere and pass "
-            "the file path instead"
+            f"could not download torchvision's {name} weights ({reason}). Offline: fetch {weights.url} on a "
+            f"machine with internet and pass the file, e.g. backbone_weights: /path/to/{file_name} "
+            f"(--model.init_args.backbone_weights=/path/to/{file_name}), or put it at {cached}"
         ) from None

@@ -131,3 +131,44 @@ def test_zero_init_residual_makes_residual_blocks_identities(tmp_path) -> None:
     loaded = MobileNetV2(num_classes=1000, width_mult=0.5, weights=path, zero_init_residual=True)
     index = list(model.features).index(residual[0])
     assert torch.equal(loaded.features[index].conv[-1].weight, theirs.features[index].conv[-1].weight)
+
+
+def test_imagenet_weights_offline_fail_in_one_line_saying_how_to_pass_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`backbone_weights: IMAGENET1K_V1` without network: one line naming the file to fetch and how to pass it."""
+    import urllib.error
+
+    from torchvision.models import MobileNet_V2_Weights
+
+    from mobilevision.errors import WeightsError
+    from mobilevision.models import build_model
+
+    def offline(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - stands in for torch.hub's download
+        import sys
+
+        print('Downloading: "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"', file=sys.stderr)
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(type(MobileNet_V2_Weights.IMAGENET1K_V1), "get_state_dict", offline)
+    with pytest.raises(WeightsError) as error:
+        build_model("deeplabv3_mobilenet_v2", num_classes=21, weights="IMAGENET1K_V1")
+    message = str(error.value)
+    assert "\n" not in message
+    assert "mobilenet_v2-b0353104.pth" in message and "--model.init_args.backbone_weights=" in message
+    assert "Downloading" not in capsys.readouterr().err  # torch.hub's own lines do not bury ours
+
+
+def test_local_torchvision_weights_file_loads(tmp_path: Path) -> None:
+    """The offline path: torchvision's own state_dict file, given by path, loads with strict key matching."""
+    import torchvision
+
+    from mobilevision.models import build_model
+
+    path = tmp_path / "mobilenet_v2-b0353104.pth"
+    reference = torchvision.models.mobilenet_v2()
+    torch.save(reference.state_dict(), path)
+    model = build_model("deeplabv3_mobilenet_v2", num_classes=21, weights=str(path))
+    first = model.backbone.state_dict()["features.0.0.weight"]
+    assert torch.equal(first, reference.state_dict()["features.0.0.weight"])
