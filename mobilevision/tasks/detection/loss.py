@@ -47,12 +47,18 @@ def _keep_best_anchors(matched: Tensor, iou: Tensor) -> Tensor:
 
 
 def match_anchors_atss(
-    gt_boxes: Tensor, anchors: Tensor, level_sizes: Sequence[int] | None = None, *, topk: int = 9
+    gt_boxes: Tensor,
+    anchors: Tensor,
+    level_sizes: Sequence[int] | None = None,
+    *,
+    topk: int = 9,
+    boxes_per_location: Sequence[int] | None = None,
 ) -> Tensor:
     """ATSS assignment (Zhang et al., CVPR 2020): an IoU threshold chosen per object from its own candidates.
 
-    For every ground truth, the `topk` default boxes of each map whose centres lie nearest its centre are its
-    candidates; its threshold is the mean plus the standard deviation of their IoUs. Candidates at or above it whose
+    For every ground truth, the default boxes of the `topk` locations of each map whose centres lie nearest its
+    centre are its candidates: `topk x boxes per location` boxes, as the reference implementation takes (several
+    default boxes share each centre; taking only `topk` boxes would pick among equally near ones by tie-breaking); its threshold is the mean plus the standard deviation of their IoUs. Candidates at or above it whose
     centre lies inside the box are positives; a default box claimed by several objects takes the one it overlaps
     most, and every object keeps its best default box (as in `match_anchors`). A small object, whose best overlaps
     are low, gets a low threshold and still its few nearest boxes; a large one gets a high threshold and only its
@@ -61,7 +67,8 @@ def match_anchors_atss(
     Args:
         gt_boxes: [G, 4] x1y1x2y2; anchors: [A, 4] x1y1x2y2 (same coordinates), ordered by map.
         level_sizes: default boxes per map, summing to A (`Detector.forward_levels`); None treats all as one map.
-        topk: candidates per object on each map.
+        topk: candidate locations per object on each map.
+        boxes_per_location: default boxes per location of each map (`DefaultBoxes.num_anchors`); None: one.
     Returns:
         int64 [A] in -1..G-1.
     """
@@ -71,15 +78,19 @@ def match_anchors_atss(
     sizes = list(level_sizes) if level_sizes is not None else [num_anchors]
     if sum(sizes) != num_anchors:
         raise ValueError(f"level_sizes {sizes} sum to {sum(sizes)}, but there are {num_anchors} default boxes")
+    per_location = list(boxes_per_location) if boxes_per_location is not None else [1] * len(sizes)
+    if len(per_location) != len(sizes):
+        raise ValueError(f"boxes_per_location {per_location} does not give one count per map ({len(sizes)} maps)")
     iou = box_iou(gt_boxes, anchors)  # [G, A]
     anchor_centres = (anchors[:, :2] + anchors[:, 2:]) / 2
     gt_centres = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
     distance = torch.cdist(gt_centres, anchor_centres)  # [G, A]
     candidates = []
-    for start, size in zip(itertools.accumulate([0, *sizes[:-1]]), sizes):
+    for start, size, n in zip(itertools.accumulate([0, *sizes[:-1]]), sizes, per_location):
         if size == 0:
             continue
-        nearest = distance[:, start : start + size].topk(min(topk, size), dim=1, largest=False).indices
+        # The boxes of the k nearest locations: every box sharing a centre is equally near, so k x n of them.
+        nearest = distance[:, start : start + size].topk(min(topk * n, size), dim=1, largest=False).indices
         candidates.append(nearest + start)
     candidates = torch.cat(candidates, dim=1)  # [G, K]
     candidate_iou = iou.gather(1, candidates)
@@ -102,7 +113,9 @@ class MultiBoxLoss(nn.Module):
             object more positives: on the shapes demo 0.4 took mAP at step 450 from 0.10 to 0.16.
         assignment: "iou" (the fixed `iou_threshold`, SSD) or "atss" (a threshold per object from its nearest
             default boxes, `match_anchors_atss`; `iou_threshold` is then unused).
-        atss_topk: ATSS candidates per object on each feature map.
+        atss_topk: ATSS candidate locations per object on each feature map (each with all its default boxes).
+        boxes_per_location: default boxes per location of each feature map (`DefaultBoxes.num_anchors`), for ATSS;
+            None counts one.
         classification: "softmax" (cross-entropy over C classes, 0 background) or "sigmoid" (independent binary
             cross-entropy per class on one-hot targets, background included, as the TF reference).
         focal_gamma: None for hard negative mining; a value (RetinaNet: 2) for the sigmoid focal loss over every
@@ -121,6 +134,7 @@ class MultiBoxLoss(nn.Module):
         iou_threshold: float = 0.5,
         assignment: str = "iou",
         atss_topk: int = 9,
+        boxes_per_location: Sequence[int] | None = None,
         classification: str = "softmax",
         focal_gamma: float | None = None,
         focal_alpha: float = 0.25,
@@ -146,6 +160,7 @@ class MultiBoxLoss(nn.Module):
         self.iou_threshold = iou_threshold
         self.assignment = assignment
         self.atss_topk = atss_topk
+        self.boxes_per_location = list(boxes_per_location) if boxes_per_location is not None else None
         self.classification = classification
         self.focal_gamma = focal_gamma
         self.focal_alpha = focal_alpha
@@ -166,7 +181,8 @@ class MultiBoxLoss(nn.Module):
                 boxes.append(anchors)
                 continue
             if self.assignment == "atss":
-                matched = match_anchors_atss(gt_boxes, anchors, level_sizes, topk=self.atss_topk)
+                matched = match_anchors_atss(gt_boxes, anchors, level_sizes, topk=self.atss_topk,
+                                             boxes_per_location=self.boxes_per_location)
             else:
                 matched = match_anchors(gt_boxes, anchors, iou_threshold=self.iou_threshold)
             index = matched.clamp(min=0)

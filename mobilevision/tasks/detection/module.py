@@ -106,7 +106,7 @@ class DetectionTask(BaseTask):
         )
         self.criterion = MultiBoxLoss(
             neg_pos_ratio=neg_pos_ratio, iou_threshold=iou_threshold, assignment=assignment, atss_topk=atss_topk,
-            classification=classification,
+            boxes_per_location=self.model.default_boxes.num_anchors, classification=classification,
             focal_gamma=focal_gamma, focal_alpha=focal_alpha, box_loss=box_loss, box_weight=box_weight,
         )
         self.meta: DetectionMeta | None = None

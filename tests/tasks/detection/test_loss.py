@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import statistics
 
 import pytest
@@ -113,17 +114,20 @@ def test_giou_box_loss_is_zero_for_exact_boxes_and_grows_with_the_error() -> Non
         MultiBoxLoss(box_loss="l2")
 
 
-def _naive_atss(gt: torch.Tensor, anchors: torch.Tensor, level_sizes: list[int], k: int) -> list[int]:
-    """ATSS written out box by box, to check the vectorised version against."""
+def _naive_atss(gt: torch.Tensor, anchors: torch.Tensor, level_sizes: list[int], k: int,
+                per_location: list[int] | None = None) -> list[int]:
+    """ATSS written out box by box, to check the vectorised version against: the boxes of the k nearest locations
+    (k x boxes per location) of each map."""
+    per_location = per_location or [1] * len(level_sizes)
     iou = box_iou(gt, anchors).tolist()
     centres = [((a[0] + a[2]) / 2, (a[1] + a[3]) / 2) for a in anchors.tolist()]
     matched, claimed = [-1] * len(anchors), [0.0] * len(anchors)
     for g, (x1, y1, x2, y2) in enumerate(gt.tolist()):
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         candidates, start = [], 0
-        for size in level_sizes:
+        for size, n in zip(level_sizes, per_location):
             level = range(start, start + size)
-            candidates += sorted(level, key=lambda a: (centres[a][0] - cx) ** 2 + (centres[a][1] - cy) ** 2)[:k]
+            candidates += sorted(level, key=lambda a: (centres[a][0] - cx) ** 2 + (centres[a][1] - cy) ** 2)[:k * n]
             start += size
         values = [iou[g][a] for a in candidates]
         threshold = statistics.mean(values) + (statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -151,6 +155,30 @@ def test_atss_equals_a_box_by_box_count() -> None:
         gt = _random_boxes(generator, 1 + trial % 5, 4, 60)
         got = match_anchors_atss(gt, anchors, level_sizes, topk=5).tolist()
         assert got == _naive_atss(gt, anchors, level_sizes, 5), trial
+
+
+def test_atss_takes_every_box_of_the_nearest_locations_on_real_default_boxes() -> None:
+    """With the real DefaultBoxes (6 boxes share each centre), candidates are the k nearest *locations* with all
+    their boxes: the answer equals the box-by-box reference and does not depend on how ties between boxes of one
+    centre are broken (reversing the box order within each location gives the same assignment)."""
+    boxes = DefaultBoxes(num_maps=6, min_scale=0.07, max_scale=0.75, reduce_lowest=False)
+    sizes = [(28, 28), (14, 14), (7, 7), (4, 4), (2, 2), (1, 1)]
+    anchors = boxes.pixels(sizes, (224, 224))
+    per_location = list(boxes.num_anchors)
+    level_sizes = [h * w * n for (h, w), n in zip(sizes, per_location)]
+    generator = torch.Generator().manual_seed(1)
+    gt = torch.cat([_random_boxes(generator, 3, 10, 30), _random_boxes(generator, 2, 40, 110)]).clamp(0, 223)
+    got = match_anchors_atss(gt, anchors, level_sizes, boxes_per_location=per_location)
+    assert got.tolist() == _naive_atss(gt, anchors, level_sizes, 9, per_location)
+    # The same boxes with each location's boxes in reverse order: a permutation of the default boxes.
+    order = torch.cat([torch.arange(start, start + size).view(-1, n).flip(1).flatten() for start, size, n in
+                       zip(itertools.accumulate([0, *level_sizes[:-1]]), level_sizes, per_location)])
+    permuted = match_anchors_atss(gt, anchors[order], level_sizes, boxes_per_location=per_location)
+    assert torch.equal(permuted, got[order])
+    # Only k boxes per map (the candidates before the fix) picks among a location's boxes by tie-breaking: the
+    # assignment then changes with the order of boxes that share a centre.
+    old = match_anchors_atss(gt, anchors, level_sizes)
+    assert not torch.equal(match_anchors_atss(gt, anchors[order], level_sizes), old[order])
 
 
 def test_atss_gives_small_objects_more_positives_and_large_ones_fewer() -> None:
