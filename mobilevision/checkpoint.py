@@ -34,10 +34,9 @@ META_VERSION = 1
 # own entries (loops, callbacks, optimizer and scheduler states, hyper-parameters of plain values) need none.
 SAFE_GLOBALS: list[Any] = []
 
-# State-dict prefixes tried in order: the EMA copy first (AveragedModel wraps it in `.module`), then the network.
-_PREFIXES: tuple[str, ...] = ("ema_model.module.", "ema_model.", "model.module.", "model.")
-# AveragedModel's bookkeeping buffer: not a weight of the network.
-_EMA_EXTRA_KEYS: tuple[str, ...] = ("n_averaged",)
+# State-dict prefixes tried in order: the EMA copy first (a plain copy of the network, `BaseTask.ema_model`), then
+# the network itself.
+_PREFIXES: tuple[str, ...] = ("ema_model.", "model.")
 
 
 @dataclass
@@ -157,8 +156,6 @@ def extract_state_dict(state: Mapping[str, Any], model_keys: set[str], *, source
     """
     for prefix in _PREFIXES:
         sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        for extra in _EMA_EXTRA_KEYS:
-            sub.pop(extra, None)
         if sub and set(sub) == model_keys:
             return sub
     sub = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}

@@ -14,7 +14,7 @@ from torch import nn
 
 from mobilevision.backbones.mobilenet_v2 import MobileNetV2
 from mobilevision.heads.deeplabv3 import DeepLabV3Head
-from mobilevision.heads.ssdlite import EXTRA_DEPTHS, SSDLiteHead
+from mobilevision.heads.ssd import EXTRA_DEPTHS, SSDHead
 from mobilevision.tasks.detection.anchors import DefaultBoxes
 from mobilevision.tasks.detection.model import Detector
 from mobilevision.tasks.segmentation.model import Segmenter
@@ -34,7 +34,7 @@ def mobilenet_v2(
 
 def _detector(
     *,
-    lite: bool,
+    separable: bool,
     num_classes: int,
     width_mult: float,
     weights: str | os.PathLike[str] | None,
@@ -56,12 +56,12 @@ def _detector(
             f"default_boxes.num_maps is {default_boxes.num_maps} but there are {len(backbone.out_taps)} taps and "
             f"{len(extra_depths)} extra layers"
         )
-    head = SSDLiteHead(
+    head = SSDHead(
         in_channels=[backbone.out_channels[t] for t in backbone.out_taps],
         num_anchors=default_boxes.num_anchors,
         num_classes=num_classes,
         extra_depths=extra_depths,
-        lite=lite,
+        separable=separable,
     )
     return Detector(backbone=backbone, head=head, default_boxes=default_boxes, **detector_kwargs)
 
@@ -84,7 +84,7 @@ def ssdlite_mobilenet_v2(
     `zero_init_residual` starts residual blocks as identities (see `MobileNetV2`), for training from random weights.
     """
     return _detector(
-        lite=True, num_classes=num_classes, width_mult=width_mult, weights=weights,
+        separable=True, num_classes=num_classes, width_mult=width_mult, weights=weights,
         default_boxes=default_boxes, extra_depths=extra_depths, taps=taps,
         zero_init_residual=zero_init_residual, **detector_kwargs,
     )
@@ -103,7 +103,7 @@ def ssd_mobilenet_v2(
 ) -> Detector:
     """MobileNetV2 + classic SSD head with regular 3x3 convolutions (the paper's Table 5 comparison)."""
     return _detector(
-        lite=False, num_classes=num_classes, width_mult=width_mult, weights=weights,
+        separable=False, num_classes=num_classes, width_mult=width_mult, weights=weights,
         default_boxes=default_boxes, extra_depths=extra_depths, taps=taps,
         zero_init_residual=zero_init_residual, **detector_kwargs,
     )

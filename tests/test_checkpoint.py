@@ -75,18 +75,6 @@ def test_ema_weights_are_preferred(tmp_path: Path) -> None:
     assert not torch.equal(loaded.state_dict()[key], model.state_dict()[key])
 
 
-def test_averaged_model_layout_is_understood(tmp_path: Path) -> None:
-    # torch.optim.swa_utils.AveragedModel keeps the copy under `.module` plus an `n_averaged` counter.
-    model = small_detector(force=False)
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    state.update({f"ema_model.module.{k}": v + 1 if v.is_floating_point() else v for k, v in model.state_dict().items()})
-    state["ema_model.n_averaged"] = torch.tensor(3)
-    torch.save({"mobilevision": detector_meta().to_dict(), "state_dict": state}, tmp_path / "swa.ckpt")
-    loaded, _ = load_checkpoint(tmp_path / "swa.ckpt")
-    key = "head.box_heads.0.1.bias"
-    assert torch.equal(loaded.state_dict()[key], model.state_dict()[key] + 1)
-
-
 def test_plain_state_dict_is_refused_with_a_pointer(tmp_path: Path) -> None:
     path = tmp_path / "plain.pth"
     torch.save(small_detector(force=False).state_dict(), path)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from mobilevision.backbones.mobilenet_v2 import MobileNetV2
-from mobilevision.heads.ssdlite import SSDLiteHead
+from mobilevision.heads.ssd import SSDHead
 from mobilevision.tasks.detection.anchors import BoxCoder, DefaultBoxes
 from mobilevision.transforms import Normalize
 
@@ -58,7 +58,7 @@ class Detector(nn.Module):
         self,
         *,
         backbone: MobileNetV2,
-        head: SSDLiteHead,
+        head: SSDHead,
         default_boxes: DefaultBoxes,
         score_threshold: float = 0.01,
         nms_threshold: float = 0.6,
@@ -92,29 +92,28 @@ class Detector(nn.Module):
     def num_classes(self) -> int:
         return self.head.num_classes
 
-    def forward_raw(self, images: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        """Head outputs and the default boxes they refer to.
+    def forward_levels(self, images: Tensor) -> tuple[dict[str, Tensor], Tensor, list[int]]:
+        """The network's one forward path: head outputs, the default boxes they refer to, and how many of those
+        boxes each feature map contributes, fine to coarse (boxes are ordered by map; ATSS assigns per map).
 
         Returns:
-            ({"cls_logits": [B, A, C], "bbox_regression": [B, A, 4]}, anchors [A, 4] x1y1x2y2 in input pixels).
+            ({"cls_logits": [B, A, C], "bbox_regression": [B, A, 4]}, anchors [A, 4] x1y1x2y2 in input pixels,
+            level sizes [H_i * W_i * boxes per location_i] summing to A).
         """
-        outputs, anchors, _sizes = self._forward(images)
-        return outputs, anchors
-
-    def forward_levels(self, images: Tensor) -> tuple[dict[str, Tensor], Tensor, list[int]]:
-        """`forward_raw` plus how many of the default boxes each feature map contributes, fine to coarse (the
-        boxes are ordered by map): what a per-level assignment such as ATSS needs."""
-        outputs, anchors, sizes = self._forward(images)
-        return outputs, anchors, [int(h) * int(w) * n for (h, w), n in zip(sizes, self.default_boxes.num_anchors)]
-
-    def _forward(self, images: Tensor) -> tuple[dict[str, Tensor], Tensor, list[tuple[int, ...]]]:
         features = self.backbone(self.normalize(images))
         maps = self.head.feature_maps([features[t] for t in self.backbone.out_taps])
         outputs = self.head.predict(maps)
-        sizes = [tuple(m.shape[-2:]) for m in maps]
-        return outputs, self.anchors(sizes, tuple(images.shape[-2:]), images.device), sizes
+        sizes = [(int(m.shape[-2]), int(m.shape[-1])) for m in maps]
+        anchors = self.anchors(sizes, tuple(images.shape[-2:]), images.device)
+        return outputs, anchors, [h * w * n for (h, w), n in zip(sizes, self.default_boxes.num_anchors)]
 
-    def anchors(self, feature_sizes: Sequence[tuple[int, int]], image_size: tuple[int, int], device: torch.device) -> Tensor:
+    def forward_raw(self, images: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """`forward_levels` without the level sizes: the exported and served surface (raw outputs, default boxes)."""
+        outputs, anchors, _ = self.forward_levels(images)
+        return outputs, anchors
+
+    def anchors(self, feature_sizes: Sequence[tuple[int, int]], image_size: tuple[int, int],
+                device: torch.device) -> Tensor:
         """Default boxes [A, 4] in input pixels for these map sizes (cached: they depend on shapes only)."""
         key = (tuple(feature_sizes), tuple(image_size), str(device))
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():

@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from mobilevision.checkpoint import default_class_names
-from mobilevision.heads.ssdlite import EXTRA_DEPTHS
+from mobilevision.heads.ssd import EXTRA_DEPTHS
 from mobilevision.models import SSD_TAPS, build_model
 from mobilevision.tasks.base import BaseTask, LRSchedule, OptimizerFactory
 from mobilevision.tasks.detection.anchors import DefaultBoxes

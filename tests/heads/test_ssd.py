@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from mobilevision.heads.ssdlite import SSDLiteHead
+from mobilevision.heads.ssd import SSDHead
 
 
 def test_output_shapes_follow_maps_and_anchors() -> None:
-    head = SSDLiteHead(in_channels=[24, 40], num_anchors=[3, 6, 6, 6, 6, 6], num_classes=5).eval()
+    head = SSDHead(in_channels=[24, 40], num_anchors=[3, 6, 6, 6, 6, 6], num_classes=5).eval()
     feats = [torch.randn(2, 24, 20, 20), torch.randn(2, 40, 10, 10)]
     maps = head.feature_maps(feats)
     assert [tuple(m.shape[-2:]) for m in maps] == [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
@@ -20,8 +20,8 @@ def test_output_shapes_follow_maps_and_anchors() -> None:
 
 
 def test_lite_uses_depthwise_and_ssd_uses_regular_convs() -> None:
-    lite = SSDLiteHead(in_channels=[16, 32], num_anchors=[3] + [6] * 5, num_classes=3)
-    ssd = SSDLiteHead(in_channels=[16, 32], num_anchors=[3] + [6] * 5, num_classes=3, lite=False)
+    lite = SSDHead(in_channels=[16, 32], num_anchors=[3] + [6] * 5, num_classes=3)
+    ssd = SSDHead(in_channels=[16, 32], num_anchors=[3] + [6] * 5, num_classes=3, separable=False)
     def kernels(m: nn.Module) -> set[tuple[int, bool]]:
         return {(c.kernel_size[0], c.groups > 1) for c in m.modules() if isinstance(c, nn.Conv2d)}
     assert (3, False) not in kernels(lite) and (3, True) in kernels(lite)
@@ -31,11 +31,11 @@ def test_lite_uses_depthwise_and_ssd_uses_regular_convs() -> None:
 
 def test_mismatched_anchor_list_is_rejected() -> None:
     with pytest.raises(ValueError, match="num_anchors has 2 entries"):
-        SSDLiteHead(in_channels=[16, 32], num_anchors=[3, 6], num_classes=3)
+        SSDHead(in_channels=[16, 32], num_anchors=[3, 6], num_classes=3)
 
 
 def test_set_class_bias_fills_every_anchor_and_checks_length() -> None:
-    head = SSDLiteHead(in_channels=[16, 32], num_anchors=[3, 6, 6], num_classes=4, extra_depths=[16])
+    head = SSDHead(in_channels=[16, 32], num_anchors=[3, 6, 6], num_classes=4, extra_depths=[16])
     head.set_class_bias([2.0, 0.0, -1.0, 0.5])
     for predictor, anchors in zip(head.cls_heads, [3, 6, 6]):
         assert torch.equal(predictor[-1].bias, torch.tensor([2.0, 0.0, -1.0, 0.5]).repeat(anchors))

@@ -1,4 +1,4 @@
-"""SSDLite (paper section 6.2) and classic SSD prediction heads.
+"""The SSD prediction head, separable (SSDLite, paper section 6.2) or with regular convolutions (classic SSD).
 
 The head takes channel numbers, not a backbone: two input maps (SSDLite's are MobileNetV2's layer-15 expansion at
 output stride 16 and layer 19 at output stride 32), four extra layers on top of the second, and box/class predictors on
@@ -27,21 +27,21 @@ def _separable(in_channels: int, out_channels: int, *, stride: int = 1) -> nn.Se
     )
 
 
-def _extra_layer(in_channels: int, out_channels: int, *, lite: bool) -> nn.Sequential:
+def _extra_layer(in_channels: int, out_channels: int, *, separable: bool) -> nn.Sequential:
     # 1x1 to half the output depth, then a stride-2 3x3 (separable for SSDLite) to the output depth.
     mid = out_channels // 2
     reduce = Conv2dNormActivation(in_channels, mid, kernel_size=1, activation_layer=nn.ReLU6)
-    if lite:
+    if separable:
         return nn.Sequential(reduce, *_separable(mid, out_channels, stride=2))
     return nn.Sequential(
         reduce, Conv2dNormActivation(mid, out_channels, stride=2, activation_layer=nn.ReLU6)
     )
 
 
-def _predictor(in_channels: int, out_channels: int, *, lite: bool) -> nn.Sequential:
+def _predictor(in_channels: int, out_channels: int, *, separable: bool) -> nn.Sequential:
     # SSDLite: 3x3 depthwise + BN + ReLU6, then a 1x1 conv with bias (no BN, no activation): raw scores or offsets.
     # SSD: one regular 3x3 conv with bias.
-    if lite:
+    if separable:
         return nn.Sequential(
             Conv2dNormActivation(in_channels, in_channels, groups=in_channels, activation_layer=nn.ReLU6),
             nn.Conv2d(in_channels, out_channels, 1),
@@ -49,7 +49,7 @@ def _predictor(in_channels: int, out_channels: int, *, lite: bool) -> nn.Sequent
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1))
 
 
-class SSDLiteHead(nn.Module):
+class SSDHead(nn.Module):
     """Extra feature layers and per-map predictors.
 
     Args:
@@ -57,8 +57,8 @@ class SSDLiteHead(nn.Module):
         num_anchors: default boxes per location on each of the `len(in_channels) + len(extra_depths)` maps.
         num_classes: classes including background (index 0).
         extra_depths: output depth of each extra layer, built on the last backbone map.
-        lite: True for SSDLite (separable convolutions); False for classic SSD (regular 3x3 convolutions), the
-            paper's Table 5 comparison.
+        separable: True for SSDLite (depthwise-separable convolutions in the extra layers and predictors); False
+            for classic SSD (regular 3x3 convolutions), the paper's Table 5 comparison.
 
     Forward: a sequence of maps [B, in_channels[i], H_i, W_i] -> dict
         `cls_logits`: [B, A, num_classes] and `bbox_regression`: [B, A, 4], where A = sum_i H_i * W_i * num_anchors[i]
@@ -73,7 +73,7 @@ class SSDLiteHead(nn.Module):
         num_anchors: Sequence[int],
         num_classes: int,
         extra_depths: Sequence[int] = EXTRA_DEPTHS,
-        lite: bool = True,
+        separable: bool = True,
     ) -> None:
         super().__init__()
         if len(num_anchors) != len(in_channels) + len(extra_depths):
@@ -88,13 +88,13 @@ class SSDLiteHead(nn.Module):
         self.extra = nn.ModuleList()
         channels = list(in_channels)
         for depth in extra_depths:
-            self.extra.append(_extra_layer(channels[-1], depth, lite=lite))
+            self.extra.append(_extra_layer(channels[-1], depth, separable=separable))
             channels.append(depth)
         self.map_channels = tuple(channels)
         self.cls_heads = nn.ModuleList(
-            _predictor(c, a * num_classes, lite=lite) for c, a in zip(channels, num_anchors)
+            _predictor(c, a * num_classes, separable=separable) for c, a in zip(channels, num_anchors)
         )
-        self.box_heads = nn.ModuleList(_predictor(c, a * 4, lite=lite) for c, a in zip(channels, num_anchors))
+        self.box_heads = nn.ModuleList(_predictor(c, a * 4, separable=separable) for c, a in zip(channels, num_anchors))
         self._init_weights()
 
     def _init_weights(self) -> None:
