@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from mobilevision.subcommands import dispatch
 
 TABLE = {
-    "data": ("mobilevision.data.benchmark", "main"),
+    "data": ("mobilevision.tasks.detection.data_benchmark", "main"),
     "predictor": ("mobilevision.inference.benchmark", "main"),
 }
 

@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +26,6 @@ from torch import Tensor, nn
 from mobilevision.errors import UserError, WeightsError
 from mobilevision.io import atomic_path
 
-Task = Literal["detection", "segmentation"]
 META_KEY = "mobilevision"
 META_VERSION = 1
 
@@ -44,7 +43,7 @@ class ModelMeta:
     """What inference needs to know about a trained network, stored with its weights.
 
     Attributes:
-        task: "detection" or "segmentation".
+        task: a task name of the task table (`mobilevision.tasks.table.TASKS`: "detection", "segmentation", ...).
         model_name: a `mobilevision.models.MODELS` short name.
         model_kwargs: keyword arguments of the builder (plain values: str, int, float, bool, None, lists, dicts).
         class_names: one name per model output class; index 0 is "background".
@@ -58,7 +57,7 @@ class ModelMeta:
             it existed: the predictor then pads to a multiple of the model's output stride.
     """
 
-    task: Task
+    task: str
     model_name: str
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
@@ -67,8 +66,9 @@ class ModelMeta:
     inference: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.task not in ("detection", "segmentation"):
-            raise ValueError(f"task must be 'detection' or 'segmentation', got {self.task!r}")
+        from mobilevision.tasks.table import get_task
+
+        get_task(self.task)  # a ValueError naming the known tasks
         if len(self.input_size) != 2 or min(int(v) for v in self.input_size) < 1:
             raise ValueError(f"input_size must be (height, width) > 0, got {self.input_size}")
         self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
@@ -111,16 +111,20 @@ class ModelMeta:
     @classmethod
     def for_model(cls, model: nn.Module, *, model_name: str = "", model_kwargs: dict[str, Any] | None = None,
                   input_size: tuple[int, int] | None = None) -> ModelMeta:
-        """Metadata for a bare model (no dataset): classes named "background", "class_1", ..."""
-        from mobilevision.tasks.detection.model import Detector
+        """Metadata for a bare model (no dataset): its task from the task table, classes named "background",
+        "class_1", ..., and the task's default input size.
 
-        task: Task = "detection" if isinstance(model, Detector) else "segmentation"
+        Raises:
+            ValueError: a module of no registered task.
+        """
+        from mobilevision.tasks.table import task_of_model
+
+        task = task_of_model(model)
         num_classes = int(model.num_classes)  # type: ignore[arg-type]
         names = default_class_names(num_classes)
-        default_size = (320, 320) if task == "detection" else (512, 512)
-        return cls(task=task, model_name=model_name, model_kwargs=dict(model_kwargs or {}), class_names=names,
-                   category_ids=list(range(num_classes)) if task == "detection" else None,
-                   input_size=input_size or default_size)
+        return cls(task=task.name, model_name=model_name, model_kwargs=dict(model_kwargs or {}), class_names=names,
+                   category_ids=list(range(num_classes)) if task.category_ids else None,
+                   input_size=input_size or task.default_input_size)
 
 
 def default_class_names(num_classes: int) -> list[str]:
@@ -225,7 +229,7 @@ def model_from_name(name: str, *, num_classes: int | None = None, width_mult: fl
     """An untrained detector or segmenter by `build_model` name, with its metadata (for `--model NAME` options).
 
     Raises:
-        UserError: an unknown name or argument, or a model that is neither a detector nor a segmenter.
+        UserError: an unknown name or argument, or a model of no task (a bare classifier, say).
     """
     from mobilevision.models import build_model
 
@@ -234,6 +238,7 @@ def model_from_name(name: str, *, num_classes: int | None = None, width_mult: fl
         model = build_model(name, **kwargs)
     except (TypeError, ValueError) as error:
         raise UserError(f"--model {name}: {error}") from None
-    if not hasattr(model, "num_classes"):
-        raise UserError(f"--model {name}: only detection and segmentation models can be {purpose}")
-    return model, ModelMeta.for_model(model, model_name=name, model_kwargs=kwargs)
+    try:
+        return model, ModelMeta.for_model(model, model_name=name, model_kwargs=kwargs)
+    except ValueError as error:
+        raise UserError(f"--model {name}: cannot be {purpose}: {error}") from None

@@ -16,7 +16,7 @@ from mobilevision.errors import UserError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("mobilevision.demo", "main", "train, evaluate and run the models on generated data (what `make demo` runs)"),
     "profile": ("mobilevision.profile", "main", "parameters and MAdds of the paper's configurations"),
-    "data": ("mobilevision.data.cli", "main", "generate the synthetic shapes set, check a dataset"),
+    "data": ("mobilevision.tasks.data_cli", "main", "generate the synthetic shapes set, check a dataset"),
     "evaluate": ("mobilevision.evaluate", "main", "score a predictions file against ground truth"),
     "fit": ("mobilevision.training", "main_fit", "train with a LightningCLI config"),
     "validate": ("mobilevision.training", "main_validate", "validate with a LightningCLI config"),

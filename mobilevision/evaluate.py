@@ -1,16 +1,14 @@
-"""`mobilevision evaluate detection|segmentation`: score a predictions file or folder against ground truth."""
+"""`mobilevision evaluate <task>`: score a predictions file or folder against ground truth, with the evaluator the
+task table declares for that task (`Task.evaluate`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from mobilevision.subcommands import dispatch
-
-TABLE = {
-    "detection": ("mobilevision.tasks.detection.evaluation", "main"),
-    "segmentation": ("mobilevision.tasks.segmentation.evaluation", "main"),
-}
+from mobilevision.tasks.table import TASKS
 
 
 def main(argv: Sequence[str]) -> int:
-    return dispatch("evaluate", TABLE, argv)
+    table = {name: tuple(task.evaluate.split(":")) for name, task in TASKS.items() if task.evaluate}
+    return dispatch("evaluate", table, argv)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 
@@ -64,3 +65,16 @@ class DefectReport:
             lines.append("skipped:")
             lines += [f"  {item['file']}: {item['reason']}" for item in skipped]
         return "\n".join(lines)
+
+
+def read_all(make_dataset: Callable[[], Any]) -> DefectReport:
+    """Build a dataset with a `.report` and fetch every sample through its `__getitem__` (what a DataLoader calls),
+    then return the report: what `mobilevision data check` prints. The per-sample warnings are silenced (the
+    report lists each skipped file once), from construction on.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        dataset = make_dataset()
+        for index in range(len(dataset)):
+            dataset[index]
+    return dataset.report

@@ -7,10 +7,14 @@ MF is multi-scale inputs (0.5 to 1.75 in steps of 0.25 by default) with left-rig
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
-import torch
-from torch import Tensor
+import cv2
+import numpy as np
+from torch import Tensor, nn
 from torch.nn import functional as F
+
+from mobilevision.inference.postprocess import segmentation_mask
 
 MF_SCALES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
@@ -50,3 +54,79 @@ def multi_scale_flip_probs(
             count += 1
     assert total is not None
     return total / count
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The task table's hooks: the exported surface and the `Predictor` adapter.
+
+
+class _Logits(nn.Module):
+    """Segmenter -> (logits,): the exported surface, a tuple like every task's."""
+
+    def __init__(self, segmenter: nn.Module) -> None:
+        super().__init__()
+        self.segmenter = segmenter
+
+    def forward(self, images: Tensor) -> tuple[Tensor]:
+        return (self.segmenter(images),)
+
+
+def export_module(model: nn.Module) -> nn.Module:
+    return _Logits(model)
+
+
+class SegmentationInference:
+    """The `Predictor` adapter: whole images, as the evaluation protocol runs them.
+
+    By default an image is padded (bottom/right, ImageNet mean) with the very transform validation uses
+    (`eval_transforms("pad")`: to at least the training size, then to a multiple of the checkpoint's
+    `pad_multiple`), run at the evaluation output stride and with MF when the checkpoint was evaluated so, and its
+    mask cropped back; never squashed. An explicit `input_size` resizes instead (a fixed cost, not what validation
+    measures), the scores then upsampled to the image.
+
+    Options: `input_size`, `output_stride` (torch models only), `multi_scale_flip`, `mf_scales`.
+    """
+
+    def __init__(self, model: nn.Module | None, meta: Any, options: dict[str, Any]) -> None:
+        inference = dict(meta.inference or {})
+        self.resize_to: tuple[int, int] | None = tuple(options["input_size"]) if options.get("input_size") else None
+        self.min_size: tuple[int, int] = tuple(meta.input_size)  # type: ignore[assignment]
+        self.pad_multiple = int(inference.get("pad_multiple") or meta.model_kwargs.get("output_stride") or 16)
+        self.multi_scale_flip = bool(options["multi_scale_flip"] if options.get("multi_scale_flip") is not None
+                                     else inference.get("multi_scale_flip", False))
+        self.scales = tuple(float(s) for s in (options.get("mf_scales") or inference.get("mf_scales") or MF_SCALES))
+        stride = options.get("output_stride") or inference.get("output_stride")
+        if stride and model is None and options.get("output_stride"):
+            raise ValueError("output_stride applies to the torch backend: an ONNX graph keeps the output stride it "
+                             "was exported with")
+        if stride and model is not None and int(stride) != model.output_stride:  # type: ignore[union-attr]
+            model.set_output_stride(int(stride))  # type: ignore[operator]
+        self._pad: Any = None
+
+    def canvas(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        if self.resize_to is not None:
+            return self.resize_to
+        m = self.pad_multiple
+        h, w = (max(int(a), int(b)) for a, b in zip(image_size, self.min_size))
+        return (-(-h // m) * m, -(-w // m) * m)
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        if self.resize_to is not None:
+            h, w = self.resize_to
+            return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+        if self._pad is None:
+            from mobilevision.tasks.segmentation.data import eval_transforms
+
+            self._pad = eval_transforms("pad", size=self.min_size, multiple=self.pad_multiple)
+        return self._pad(image=image)["image"]
+
+    def run(self, network: Any, batch: Tensor) -> list[Tensor]:
+        if self.multi_scale_flip:
+            return [multi_scale_flip_probs(lambda x: network(x)[0], batch, scales=self.scales)]
+        return [network(batch)[0]]
+
+    def result(self, outputs: list[Tensor], index: int, image_size: tuple[int, int]) -> dict[str, Any]:
+        scores = outputs[0][index]
+        if self.resize_to is None:  # the image is the top-left corner of its canvas
+            scores = scores[:, : image_size[0], : image_size[1]]
+        return {"mask": segmentation_mask(scores, image_size).cpu().numpy()}

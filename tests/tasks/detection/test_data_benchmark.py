@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mobilevision.cli import main as cli_main
-from mobilevision.data.benchmark import run
+from mobilevision.tasks.detection.data_benchmark import run
 
 
 def test_benchmark_reports_both_pipelines(tmp_path: Path) -> None:

@@ -1,0 +1,51 @@
+"""`mobilevision data shapes|check|to-coco`: generate the synthetic shapes set, check a dataset through the reader
+training uses, write a VOC detection split as COCO-format ground truth.
+
+    mobilevision data check --format FORMAT [--images DIR --annotations FILE | --root DIR --split S [--year Y ...]]
+
+`check` reads the whole dataset, decoding every image, and reports what it skipped, dropped and clipped. The formats
+are those the task table's entries declare (`Task.checkers`); each checker builds the dataset exactly as training
+does. A structural defect (malformed JSON, unknown image or category id, missing split file) is an error (exit 2)
+naming the file and entry; per-sample defects are listed in the report (exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from mobilevision.subcommands import dispatch
+from mobilevision.tasks.table import TASKS, load
+
+TABLE = {
+    "shapes": ("mobilevision.data.shapes", "main"),
+    "check": ("mobilevision.tasks.data_cli", "check_main"),
+    "to-coco": ("mobilevision.tasks.detection.data", "to_coco_main"),
+}
+
+
+def checkers() -> dict[str, str]:
+    """`data check` format -> checker import path, from every task of the table."""
+    return {fmt: path for task in TASKS.values() for fmt, path in task.checkers.items()}
+
+
+def check_main(argv: Sequence[str]) -> int:
+    """Check a dataset: the counts, then one line per skipped file (or JSON with --json)."""
+    formats = checkers()
+    parser = argparse.ArgumentParser(prog="mobilevision data check", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--format", required=True, choices=sorted(formats))
+    parser.add_argument("--images", help="coco: the image folder")
+    parser.add_argument("--annotations", help="coco: the annotations json")
+    parser.add_argument("--root", help="voc-det / voc-seg: VOCdevkit or VOC20xx folder")
+    parser.add_argument("--split", help="voc-det / voc-seg: split name (train, val, trainval, test, train_aug)")
+    parser.add_argument("--year", action="append", help="voc-det under a VOCdevkit: year(s) to read (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(list(argv))
+    report = load(formats[args.format])(args)
+    print(report.to_json() if args.json else report.format_table())
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    return dispatch("data", TABLE, argv)

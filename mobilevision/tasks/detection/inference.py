@@ -1,0 +1,114 @@
+"""Detection at inference: the exported surface and the `Predictor` adapter (the task table's hooks).
+
+The network's raw outputs are (cls_logits [B, A, C], bbox_regression [B, A, 4], anchors [A, 4]); decoding, the
+score threshold and NMS are `DetectionPostprocess`, applied after either backend, with the parameters the detector
+was built with (stored in the ONNX file's metadata).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import cv2
+import numpy as np
+from torch import Tensor, nn
+
+from mobilevision.inference.postprocess import DetectionPostprocess
+
+POSTPROCESS_KEY = "mobilevision.postprocess"
+
+
+class RawDetector(nn.Module):
+    """Detector -> (cls_logits, bbox_regression, anchors): the exported surface, no decoding or NMS."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        outputs, anchors = self.detector.forward_raw(images)  # type: ignore[operator]
+        return outputs["cls_logits"], outputs["bbox_regression"], anchors
+
+
+def export_module(model: nn.Module) -> nn.Module:
+    return RawDetector(model)
+
+
+def postprocess_for(model: nn.Module, *, score_threshold: float = 0.3) -> DetectionPostprocess:
+    """The post-processing parameters a Detector was built with (NMS IoU, top-k, cap, box coder)."""
+    return DetectionPostprocess(
+        score_threshold=score_threshold,
+        nms_threshold=float(model.nms_threshold),  # type: ignore[arg-type]
+        topk_candidates=int(model.topk_candidates),  # type: ignore[arg-type]
+        detections_per_image=int(model.detections_per_image),  # type: ignore[arg-type]
+        box_coder_weights=tuple(model.box_coder.weights),  # type: ignore[arg-type, union-attr]
+        classification=str(getattr(model, "classification", "softmax")),
+    )
+
+
+def export_metadata(model: nn.Module) -> dict[str, Any]:
+    return {POSTPROCESS_KEY: asdict(postprocess_for(model))}
+
+
+def postprocess_from_metadata(metadata: dict[str, Any]) -> DetectionPostprocess | None:
+    """The `DetectionPostprocess` stored by `export_metadata` (None when absent)."""
+    values = metadata.get(POSTPROCESS_KEY)
+    if values is None:
+        return None
+    values = dict(values)
+    values["box_coder_weights"] = tuple(values["box_coder_weights"])
+    return DetectionPostprocess(**values)
+
+
+def eval_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize RGB uint8 (H, W, 3) to `size` (h, w) as the detection evaluation transform does (albumentations'
+    `Resize(area_for_downscale="image")`): area interpolation when either side shrinks, bilinear otherwise."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    shrinking = h < image.shape[0] or w < image.shape[1]
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+class DetectionInference:
+    """The `Predictor` adapter: every image resized to the input size (as evaluation does), boxes back in the
+    image's pixels, labels mapped to the dataset's category ids and names.
+
+    Options: `score_threshold` (default 0.3), `input_size` ((h, w); default the checkpoint's), `metadata` (an ONNX
+    file's metadata, holding the post-processing parameters when there is no torch model).
+    """
+
+    def __init__(self, model: nn.Module | None, meta: Any, options: dict[str, Any]) -> None:
+        post = postprocess_from_metadata(options.get("metadata") or {}) if model is None else postprocess_for(model)
+        if post is None:
+            raise ValueError("an exported detector needs its post-processing parameters (metadata "
+                             f"{POSTPROCESS_KEY!r}); re-export it with `mobilevision export`")
+        threshold = float(options.get("score_threshold", 0.3))
+        self.postprocess = DetectionPostprocess(**{**post.__dict__, "score_threshold": threshold})
+        self.input_size: tuple[int, int] = tuple(options.get("input_size") or meta.input_size)  # type: ignore[assignment]
+        self.class_names = list(meta.class_names)
+        ids = meta.category_ids if meta.category_ids is not None else range(len(self.class_names))
+        self.category_ids = np.asarray(list(ids), dtype=np.int64)
+
+    def canvas(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        return self.input_size
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        return eval_resize(image, self.input_size)
+
+    def run(self, network: Any, batch: Any) -> list[Tensor]:
+        return network(batch)
+
+    def result(self, outputs: list[Tensor], index: int, image_size: tuple[int, int]) -> dict[str, Any]:
+        det = self.postprocess(outputs[0][index], outputs[1][index], outputs[2], input_size=self.input_size,
+                               image_size=image_size)
+        labels = det["labels"].cpu().numpy()
+        return {
+            "boxes": det["boxes"].cpu().numpy().astype(np.float32, copy=False),
+            "scores": det["scores"].cpu().numpy().astype(np.float32, copy=False),
+            "labels": labels,
+            "category_ids": self.category_ids[labels] if len(self.category_ids) else labels,
+            "names": [self.class_names[int(i)] if 0 <= int(i) < len(self.class_names) else f"class_{int(i)}"
+                      for i in labels],
+        }
