@@ -1,8 +1,8 @@
 """`mobilevision demo` (what `make demo` runs): train, evaluate and use both models on the synthetic shapes.
 
-1. trains SSDLite (configs/detection/ssdlite_mobilenetv2_shapes.yaml) from random weights for `--minutes`,
+1. trains SSDLite (the shipped config ssdlite_mobilenetv2_shapes) from random weights for `--minutes`,
 2. evaluates it on a held-out generated split (COCO mAP),
-3. does the same for Mobile DeepLabv3 (configs/segmentation/deeplabv3_mobilenetv2_shapes.yaml, mIoU), once on
+3. does the same for Mobile DeepLabv3 (deeplabv3_mobilenetv2_shapes, mIoU), once on
    single-scale inputs and once with the paper's MF inference (six scales 0.5 to 1.75, each also flipped),
 4. runs both trained models on a generated video (a camera panning over a large shapes scene) and on held-out
    images, writing annotated videos and contact sheets.
@@ -26,10 +26,10 @@ import numpy as np
 
 from mobilevision.io import atomic_path, atomic_write_json
 
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# The shipped configs (package data, `mobilevision.configs`), so the demo runs from a pip install in any folder.
 STAGES = {
-    "detection": ("detection/ssdlite_mobilenetv2_shapes.yaml", "val/map"),
-    "segmentation": ("segmentation/deeplabv3_mobilenetv2_shapes.yaml", "val/miou"),
+    "detection": ("ssdlite_mobilenetv2_shapes", "val/map"),
+    "segmentation": ("deeplabv3_mobilenetv2_shapes", "val/miou"),
 }
 # Held-out evaluations beyond the training configuration's own: name -> CLI arguments. Their metrics are reported
 # as `<name>/<metric>` (e.g. `val_mf/miou`). Validation during training stays single-scale (MF costs ~17x).
@@ -39,10 +39,9 @@ EXTRA_EVALUATIONS = {
 
 
 def _config(name: str) -> Path:
-    path = REPO_CONFIGS / name
-    if not path.is_file():  # an installed package without the repository's configs
-        raise FileNotFoundError(f"{path} not found: run the demo from a checkout of the repository")
-    return path
+    from mobilevision.configs import resolve_config
+
+    return resolve_config(name)
 
 
 def _say(message: str) -> None:
