@@ -59,6 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
         print(f"mobilevision {name}: error: {message}", file=sys.stderr)
         return 2
+    except (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError) as error:
+        # A file or folder of the user's met mid-run (the checks up front catch most): the path and the reason.
+        if error.filename is None:
+            raise
+        print(f"mobilevision {name}: error: {error.filename}: {error.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"mobilevision {name}: interrupted", file=sys.stderr)
         return 130

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from mobilevision.io import atomic_path, atomic_write_json
+from mobilevision.errors import UserError
+from mobilevision.io import atomic_path, atomic_write_json, check_writable_folder
 
 # The shipped configs (package data, `mobilevision.configs`), so the demo runs from a pip install in any folder.
 STAGES = {
@@ -150,7 +151,9 @@ def main(argv: Sequence[str]) -> int:
                              "--override=--data.init_args.num_train=500")  # fmt: skip
     args = parser.parse_args(argv)
     if args.minutes <= 0:
-        parser.error(f"--minutes must be positive, got {args.minutes}")
+        raise UserError(f"--minutes must be positive, got {args.minutes}; e.g. --minutes 0.1 for a smoke run")
+    check_writable_folder(args.out, "--out")
+    check_writable_folder(args.data, "--data")
     import torch
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)

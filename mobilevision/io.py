@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mobilevision.errors import UserError
+
 
 def _umask() -> int:
     """The process umask: from /proc on Linux (read-only), else by setting it and setting it back, which for an
@@ -65,3 +67,18 @@ def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:
 
 def atomic_write_json(target: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
     atomic_write_text(target, json.dumps(obj, indent=indent) + "\n")
+
+
+def check_writable_folder(path: str | os.PathLike[str], what: str) -> None:
+    """Raise a one-line `UserError` unless `path` is (or can be created as) a folder this process can write in.
+
+    Checked before the model is built, so a read-only or mistyped output folder costs nothing.
+    """
+    folder = Path(path)
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise UserError(f"{what} {folder}: {existing} is a file, not a folder; choose another {what}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {folder}: {existing} is not writable; choose a folder you can write in")

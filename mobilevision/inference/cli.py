@@ -86,6 +86,9 @@ def main(argv: Sequence[str]) -> int:
 
     from mobilevision.inference.sinks import predict_source
     from mobilevision.inference.sources import ImageSource, open_source
+    from mobilevision.io import check_writable_folder
+
+    check_writable_folder(args.output, "--output")  # before the source is opened or the model loaded
 
     # The source first: a wrong path fails before the model loads.
     source = open_source(args.source, timeout=args.timeout)
