@@ -216,6 +216,7 @@ def run_cli(argv: Sequence[str], *, run: bool = True) -> MobileVisionCLI:
     """Build (and by default run) the CLI on `argv`; models and DataModules are any subclasses named in the config."""
     import warnings
 
+    from mobilevision.plots import PlotCallback
     from mobilevision.tasks.base import BaseTask
 
     # LightningCLI warns when sys.argv also holds arguments; here argv *is* the command line, minus our prefix.
@@ -228,6 +229,8 @@ def run_cli(argv: Sequence[str], *, run: bool = True) -> MobileVisionCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
+        # Every run draws its pictures (curves, PR curves, confusion matrix) at the end: `<root>/plots/`.
+        trainer_defaults={"callbacks": [PlotCallback()]},
         args=list(argv),
         run=run,
         auto_configure_optimizers=False,

@@ -137,6 +137,36 @@ def evaluate_coco(
     return out
 
 
+def precision_recall(coco_gt: COCO, results: list[dict[str, Any]], image_ids: Sequence[int] | None = None
+                     ) -> dict[str, Any]:
+    """Per-class precision-recall curves from pycocotools' accumulated `eval["precision"]` (area all, 100
+    detections), for plotting: `recall` [101], `precision_50` [101, K] at IoU 0.5, `precision` [101, K] averaged
+    over IoU 0.5:0.95 (-1 where a class has no ground truth), `names` [K], `ap_50` and `ap` [K] (None likewise).
+
+    A second COCOeval run over the same results (`evaluate_coco` returns only the summary numbers); cheap next to
+    the evaluation itself, and only run when pictures are asked for.
+    """
+    coco_dt = _results_coco(coco_gt, validate_results(coco_gt, results))
+    evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+    if image_ids is not None:
+        evaluator.params.imgIds = sorted(int(i) for i in image_ids)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.evaluate()
+        evaluator.accumulate()
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # [T, R, K]
+    valid = precision > -1
+    mean = np.where(valid.all(axis=0), np.where(valid, precision, 0).mean(axis=0), -1.0)
+    rows = per_class_ap(coco_gt, evaluator)
+    return {
+        "recall": np.asarray(evaluator.params.recThrs),
+        "precision_50": precision[0],
+        "precision": mean,
+        "names": [row["name"] for row in rows],
+        "ap_50": [row["ap_50"] for row in rows],
+        "ap": [row["ap"] for row in rows],
+    }
+
+
 def per_class_ap(coco_gt: COCO, evaluator: COCOeval) -> list[dict[str, Any]]:
     """AP@[.5:.95] and AP50 per category from an accumulated COCOeval (area 'all', 100 detections)."""
     precision = evaluator.eval["precision"]  # [T IoU thresholds, R recall points, K classes, A areas, M max dets]
