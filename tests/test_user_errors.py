@@ -148,4 +148,4 @@ if __name__ == "__main__":  # the README's table: `python -m tests.test_user_err
         for name, build, _ in MISTAKES:
             result = run_mistake(build(found), cwd=found["folder"])
             message = result.stderr.strip().replace(tmp, "/tmp/x").replace("|", "\\|")
-            print(f"| {name} | `{message}` |")
+            print(f"| {name} | `` {message} `` |")  # double backticks: messages quote commands in backticks
