@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,32 @@ def user_error_in(error: BaseException) -> UserError | None:
         if isinstance(current, OSError) and current.filename is not None:
             # A file the configuration names (a root, an annotation file) that is missing or unreadable.
             return UserError(f"{current.filename}: {current.strerror or current}")
+        stack += [e for e in (current.__context__, current.__cause__) if e is not None]
+    return None
+
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def config_value_error_in(error: BaseException) -> UserError | None:
+    """A `ValueError` that mobilevision code raised for a configured value (a builder quoting the offending value,
+    e.g. "unknown taps ['nope']"), found in `error`'s chain, as a one-line `UserError`; None if there is none.
+
+    Used only while LightningCLI instantiates the configured classes, where such a ValueError is a configuration
+    mistake: the constructors' arguments are the config's values.
+    """
+    seen: set[int] = set()
+    stack: list[BaseException] = [error]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ValueError) and current.__traceback__ is not None:
+            frames = traceback.extract_tb(current.__traceback__)
+            if frames and frames[-1].filename.startswith(_PACKAGE_DIR):
+                message = " ".join(str(current).split())
+                return UserError(f"invalid configuration: {message}")
         stack += [e for e in (current.__context__, current.__cause__) if e is not None]
     return None
 
@@ -187,7 +214,7 @@ class MobileVisionCLI(LightningCLI):
         except UserError:
             raise
         except Exception as error:  # noqa: BLE001 - re-raised unchanged unless it hides a user error
-            found = user_error_in(error)
+            found = user_error_in(error) or config_value_error_in(error)
             if found is None:
                 raise
             raise found from None
