@@ -32,3 +32,17 @@ def test_a_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
         tmp.write_text("half")
         raise RuntimeError("interrupted")
     assert target.read_text() == "good" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_unwritable_output_folders_are_one_line_user_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mobilevision.errors import UserError
+    from mobilevision.io import check_writable_folder
+
+    check_writable_folder(tmp_path / "new" / "deeper", "--output")  # creatable: fine
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        check_writable_folder(tmp_path / "file" / "run", "--output")
+    # Read-only folders cannot be made for root (tests may run as root): os.access stands in for chmod 555.
+    monkeypatch.setattr("mobilevision.io.os.access", lambda path, mode: False)
+    with pytest.raises(UserError, match=r"--output .*: .* is not writable; choose a folder you can write in"):
+        check_writable_folder(tmp_path / "ro" / "run", "--output")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 

@@ -72,3 +72,12 @@ def test_command_lists_and_copies(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert all(p.stem in out for p in config_paths())
     assert main(["copy", "ssdlite_mobilenetv2_voc", str(tmp_path / "mine.yaml")]) == 0
     assert (tmp_path / "mine.yaml").is_file()
+
+
+def test_an_unreadable_config_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Permissions cannot be taken from root (these tests may run as root): os.access stands in for chmod 000.
+    own = tmp_path / "mine.yaml"
+    own.write_text("seed_everything: 1\n")
+    monkeypatch.setattr("mobilevision.configs.os.access", lambda path, mode: False)
+    with pytest.raises(ConfigNotFoundError, match="mine.yaml: file is not readable"):
+        resolve_config(own)
