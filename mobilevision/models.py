@@ -67,8 +67,7 @@ def _detector(
     zero_init_residual: bool,
     **detector_kwargs: Any,
 ) -> Detector:
-    check_arguments("ssdlite_mobilenet_v2" if lite else "ssd_mobilenet_v2", num_classes=num_classes,
-                    width_mult=width_mult)
+    check_arguments("detector", num_classes=num_classes, width_mult=width_mult)
     if isinstance(default_boxes, dict):  # as stored in checkpoints: plain values
         default_boxes = DefaultBoxes(**{k: tuple(v) if isinstance(v, list) else v for k, v in default_boxes.items()})
     backbone = MobileNetV2(
