@@ -182,7 +182,6 @@ def main(argv: Sequence[str]) -> int:
     if args.minutes <= 0:
         raise UserError(f"--minutes must be positive, got {args.minutes}; e.g. --minutes 0.1 for a smoke run")
     check_writable_folder(args.out, "--out")
-    check_writable_folder(args.data, "--data")
     import torch
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
