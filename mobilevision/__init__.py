@@ -1,6 +1,7 @@
 """mobilevision: MobileNetV2 with SSDLite detection and Mobile DeepLabv3 segmentation heads.
 
-Public API: `build_model(name, **kwargs)` and `Predictor`.
+Public API: `build_model(name, **kwargs)`, `Predictor`, `train(config, ...)` (training from Python,
+`mobilevision.api`), and `config_paths()` / `resolve_config(name_or_path)` (the shipped configs).
 """
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["build_model", "Predictor", "MODELS", "__version__"]
+__all__ = ["build_model", "Predictor", "MODELS", "train", "TrainResult", "config_paths", "resolve_config",
+           "__version__"]
 
 if TYPE_CHECKING:
     from mobilevision.inference.predictor import Predictor
@@ -20,6 +22,14 @@ def __getattr__(name: str) -> Any:
         from mobilevision import models
 
         return getattr(models, name)
+    if name in ("train", "TrainResult"):
+        from mobilevision import api
+
+        return getattr(api, name)
+    if name in ("config_paths", "resolve_config"):
+        from mobilevision import configs
+
+        return getattr(configs, name)
     if name == "Predictor":
         from mobilevision.inference.predictor import Predictor
 

@@ -14,6 +14,7 @@ from mobilevision.errors import UserError
 
 # name -> (module, function, one-line help). Each function takes the remaining argv and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "configs": ("mobilevision.configs", "main", "list the shipped configs, or copy one out for editing"),
     "demo": ("mobilevision.demo", "main", "train, evaluate and run the models on generated data (what `make demo` runs)"),
     "profile": ("mobilevision.profile", "main", "parameters and MAdds of the paper's configurations"),
     "data": ("mobilevision.tasks.data_cli", "main", "generate the synthetic shapes set, check a dataset"),
@@ -54,7 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         function = getattr(importlib.import_module(module_name), function_name)
         return int(function(rest) or 0)
     except UserError as error:
-        print(f"mobilevision {name}: error: {error}", file=sys.stderr)
+        # One line, whatever the message: a user reads the first line, and scripts grep it.
+        message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        print(f"mobilevision {name}: error: {message}", file=sys.stderr)
+        return 2
+    except (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError) as error:
+        # A file or folder of the user's met mid-run (the checks up front catch most): the path and the reason.
+        if error.filename is None:
+            raise
+        print(f"mobilevision {name}: error: {error.filename}: {error.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mobilevision {name}: interrupted", file=sys.stderr)

@@ -1,8 +1,8 @@
 """`mobilevision demo` (what `make demo` runs): train, evaluate and use both models on the synthetic shapes.
 
-1. trains SSDLite (configs/detection/ssdlite_mobilenetv2_shapes.yaml) from random weights for `--minutes`,
+1. trains SSDLite (the shipped config ssdlite_mobilenetv2_shapes) from random weights for `--minutes`,
 2. evaluates it on a held-out generated split (COCO mAP),
-3. does the same for Mobile DeepLabv3 (configs/segmentation/deeplabv3_mobilenetv2_shapes.yaml, mIoU), once on
+3. does the same for Mobile DeepLabv3 (deeplabv3_mobilenetv2_shapes, mIoU), once on
    single-scale inputs and once with the paper's MF inference (six scales 0.5 to 1.75, each also flipped),
 4. runs both trained models on a generated video (a camera panning over a large shapes scene) and on held-out
    images, writing annotated videos and contact sheets.
@@ -24,12 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from mobilevision.io import atomic_path, atomic_write_json
+from mobilevision.errors import UserError
+from mobilevision.io import atomic_path, atomic_write_json, check_writable_folder
 
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# The shipped configs (package data, `mobilevision.configs`), so the demo runs from a pip install in any folder.
 STAGES = {
-    "detection": ("detection/ssdlite_mobilenetv2_shapes.yaml", "val/map"),
-    "segmentation": ("segmentation/deeplabv3_mobilenetv2_shapes.yaml", "val/miou"),
+    "detection": ("ssdlite_mobilenetv2_shapes", "val/map"),
+    "segmentation": ("deeplabv3_mobilenetv2_shapes", "val/miou"),
 }
 # Held-out evaluations beyond the training configuration's own: name -> CLI arguments. Their metrics are reported
 # as `<name>/<metric>` (e.g. `val_mf/miou`). Validation during training stays single-scale (MF costs ~17x).
@@ -39,10 +40,9 @@ EXTRA_EVALUATIONS = {
 
 
 def _config(name: str) -> Path:
-    path = REPO_CONFIGS / name
-    if not path.is_file():  # an installed package without the repository's configs
-        raise FileNotFoundError(f"{path} not found: run the demo from a checkout of the repository")
-    return path
+    from mobilevision.configs import resolve_config
+
+    return resolve_config(name)
 
 
 def _say(message: str) -> None:
@@ -112,15 +112,35 @@ def make_video(path: Path, *, frames: int = 120, size: int = 192, seed: int = 7)
     return path
 
 
+def _ground_truth(data_root: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The held-out split's boxes per image file name, as a Predictor result (x1 y1 x2 y2, labels, names), and the
+    class names by category id (the shapes' ids are 1..K, the same as the models' labels)."""
+    coco = json.loads((data_root / "val" / "annotations.json").read_text())
+    names = ["background"] + [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])]
+    files = {image["id"]: image["file_name"] for image in coco["images"]}
+    truth: dict[str, dict[str, Any]] = {name: {"boxes": [], "labels": [], "names": []} for name in files.values()}
+    for annotation in coco["annotations"]:
+        x, y, w, h = annotation["bbox"]
+        entry = truth[files[annotation["image_id"]]]
+        entry["boxes"].append([x, y, x + w, y + h])
+        entry["labels"].append(annotation["category_id"])
+        entry["names"].append(names[annotation["category_id"]])
+    return truth, names
+
+
 def showcase(out: Path, data_root: Path) -> dict[str, str]:
-    """Annotated videos and contact sheets of both trained models; returns the paths written."""
+    """Annotated videos of both trained models, and contact sheets pairing each held-out image's ground truth
+    (left) with the prediction (right); segmentation overlays carry a legend of the classes shown."""
+    from PIL import Image
+
     from mobilevision.data.decode import read_image
     from mobilevision.inference.cli import main as predict_main
-    from mobilevision.inference.draw import contact_sheet, draw_detections, overlay_mask, write_image
+    from mobilevision.inference.draw import contact_sheet, draw_detections, overlay_with_legend, write_image
     from mobilevision.inference.predictor import Predictor
 
     video = make_video(out / "video" / "shapes_pan.mp4")
-    held_out = sorted((data_root / "val" / "images").iterdir())[:16]
+    held_out = sorted((data_root / "val" / "images").iterdir())[:8]
+    truth, names = _ground_truth(data_root)
     written: dict[str, str] = {"input_video": str(video)}
     for task in STAGES:
         checkpoint = out / task / "checkpoints" / "last.ckpt"
@@ -129,12 +149,21 @@ def showcase(out: Path, data_root: Path) -> dict[str, str]:
                       "--no-progress"])  # fmt: skip
         written[f"{task}_video"] = str(target)
         predictor = Predictor(checkpoint, score_threshold=0.4)
-        tiles = []
+        tiles, captions = [], []
         for path, result in zip(held_out, predictor([str(p) for p in held_out])):
             image = read_image(path)
-            tiles.append(draw_detections(image, result) if task == "detection" else overlay_mask(image, result["mask"]))
+            if task == "detection":
+                tiles += [draw_detections(image, truth.get(path.name, {}), show_scores=False),
+                          draw_detections(image, result)]  # fmt: skip
+            else:
+                with Image.open(data_root / "val" / "masks" / f"{path.stem}.png") as png:
+                    true_mask = np.asarray(png)  # palette PNG: the indices are the class ids
+                shown = sorted({int(v) for m in (true_mask, result["mask"]) for v in np.unique(m) if 0 < v < 255})
+                tiles += [overlay_with_legend(image, true_mask, names, labels=shown),
+                          overlay_with_legend(image, result["mask"], names, labels=shown)]  # fmt: skip
+            captions += ["ground truth", "prediction"]
         sheet = out / f"contact_sheet_{task}.jpg"
-        write_image(sheet, contact_sheet(tiles, cols=4))
+        write_image(sheet, contact_sheet(tiles, cols=4, captions=captions))
         written[f"{task}_contact_sheet"] = str(sheet)
     return written
 
@@ -151,7 +180,8 @@ def main(argv: Sequence[str]) -> int:
                              "--override=--data.init_args.num_train=500")  # fmt: skip
     args = parser.parse_args(argv)
     if args.minutes <= 0:
-        parser.error(f"--minutes must be positive, got {args.minutes}")
+        raise UserError(f"--minutes must be positive, got {args.minutes}; e.g. --minutes 0.1 for a smoke run")
+    check_writable_folder(args.out, "--out")
     import torch
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
@@ -162,6 +192,7 @@ def main(argv: Sequence[str]) -> int:
         summary[task] = {k: v for k, v in metrics.items() if k.startswith("val")}
         summary[task]["curve"] = str(args.out / task / "curve.csv")
         summary[task]["checkpoint"] = str(args.out / task / "checkpoints" / "last.ckpt")
+        summary[task]["plots"] = sorted(str(p) for p in (args.out / task / "plots").glob("*.png"))
     if not args.skip_showcase:
         summary["outputs"] = showcase(args.out, args.data)
     summary["wall_minutes"] = round((time.monotonic() - started) / 60, 2)
@@ -175,7 +206,7 @@ def main(argv: Sequence[str]) -> int:
         f"               mIoU {seg.get('val_mf/miou', 0):.3f}   pixel accuracy {seg.get('val_mf/pixel_accuracy', 0):.3f}"
         f"   (MF: scales 0.5-1.75 and flips)\n"
         f"Outputs in {args.out}/:\n"
-        f"  summary.json, detection/ and segmentation/ (checkpoints/last.ckpt, curve.csv, logs/),\n"
+        f"  summary.json, detection/ and segmentation/ (checkpoints/last.ckpt, curve.csv, logs/, plots/*.png),\n"
         f"  video/ (annotated videos), contact_sheet_detection.jpg, contact_sheet_segmentation.jpg",
         file=sys.stdout,
     )

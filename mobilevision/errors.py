@@ -13,3 +13,7 @@ class DatasetError(UserError):
 
 class WeightsError(UserError):
     """A weights or checkpoint file that cannot be used: wrong keys or shapes, not a checkpoint, or unsafe content."""
+
+
+class InvalidValueError(UserError, ValueError):
+    """An argument or input outside what the code supports (a `ValueError` too, for callers that catch one)."""

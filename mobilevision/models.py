@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from mobilevision.backbones.mobilenet_v2 import MobileNetV2
+from mobilevision.errors import InvalidValueError
 from mobilevision.heads.deeplabv3 import DeepLabV3Head
 from mobilevision.heads.ssd import EXTRA_DEPTHS, SSDHead
 from mobilevision.tasks.detection.anchors import DefaultBoxes
@@ -25,10 +26,32 @@ SSD_TAPS: tuple[str, str] = ("layer_15/expansion", "layer_19")
 DEEPLAB_TAP: str = "layer_18"
 
 
+# The paper's range of width multipliers (Section 6.1, Figure 5: 0.35 to 1.4), the one the README promises. The
+# backbone class itself builds any width in 0.1..2.0 for experiments; the named builders keep to the paper's.
+WIDTH_RANGE: tuple[float, float] = (0.35, 1.4)
+OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
+
+
+def check_arguments(
+    builder: str, *, num_classes: int, width_mult: float, output_stride: int | None = None
+) -> None:
+    """Raise `InvalidValueError` quoting the value when an argument is outside what the builder supports."""
+    low, high = WIDTH_RANGE
+    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not low <= width_mult <= high:
+        raise InvalidValueError(f"{builder}: width_mult must be between {low} and {high} (the paper's range), "
+                                f"got {width_mult!r}")  # fmt: skip
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise InvalidValueError(f"{builder}: num_classes must be an integer >= 2 (background included), "
+                                f"got {num_classes!r}")  # fmt: skip
+    if output_stride is not None and output_stride not in OUTPUT_STRIDES:
+        raise InvalidValueError(f"{builder}: output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
+
+
 def mobilenet_v2(
     *, num_classes: int = 1000, width_mult: float = 1.0, weights: str | os.PathLike[str] | None = None, dropout: float = 0.2
 ) -> MobileNetV2:
     """The ImageNet classifier (paper Table 4); state_dict keys are torchvision's."""
+    check_arguments("mobilenet_v2", num_classes=num_classes, width_mult=width_mult)
     return MobileNetV2(num_classes=num_classes, width_mult=width_mult, weights=weights, dropout=dropout)
 
 
@@ -44,6 +67,7 @@ def _detector(
     zero_init_residual: bool,
     **detector_kwargs: Any,
 ) -> Detector:
+    check_arguments("detector", num_classes=num_classes, width_mult=width_mult)
     if isinstance(default_boxes, dict):  # as stored in checkpoints: plain values
         default_boxes = DefaultBoxes(**{k: tuple(v) if isinstance(v, list) else v for k, v in default_boxes.items()})
     backbone = MobileNetV2(
@@ -121,6 +145,8 @@ def deeplabv3_mobilenet_v2(
     zero_init_residual: bool = False,
 ) -> Segmenter:
     """Mobile DeepLabv3 on the second-last map (paper Table 7). `atrous_rates=()` is the reduced, on-device head."""
+    check_arguments("deeplabv3_mobilenet_v2", num_classes=num_classes, width_mult=width_mult,
+                    output_stride=output_stride)
     backbone = MobileNetV2(
         num_classes=None, width_mult=width_mult, output_stride=output_stride, out_taps=(DEEPLAB_TAP,), weights=weights,
         zero_init_residual=zero_init_residual,

@@ -6,14 +6,20 @@ What the CLI adds to a plain LightningCLI:
 - checkpoints are read with `weights_only=True`: a file holding pickled code is refused and its code never runs;
 - `num_classes` and `input_size` linked from the DataModule to the model, once;
 - the resolved config saved with every run (`config.yaml` beside the logs);
-- user errors (bad paths, bad data, unsafe checkpoints) end with one message and exit code 2, no traceback.
+- `-c NAME` finds a config shipped with the package (`mobilevision.configs.resolve_config`), a path still works;
+- user errors (bad paths, bad data, unsafe checkpoints, unwritable output folders), including those raised while
+  jsonargparse instantiates the classes, end with one message and exit code 2, no traceback. The DataModule is
+  instantiated before the model (the linked arguments need it first), so a wrong data root is reported before any
+  weights download or model build.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +31,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from mobilevision.errors import UserError, WeightsError
-from mobilevision.io import atomic_path
+from mobilevision.io import atomic_path, check_writable_folder
 from mobilevision.tasks.base import NonFiniteLossError
 
 
@@ -36,11 +42,103 @@ _LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, 
 def _refusal(path: Any, error: BaseException) -> WeightsError:
     """One line naming the file; for pickled code, the global torch refused (its message is otherwise an essay)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    cause = next((line for line in lines if "GLOBAL" in line.upper()), lines[0] if lines else type(error).__name__)
+    # torch's refusal starts with a paragraph about its defaults; the cause is the GLOBAL it refused, or the line
+    # after "WeightsUnpickler error:" (e.g. "Unsupported operand 0" for a file that is not a pickle at all).
+    after = [lines[i + 1] for i, line in enumerate(lines[:-1]) if line.endswith("WeightsUnpickler error:")]
+    cause = next((line for line in lines if "GLOBAL" in line.upper()),
+                 after[0] if after else lines[0] if lines else type(error).__name__)  # fmt: skip
     return WeightsError(
         f"refusing checkpoint {path}: it is not a checkpoint of tensors and plain data ({cause}); "
         "checkpoints are loaded with weights_only=True and pickled code is never run"
     )
+
+
+def user_error_in(error: BaseException) -> UserError | None:
+    """The `UserError` behind `error`, if any: jsonargparse wraps what a class's `__init__` raises in a ValueError
+    (listing every Union alternative it tried), but chains the original as `__cause__`, so it is recovered intact."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [error]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, UserError):
+            return current
+        if isinstance(current, OSError) and current.filename is not None:
+            # A file the configuration names (a root, an annotation file) that is missing or unreadable.
+            return UserError(f"{current.filename}: {current.strerror or current}")
+        stack += [e for e in (current.__context__, current.__cause__) if e is not None]
+    return None
+
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def config_value_error_in(error: BaseException) -> UserError | None:
+    """A `ValueError` that mobilevision code raised for a configured value (a builder quoting the offending value,
+    e.g. "unknown taps ['nope']"), found in `error`'s chain, as a one-line `UserError`; None if there is none.
+
+    Used only while LightningCLI instantiates the configured classes, where such a ValueError is a configuration
+    mistake: the constructors' arguments are the config's values.
+    """
+    seen: set[int] = set()
+    stack: list[BaseException] = [error]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ValueError) and current.__traceback__ is not None:
+            frames = traceback.extract_tb(current.__traceback__)
+            if frames and frames[-1].filename.startswith(_PACKAGE_DIR):
+                message = " ".join(str(current).split())
+                return UserError(f"invalid configuration: {message}")
+        stack += [e for e in (current.__context__, current.__cause__) if e is not None]
+    return None
+
+
+def resolve_config_args(argv: Sequence[str]) -> list[str]:
+    """`argv` with every `-c/--config VALUE` replaced by the file it denotes (`mobilevision.configs.resolve_config`).
+
+    Done before jsonargparse sees the arguments, so a shipped config is found by name from any folder and a typo is
+    one line naming the closest configs instead of the parser's usage text.
+    """
+    from mobilevision.configs import resolve_config
+
+    args = list(argv)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-c", "--config") and i + 1 < len(args):
+            out += [arg, str(_checked_yaml(resolve_config(args[i + 1])))]
+            i += 2
+            continue
+        for prefix in ("--config=", "-c="):
+            if arg.startswith(prefix):
+                arg = prefix + str(_checked_yaml(resolve_config(arg[len(prefix) :])))
+        out.append(arg)
+        i += 1
+    return out
+
+
+def _checked_yaml(path: Path) -> Path:
+    """`path`, after checking it parses as a YAML mapping (jsonargparse would bury the YAML error under its usage)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"config {path}: cannot read it ({error})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise UserError(f"config {path}: not valid YAML ({where}{problem})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config {path}: expected a YAML mapping (trainer:, model:, data:), got {type(data).__name__}")
+    return path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -92,11 +190,34 @@ class MobileVisionCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         root = config.trainer.get("default_root_dir") or os.getcwd()
+        check_writable_folder(root, "--trainer.default_root_dir")
+        # A mistyped --ckpt_path is reported before the trainer (and its banner of devices) is built.
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path not in (None, "last", "best", "hpc", "registry") and not Path(str(ckpt_path)).is_file():
+            raise UserError(f"--ckpt_path {ckpt_path}: no such file")
         if not config.checkpoint.get("dirpath"):
             config.checkpoint.dirpath = str(Path(root) / "checkpoints")
+        check_writable_folder(config.checkpoint.dirpath, "--checkpoint.dirpath")
+        logger = config.trainer.get("logger")
+        save_dir = logger.get("init_args", {}).get("save_dir") if hasattr(logger, "get") else None
+        if save_dir:
+            check_writable_folder(save_dir, "--trainer.logger.init_args.save_dir")
         plugins = config.trainer.get("plugins")
         if not plugins:
             config.trainer.plugins = [{"class_path": f"{__name__}.AtomicCheckpointIO"}]
+
+    def instantiate_classes(self) -> None:
+        # A UserError raised in a class's __init__ (a DataModule checking its root) reaches us wrapped by
+        # jsonargparse in a many-line ValueError; unwrap it so the user sees the one line that matters.
+        try:
+            super().instantiate_classes()
+        except UserError:
+            raise
+        except Exception as error:  # noqa: BLE001 - re-raised unchanged unless it hides a user error
+            found = user_error_in(error) or config_value_error_in(error)
+            if found is None:
+                raise
+            raise found from None
 
     def _write_metrics(self, name: str) -> None:
         # Machines read this instead of the printed table: `<default_root_dir>/{validate,test}_metrics.json`.
@@ -126,16 +247,21 @@ def run_cli(argv: Sequence[str], *, run: bool = True) -> MobileVisionCLI:
     """Build (and by default run) the CLI on `argv`; models and DataModules are any subclasses named in the config."""
     import warnings
 
+    from mobilevision.plots import PlotCallback
     from mobilevision.tasks.base import BaseTask
 
     # LightningCLI warns when sys.argv also holds arguments; here argv *is* the command line, minus our prefix.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    # "Seed set to N" on stderr would come before (and double) a one-line error; the seed is in the saved config.
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     return MobileVisionCLI(
         BaseTask,
         pl.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
+        # Every run draws its pictures (curves, PR curves, confusion matrix) at the end: `<root>/plots/`.
+        trainer_defaults={"callbacks": [PlotCallback()]},
         args=list(argv),
         run=run,
         auto_configure_optimizers=False,
@@ -143,15 +269,22 @@ def run_cli(argv: Sequence[str], *, run: bool = True) -> MobileVisionCLI:
 
 
 def _main(subcommand: str, argv: Sequence[str]) -> int:
+    args = resolve_config_args(argv)
     try:
-        run_cli([subcommand, *argv])
+        run_cli([subcommand, *args])
     except SystemExit as exit_:
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else _fail(exit_.code)
-    except FileNotFoundError as error:
-        raise UserError(str(error)) from None
     except NonFiniteLossError as error:
         # The last checkpoint stays; the message names the batch's files and says what to change.
         raise UserError(str(error)) from None
+    except UserError:
+        raise
+    except OSError as error:
+        # A file or folder of the user's (missing, unreadable, not writable) met during the run.
+        found = user_error_in(error)
+        if found is None:
+            raise
+        raise found from None
     return 0
 
 

@@ -28,3 +28,27 @@ def test_paper_params_and_madds(name, kwargs, size, params, params_tol, madds, m
     model = build_model(name, **kwargs)
     assert count_params(model) == pytest.approx(params, rel=params_tol)
     assert count_madds(model, size) == pytest.approx(madds, rel=madds_tol)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "match"),
+    [
+        ("ssdlite_mobilenet_v2", {"width_mult": 2.0}, "width_mult must be between 0.35 and 1.4.*2.0"),
+        ("deeplabv3_mobilenet_v2", {"width_mult": 0.25}, "width_mult.*0.25"),
+        ("mobilenet_v2", {"width_mult": "1.0"}, "width_mult.*'1.0'"),
+        ("deeplabv3_mobilenet_v2", {"output_stride": 4}, r"output_stride must be one of \(8, 16, 32\), got 4"),
+        ("ssd_mobilenet_v2", {"num_classes": 1}, "num_classes must be an integer >= 2.*got 1"),
+        ("deeplabv3_mobilenet_v2", {"num_classes": 21.0}, "num_classes.*21.0"),
+    ],
+)
+def test_builders_refuse_values_outside_their_range(name: str, kwargs: dict, match: str) -> None:
+    from mobilevision.errors import UserError
+
+    with pytest.raises(ValueError, match=match) as info:
+        build_model(name, **kwargs)
+    assert isinstance(info.value, UserError)  # one line from the CLI, not a traceback
+
+
+@pytest.mark.parametrize("width", [0.35, 1.4])
+def test_the_ends_of_the_width_range_build(width: float) -> None:
+    build_model("ssdlite_mobilenet_v2", num_classes=3, width_mult=width)

@@ -16,7 +16,7 @@ import pytest
 from mobilevision.cli import main as cli_main
 from mobilevision.tasks.segmentation.masks import read_index_mask
 from mobilevision.training import run_cli
-from tests.test_configs import CPU
+from tests.test_config_chain import CPU
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_CONFIG = REPO / "configs/detection/ssdlite_mobilenetv2_coco.yaml"

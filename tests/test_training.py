@@ -16,11 +16,12 @@ import torch
 import torchvision
 
 from mobilevision.checkpoint import load_checkpoint
+from mobilevision.configs import config_paths
 from mobilevision.data.shapes import generate_shapes
 from mobilevision.training import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+CONFIGS = config_paths()
 DET_SHAPES = REPO / "configs/detection/ssdlite_mobilenetv2_shapes.yaml"
 SEG_SHAPES = REPO / "configs/segmentation/deeplabv3_mobilenetv2_shapes.yaml"
 
@@ -60,6 +61,18 @@ def coco_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def voc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty VOCdevkit layout: what the VOC DataModules check at construction (no image is read there)."""
+    root = tmp_path_factory.mktemp("voc") / "VOCdevkit"
+    for folder in ("VOC2007/Annotations", "VOC2007/ImageSets/Main", "VOC2007/JPEGImages", "VOC2012/JPEGImages",
+                   "VOC2012/SegmentationClass", "VOC2012/ImageSets/Segmentation"):  # fmt: skip
+        (root / folder).mkdir(parents=True)
+    (root / "VOC2007/ImageSets/Main/test.txt").write_text("")
+    (root / "VOC2012/ImageSets/Segmentation/val.txt").write_text("")
+    return root
+
+
+@pytest.fixture(scope="module")
 def imagenet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Stands in for torchvision's IMAGENET1K_V1 (no download here): the same keys and shapes, from a local file.
     path = tmp_path_factory.mktemp("weights") / "mobilenet_v2.pth"
@@ -68,7 +81,9 @@ def imagenet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_every_config_instantiates(config: Path, tmp_path: Path, coco_root: Path, imagenet_file: Path) -> None:
+def test_every_config_instantiates(
+    config: Path, tmp_path: Path, coco_root: Path, voc_root: Path, imagenet_file: Path
+) -> None:
     text = config.read_text()
     args = ["-c", str(config), f"--trainer.default_root_dir={tmp_path}"]
     if "accelerator: gpu" in text:
@@ -78,6 +93,12 @@ def test_every_config_instantiates(config: Path, tmp_path: Path, coco_root: Path
         args.append(f"--model.init_args.backbone_weights={imagenet_file}")
     if "CocoDataModule" in text:
         args.append(f"--data.init_args.root={coco_root}")
+    if "VOCDataModule" in text or "VOCSegmentationDataModule" in text:
+        args.append(f"--data.init_args.root={voc_root}")
+    if "COCOSegmentationDataModule" in text:
+        args += [f"--data.init_args.train_images={coco_root / 'train2017'}",
+                 f"--data.init_args.train_annotations={coco_root / 'annotations/instances_train2017.json'}",
+                 f"--data.init_args.voc_root={voc_root}"]  # fmt: skip
     if "ShapesDataModule" in text or "ShapesSegmentationDataModule" in text:
         args.append(f"--data.init_args.root={tmp_path / 'shapes'}")
     cli = run_cli(args, run=False)

@@ -99,6 +99,9 @@ def main(argv: Sequence[str]) -> int:
 
     from mobilevision.inference.sinks import predict_source
     from mobilevision.inference.sources import ImageSource, listed_images, open_source
+    from mobilevision.io import check_writable_folder
+
+    check_writable_folder(args.output, "--output")  # before the source is opened or the model loaded
 
     # The source first: a wrong path fails before the model loads.
     if args.annotations is not None or args.split_list is not None:

@@ -69,6 +69,47 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, *, alpha: float = 0.5) -> 
     return np.where((np.asarray(mask) != 0)[..., None], blended, image)
 
 
+def legend_strip(labels: Sequence[int], class_names: Sequence[str], width: int, *, row_height: int = 18,
+                 background: int = 255) -> np.ndarray:
+    """A white strip `width` pixels wide listing `labels` as a colour swatch (the mask palette's colour) and the
+    class name, wrapped over as many rows as needed. RGB uint8 (rows * row_height, width, 3)."""
+    entries = []
+    for label in labels:
+        name = class_names[label] if 0 <= label < len(class_names) else f"class_{label}"
+        (tw, _), _ = cv2.getTextSize(str(name), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+        entries.append((int(label), str(name), row_height + tw + 10))
+    rows, x = [[]], 4
+    for entry in entries:
+        if x + entry[2] > width and rows[-1]:
+            rows.append([])
+            x = 4
+        rows[-1].append(entry)
+        x += entry[2]
+    strip = np.full((max(1, len(rows)) * row_height, width, 3), background, dtype=np.uint8)
+    for r, row in enumerate(rows):
+        x = 4
+        for label, name, span in row:
+            y = r * row_height
+            colour = tuple(int(v) for v in _PALETTE[np.clip(label, 0, 255)])
+            cv2.rectangle(strip, (x, y + 3), (x + row_height - 6, y + row_height - 4), colour, -1)
+            cv2.rectangle(strip, (x, y + 3), (x + row_height - 6, y + row_height - 4), (0, 0, 0), 1)
+            cv2.putText(strip, name, (x + row_height, y + row_height - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                        cv2.LINE_AA)  # fmt: skip
+            x += span
+    return strip
+
+
+def overlay_with_legend(image: np.ndarray, mask: np.ndarray, class_names: Sequence[str], *, alpha: float = 0.5,
+                        labels: Sequence[int] | None = None) -> np.ndarray:
+    """`overlay_mask` with a legend strip below naming the classes present in `mask` (or `labels`, to give several
+    overlays the same legend), background and void left out."""
+    present = labels if labels is not None else [int(v) for v in np.unique(mask) if 0 < int(v) < 255]
+    overlay = overlay_mask(image, mask, alpha=alpha)
+    if not present:
+        return overlay
+    return np.concatenate([overlay, legend_strip(present, class_names, overlay.shape[1])], axis=0)
+
+
 def contact_sheet(images: Sequence[np.ndarray], cols: int = 4, *, cell_size: tuple[int, int] | None = None,
                   pad: int = 4, background: int = 255, captions: Sequence[str] | None = None) -> np.ndarray:
     """A grid image of `images` (RGB uint8, any sizes), `cols` per row, row-major.

@@ -27,12 +27,12 @@ import torch
 from torch import Tensor, nn
 
 from mobilevision.checkpoint import ModelMeta, load_checkpoint
-from mobilevision.data.decode import BadSample, read_image
 from mobilevision.errors import UserError
+from mobilevision.inference.inputs import ImageInput, load_input, split_inputs
 from mobilevision.inference.postprocess import DetectionPostprocess, segmentation_mask
 from mobilevision.inference.sources import DEFAULT_TIMEOUT, CaptureFactory, Source, open_source
 
-ImageLike = np.ndarray | str | os.PathLike
+ImageLike = ImageInput  # the old name, kept for callers
 BACKENDS = ("torch", "onnxruntime")
 
 
@@ -64,7 +64,8 @@ class Predictor:
     whole images at their own scale. Giving `input_size` instead resizes every image to it (faster on large
     photos, but not what validation measures).
 
-    Calling it on an RGB uint8 array (H, W, 3), a path, or a list of those returns per image a dict:
+    Calling it on a path, URL, bytes, PIL image, RGB uint8 array (H, W, 3), tensor (C, H, W), or a list of those
+    (see `mobilevision.inference.inputs` for the exact rules) returns per image a dict:
         detection: `boxes` float32 [N, 4] (x1 y1 x2 y2 in that image's pixels), `scores` float32 [N], `labels` int64
         [N] (contiguous 1..K), `category_ids` int64 [N] (the dataset's ids), `names` list[str];
         segmentation: `mask` [H, W] class indices at the image's own size (uint8, int64 beyond 256 classes).
@@ -258,14 +259,14 @@ class Predictor:
         return self.class_names[label] if 0 <= label < len(self.class_names) else f"class_{label}"
 
     # ----------------------------------------------------------------------------------------------------- calls
-    def __call__(self, inputs: ImageLike | Sequence[ImageLike]) -> dict[str, Any] | list[dict[str, Any]]:
-        if isinstance(inputs, (np.ndarray, str, os.PathLike)):
-            return self.predict_batch([load_input(inputs)])[0]
-        items = list(inputs)
+    def __call__(self, inputs: ImageInput | Sequence[ImageInput]) -> dict[str, Any] | list[dict[str, Any]]:
+        """One image (path, URL, bytes, PIL image, numpy array, tensor) -> a dict; a list or a 4-D tensor batch ->
+        a list. What each kind must look like: `mobilevision.inference.inputs` (ambiguous inputs are refused)."""
+        items, single = split_inputs(inputs)
         results: list[dict[str, Any]] = []
         for start in range(0, len(items), self.batch_size):
             results += self.predict_batch([load_input(x) for x in items[start:start + self.batch_size]])
-        return results
+        return results[0] if single else results
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
         """Already-decoded RGB uint8 images (any sizes) -> one result dict each.
@@ -323,24 +324,3 @@ def eval_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return image
     shrinking = h < image.shape[0] or w < image.shape[1]
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-
-
-def load_input(item: ImageLike) -> np.ndarray:
-    """A path (decoded safely, `UserError` naming the file when it is not an image) or an array, as RGB uint8."""
-    if isinstance(item, (str, os.PathLike)):
-        try:
-            return read_image(item)
-        except BadSample as error:
-            raise UserError(f"{item}: {error.reason}") from None
-    array = np.asarray(item)
-    if array.dtype != np.uint8:
-        raise ValueError(f"expected an RGB uint8 image array, got dtype {array.dtype} with shape {array.shape}")
-    if array.ndim == 2:
-        return cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or min(array.shape[:2]) < 1:
-        raise ValueError(f"expected an image array (H, W, 3), got shape {array.shape}")
-    if array.shape[2] == 1:
-        return cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
-    if array.shape[2] == 4:
-        return np.ascontiguousarray(array[..., :3])
-    return array

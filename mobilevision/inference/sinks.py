@@ -27,30 +27,90 @@ from mobilevision.inference.sources import DEFAULT_TIMEOUT, CaptureFactory, Imag
 from mobilevision.io import atomic_path, atomic_write_json
 
 DEFAULT_FPS = 30.0  # for cameras and streams that report none
-VIDEO_FOURCC = "mp4v"  # MPEG-4 Part 2 in .mp4: written by every OpenCV build, played by common players
+VIDEO_FOURCC = "mp4v"  # MPEG-4 Part 2: written by every OpenCV build, played by common players (the fallback)
+# Codecs to try per container, best first: H.264 (`avc1`) plays everywhere (browsers included) and is ~2x smaller,
+# but the pip OpenCV builds usually cannot encode it (no encoder library); MPEG-4 Part 2 always works in these
+# containers. WebM takes only VP8/VP9.
+VIDEO_CODECS: dict[str, tuple[str, ...]] = {
+    ".mp4": ("avc1", "mp4v"), ".m4v": ("avc1", "mp4v"), ".mov": ("avc1", "mp4v"), ".mkv": ("avc1", "mp4v"),
+    ".avi": ("H264", "XVID", "MJPG"), ".webm": ("VP90", "VP80"),
+}  # fmt: skip
+_WRITABLE: dict[tuple[str, str], bool] = {}
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Any:
+    """Silence file descriptor 2 for the block: FFmpeg and OpenCV print a failed encoder probe's errors from C,
+    past Python's sys.stderr (four lines per codec an OpenCV build lacks). Other threads' stderr is lost meanwhile,
+    so it wraps only the probe (milliseconds, once per codec and container per process)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def can_write(container: str, fourcc: str) -> bool:
+    """Whether this OpenCV build writes `fourcc` video in `container` (e.g. ".mp4"): probed once with a tiny file."""
+    key = (container.lower(), fourcc)
+    if key not in _WRITABLE:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder, _native_stderr_silenced():
+            probe = Path(folder) / f"probe{container.lower()}"
+            writer = cv2.VideoWriter(str(probe), cv2.VideoWriter_fourcc(*fourcc), 10.0, (64, 48))
+            ok = writer.isOpened()
+            if ok:
+                writer.write(np.zeros((48, 64, 3), np.uint8))
+            writer.release()
+            _WRITABLE[key] = ok and probe.is_file() and probe.stat().st_size > 0
+    return _WRITABLE[key]
+
+
+def video_codec(container: str) -> str | None:
+    """The best codec this OpenCV build writes in `container` (`VIDEO_CODECS` order), None when it writes none."""
+    return next((c for c in VIDEO_CODECS.get(container.lower(), ()) if can_write(container, c)), None)
+
+
+def video_container(source: str | os.PathLike[str] | None) -> str:
+    """The container (suffix) to write a video predicted from `source` in: the input's own when this build can
+    write it (an .mkv stays .mkv, an .avi stays .avi), else ".mp4"."""
+    suffix = Path(str(source)).suffix.lower() if source is not None else ""
+    return suffix if suffix in VIDEO_CODECS and video_codec(suffix) is not None else ".mp4"
 
 
 class VideoSink:
     """An atomic video writer: frames go to a temporary file next to `path`, renamed onto it by `close()`.
 
     Args:
-        path: target (.mp4 recommended).
+        path: target; its suffix is the container (.mp4, .mkv, .mov, .avi, .webm; see `video_container`).
         fps: frames per second (the input's).
         frame_size: (width, height) (the input's); frames of another size are resized to it.
+        fourcc: the codec; None picks the best this OpenCV build can write in the container (`video_codec`: H.264
+            where available, MPEG-4 Part 2 otherwise). The codec used is `self.fourcc`.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, fps: float, frame_size: tuple[int, int],
-                 fourcc: str = VIDEO_FOURCC) -> None:
+                 fourcc: str | None = None) -> None:
         self.path = Path(path)
         self.fps = float(fps)
         self.frame_size = (int(frame_size[0]), int(frame_size[1]))
         self.frames = 0
+        self.fourcc = fourcc or video_codec(self.path.suffix) or VIDEO_FOURCC
         self._stack = contextlib.ExitStack()
         self._tmp = self._stack.enter_context(atomic_path(self.path))
-        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*fourcc), self.fps, self.frame_size)
+        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps,
+                                       self.frame_size)  # fmt: skip
         if not self._writer.isOpened():
             self._stack.close()
-            raise OSError(f"cannot open a {fourcc} video writer for {self.path}")
+            raise OSError(f"cannot open a {self.fourcc} video writer for {self.path}")
 
     def write(self, rgb: np.ndarray) -> None:
         if (rgb.shape[1], rgb.shape[0]) != self.frame_size:

@@ -9,6 +9,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -242,6 +243,12 @@ class BaseTask(pl.LightningModule):
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         self.log("train/nonfinite_steps", self.nonfinite_steps.float())
         return None
+
+    # --------------------------------------------------------------------------------------------------- pictures
+    def plot_evaluation(self, folder: Path, *, split: str = "val") -> list[Path]:
+        """Write this task's pictures of its last `split` evaluation into `folder` (`mobilevision.plots.PlotCallback`
+        calls it at the end of fit / validate / test); returns the files written. A task without any writes none."""
+        return []
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def checkpoint_meta(self) -> dict[str, Any]:

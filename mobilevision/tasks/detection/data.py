@@ -476,6 +476,22 @@ def _voc_year_dirs(root: Path, split: str, years: Sequence[str] | None) -> list[
     return found
 
 
+def check_voc_layout(root: str | os.PathLike[str], split: str, years: Sequence[str] | None = None) -> list[Path]:
+    """Check, without reading any annotation, that `root` holds the list file of `split` for every year.
+
+    DataModules call it at construction so a wrong root is one message before any model is built; returns the
+    year folders.
+    """
+    if not root or not Path(root).is_dir():
+        raise DatasetError(f"VOC root {str(root)!r} is not a folder; set --data.init_args.root to a VOCdevkit folder")
+    year_dirs = _voc_year_dirs(Path(root), split, years)
+    for year_dir in year_dirs:
+        list_file = year_dir / "ImageSets" / "Main" / f"{split}.txt"
+        if not list_file.is_file():
+            raise DatasetError(f"{list_file}: split file not found (VOCdevkit/VOC20xx/ImageSets/Main layout)")
+    return year_dirs
+
+
 class VOCDetection(_DetectionDataset):
     """PASCAL VOC detection: `Annotations/*.xml`, `ImageSets/Main/{split}.txt`, `JPEGImages/*.jpg`.
 

@@ -26,6 +26,7 @@ from mobilevision.tasks.detection.data import (
     CocoDetection,
     DetectionMeta,
     VOCDetection,
+    check_voc_layout,
     collate_detection,
     eval_transforms,
     train_transforms,
@@ -131,6 +132,11 @@ class CocoDataModule(DetectionDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if root is not None and not root.strip():
+            raise DatasetError("CocoDataModule: `root` is empty; set --data.init_args.root to the COCO folder")
+        if root and not Path(root).is_dir():
+            raise DatasetError(f"CocoDataModule: root {root} is not a folder; set --data.init_args.root to the COCO "
+                               "folder (annotations/, train2017/, val2017/)")  # fmt: skip
         base = Path(root) if root else None
         self.paths = {
             "train": (train_images or _under(base, "train2017"), train_annotations
@@ -198,6 +204,8 @@ class VOCDataModule(DetectionDataModule):
         self.val_sets = (val_years, val_split)
         self.keep_difficult = keep_difficult
         self.meta = DetectionMeta(["background", *VOC_CLASSES], list(range(len(VOC_CLASSES) + 1)))
+        # The evaluation split's layout is checked here, before the model is built (and its weights fetched).
+        check_voc_layout(root, val_split, val_years)
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_dataset is None:

@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -136,6 +137,36 @@ def evaluate_coco(
     return out
 
 
+def precision_recall(coco_gt: COCO, results: list[dict[str, Any]], image_ids: Sequence[int] | None = None
+                     ) -> dict[str, Any]:
+    """Per-class precision-recall curves from pycocotools' accumulated `eval["precision"]` (area all, 100
+    detections), for plotting: `recall` [101], `precision_50` [101, K] at IoU 0.5, `precision` [101, K] averaged
+    over IoU 0.5:0.95 (-1 where a class has no ground truth), `names` [K], `ap_50` and `ap` [K] (None likewise).
+
+    A second COCOeval run over the same results (`evaluate_coco` returns only the summary numbers); cheap next to
+    the evaluation itself, and only run when pictures are asked for.
+    """
+    coco_dt = _results_coco(coco_gt, validate_results(coco_gt, results))
+    evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+    if image_ids is not None:
+        evaluator.params.imgIds = sorted(int(i) for i in image_ids)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.evaluate()
+        evaluator.accumulate()
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # [T, R, K]
+    valid = precision > -1
+    mean = np.where(valid.all(axis=0), np.where(valid, precision, 0).mean(axis=0), -1.0)
+    rows = per_class_ap(coco_gt, evaluator)
+    return {
+        "recall": np.asarray(evaluator.params.recThrs),
+        "precision_50": precision[0],
+        "precision": mean,
+        "names": [row["name"] for row in rows],
+        "ap_50": [row["ap_50"] for row in rows],
+        "ap": [row["ap"] for row in rows],
+    }
+
+
 def per_class_ap(coco_gt: COCO, evaluator: COCOeval) -> list[dict[str, Any]]:
     """AP@[.5:.95] and AP50 per category from an accumulated COCOeval (area 'all', 100 detections)."""
     precision = evaluator.eval["precision"]  # [T IoU thresholds, R recall points, K classes, A areas, M max dets]
@@ -222,6 +253,65 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix [len(a), len(b)] of [x, y, w, h] boxes."""
+    ax2, ay2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
+    bx2, by2 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    iw = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def results_warnings(coco_gt: COCO, results: list[dict[str, Any]], *, sample: int = 2000) -> list[str]:
+    """Reasons a structurally valid results list would score near 0 for a format mistake rather than a bad model.
+
+    Checked (each a one-line message naming the fix): an empty list; no prediction whose `category_id` is a
+    ground-truth category (label indices instead of dataset ids); every box within [0, 1.5] on images larger than
+    that (normalised boxes); boxes that overlap the ground truth far better read as [x1, y1, x2, y2] than as COCO's
+    [x, y, width, height]. Reads at most `sample` predictions (spread over the list) for the box checks.
+    """
+    if not results:
+        return ["the predictions file is an empty list: every AP is 0 (did the model run, and on these images?)"]
+    messages = []
+    gt_categories = set(coco_gt.getCatIds())
+    predicted = {int(r["category_id"]) for r in results}
+    if gt_categories and not predicted & gt_categories:
+        messages.append(
+            f"no prediction's category_id is a ground-truth category (predictions use {sorted(predicted)[:8]}, the "
+            f"ground truth {sorted(gt_categories)[:8]}): write the dataset's category ids, not label indices"
+        )
+    step = max(1, len(results) // sample)
+    picked = results[::step][:sample]
+    boxes = np.asarray([r["bbox"] for r in picked], dtype=np.float64).reshape(-1, 4)
+    sizes = np.asarray([[coco_gt.imgs[r["image_id"]].get("width", 0), coco_gt.imgs[r["image_id"]].get("height", 0)]
+                        for r in picked], dtype=np.float64)  # fmt: skip
+    if len(boxes) and boxes.max() <= 1.5 and float(np.median(sizes.max(axis=1))) > 16:
+        messages.append("every box lies within [0, 1.5] on images larger than that: boxes look normalised; "
+                        "COCO boxes are [x, y, width, height] in pixels")  # fmt: skip
+        return messages
+    # xyxy: compare how well each box overlaps its image's ground truth under both readings.
+    best_xywh, best_xyxy = [], []
+    for box, result in zip(boxes, picked):
+        gt = [a["bbox"] for a in coco_gt.imgToAnns.get(result["image_id"], []) if not a.get("iscrowd", 0)]
+        if not gt or box[2] <= box[0] or box[3] <= box[1]:
+            continue  # no ground truth to compare with, or not readable as x1 < x2, y1 < y2
+        gt_boxes = np.asarray(gt, dtype=np.float64).reshape(-1, 4)
+        as_xyxy = np.array([[box[0], box[1], box[2] - box[0], box[3] - box[1]]])
+        best_xywh.append(float(_iou_xywh(box[None], gt_boxes).max()))
+        best_xyxy.append(float(_iou_xywh(as_xyxy, gt_boxes).max()))
+    if len(best_xyxy) >= 5:
+        xywh, xyxy = float(np.mean(best_xywh)), float(np.mean(best_xyxy))
+        if xyxy >= 0.3 and xyxy > 2 * xywh:
+            messages.append(
+                f"boxes look like [x1, y1, x2, y2]: read that way they overlap the ground truth with a mean best IoU "
+                f"of {xyxy:.2f}, against {xywh:.2f} as COCO's [x, y, width, height]; write width = x2 - x1, "
+                "height = y2 - y1"
+            )
+    return messages
+
+
 def main(argv: Sequence[str]) -> int:
     """`mobilevision evaluate detection --gt ANNOTATIONS.json --predictions RESULTS.json [--json]`."""
     from mobilevision.tasks.detection.data import coco_from_dict, load_json, validate_coco
@@ -235,6 +325,13 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     coco_gt = coco_from_dict(validate_coco(load_json(args.gt), args.gt))
     results = load_json(args.predictions)
+    if isinstance(results, list):
+        # Structure first (a malformed entry is an error, named); then the format mistakes that score near 0.
+        with warnings.catch_warnings():  # evaluate_coco validates again and warns then: once is enough
+            warnings.simplefilter("ignore")
+            validate_results(coco_gt, results, source=args.predictions)
+        for message in results_warnings(coco_gt, results):
+            print(f"mobilevision evaluate detection: warning: {args.predictions}: {message}", file=sys.stderr)
     metrics = evaluate_coco(coco_gt, results, per_class=True, verbose=args.verbose, source=args.predictions)
     if args.json:
         if not args.per_class:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -111,6 +112,7 @@ class DetectionTask(BaseTask):
         )
         self.meta: DetectionMeta | None = None
         self._results: dict[int, list[dict[str, Any]]] = {}
+        self._last_evaluation: dict[str, tuple[Any, list[dict[str, Any]], list[int]]] = {}
         self._finish_init()
 
     # -------------------------------------------------------------------------------------------------- metadata
@@ -228,6 +230,7 @@ class DetectionTask(BaseTask):
             evaluated_ids = sorted(results)
             flat = [r for image_id in evaluated_ids for r in results[image_id]]
             output = evaluate_coco(coco_gt, flat, image_ids=evaluated_ids)
+            self._last_evaluation[prefix] = (coco_gt, flat, evaluated_ids)  # for `plot_evaluation`
             metrics = torch.tensor([output[k] for k in METRIC_KEYS], dtype=torch.float64)
             rank_zero_info(f"\n{prefix} COCO metrics, epoch {self.current_epoch}, {len(evaluated_ids)} images:\n"
                            + format_metrics(output))
@@ -235,3 +238,22 @@ class DetectionTask(BaseTask):
         for key, value in zip(METRIC_KEYS, metrics.tolist()):
             self.log(f"{prefix}/{key}", value, prog_bar=key in ("map", "map_50"), rank_zero_only=False)
         self._results = {}
+
+    def plot_evaluation(self, folder: Path, *, split: str = "val") -> list[Path]:
+        """Per-class precision-recall curves (IoU 0.5 and the mean over 0.5:0.95) of the last `split` evaluation."""
+        if split not in self._last_evaluation:
+            return []
+        from mobilevision.plots import plot_pr_curves
+        from mobilevision.tasks.detection.evaluation import precision_recall
+
+        curves = precision_recall(*self._last_evaluation[split])
+        written = []
+        for name, iou_label, precision, ap in (
+            ("pr_curves_iou50", "IoU 0.5", curves["precision_50"], curves["ap_50"]),
+            ("pr_curves", "mean over IoU 0.5:0.95", curves["precision"], curves["ap"]),
+        ):
+            path = plot_pr_curves(folder / f"{split}_{name}.png", precision, curves["recall"], curves["names"],
+                                  iou_label=iou_label, ap=ap)  # fmt: skip
+            if path is not None:
+                written.append(path)
+        return written

@@ -206,6 +206,23 @@ def _resolve_voc_root(root: Path) -> Path:
     )
 
 
+def check_voc_layout(root: str | os.PathLike[str], split: str) -> Path:
+    """Check, without reading any image, that `root` is a VOC 2012 folder with masks and the list for `split`.
+
+    DataModules call it at construction so a wrong root is one message before any model is built; returns the
+    VOC2012 folder. `train_aug` needs more (SBD); `VOCSegmentation` checks that when it reads the lists.
+    """
+    if not root:
+        raise DatasetError("the VOC root is empty; set --data.init_args.root to a VOCdevkit or VOC2012 folder")
+    voc = _resolve_voc_root(Path(root))
+    if split != "train_aug":
+        if not (voc / "SegmentationClass").is_dir():
+            raise DatasetError(f"{voc / 'SegmentationClass'}: mask folder not found (VOCdevkit/VOC2012 layout)")
+        if not (voc / "ImageSets" / "Segmentation" / f"{split}.txt").is_file():
+            raise DatasetError(f"{voc / 'ImageSets' / 'Segmentation' / f'{split}.txt'}: split list not found")
+    return voc
+
+
 def _voc_images(voc: Path, id_: str) -> list[Path]:
     """Where the image of `id_` may be: VOC's .jpg first; .jpeg/.png too, for hand-made sets in the same layout."""
     return [voc / "JPEGImages" / f"{id_}{suffix}" for suffix in (".jpg", ".jpeg", ".png")]

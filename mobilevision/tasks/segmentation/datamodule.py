@@ -7,6 +7,7 @@ processes, counts every image exactly once and the mIoU equals a single-process 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -18,10 +19,12 @@ from mobilevision.data.labels import VOC_CLASSES, check_label_space, with_backgr
 from mobilevision.data.sampler import train_sampler
 from mobilevision.data.shapes import CLASSES as SHAPE_CLASSES
 from mobilevision.data.shapes import ShapesSplits
+from mobilevision.errors import DatasetError
 from mobilevision.tasks.segmentation.data import (
     COCOSemantic,
     ShapesSegmentation,
     VOCSegmentation,
+    check_voc_layout,
     collate_segmentation,
     eval_transforms,
     train_transforms,
@@ -122,6 +125,9 @@ class VOCSegmentationDataModule(SegmentationDataModule):
         super().__init__(**kwargs)
         self.root, self.train_split, self.val_split, self.sbd_root = root, train_split, val_split, sbd_root
         self.class_names = with_background(VOC_CLASSES)
+        # The layout is checked here, at construction, so a wrong root is reported before the model is built (and
+        # before its ImageNet weights are fetched); the splits' files are read in `setup`.
+        check_voc_layout(root, val_split)
 
     def setup(self, stage: str) -> None:
         n = self.num_classes
@@ -159,6 +165,13 @@ class COCOSegmentationDataModule(SegmentationDataModule):
         self.val_pair = (val_images, val_annotations)
         self.voc_root = voc_root
         self.class_names = with_background(VOC_CLASSES)
+        # Checked before the model is built: every path named exists (the files are parsed in `setup`).
+        for name, value in (("train_images", train_images), ("train_annotations", train_annotations),
+                            ("val_images", val_images), ("val_annotations", val_annotations)):  # fmt: skip
+            if value is not None and not Path(value).exists():
+                raise DatasetError(f"{name} {value}: not found; set --data.init_args.{name} to an existing path")
+        if voc_root is not None:
+            check_voc_layout(voc_root, "val")
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_dataset is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -115,6 +116,7 @@ class SegmentationTask(BaseTask):
         # One metric object per split, so validation inside fit never mixes with a test run.
         self.val_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=VOID, validate_args=False)
         self.test_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=VOID, validate_args=False)
+        self._last_confusion: dict[str, Any] = {}
         self._finish_init()
 
     # -------------------------------------------------------------------------------------------------- metadata
@@ -226,6 +228,7 @@ class SegmentationTask(BaseTask):
         confusion.reset()
         if self.trainer.sanity_checking:
             return
+        self._last_confusion[prefix] = matrix.cpu().numpy()  # for `plot_evaluation`
         result = scores(matrix.cpu().numpy())
         self.log(f"{prefix}/miou", result["miou"] or 0.0, prog_bar=True)
         self.log(f"{prefix}/pixel_accuracy", result["pixel_accuracy"] or 0.0)
@@ -237,3 +240,12 @@ class SegmentationTask(BaseTask):
 
     def on_test_epoch_end(self) -> None:
         self._log_scores(self.test_confusion, "test")
+
+    def plot_evaluation(self, folder: Path, *, split: str = "val") -> list[Path]:
+        """The confusion matrix (rows: true class, normalised) of the last `split` evaluation."""
+        if split not in self._last_confusion:
+            return []
+        from mobilevision.plots import plot_confusion_matrix
+
+        return [plot_confusion_matrix(folder / f"{split}_confusion_matrix.png", self._last_confusion[split],
+                                      self.class_names, title=f"{split} confusion matrix (rows sum to 1)")]  # fmt: skip

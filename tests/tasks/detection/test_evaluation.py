@@ -144,3 +144,52 @@ def test_model_outputs_to_results_round_trip(tmp_path: Path) -> None:
     path = write_coco_results(tmp_path / "out" / "results.json", results)
     assert json.loads(path.read_text()) == results
     assert not [p for p in path.parent.iterdir() if p.name != "results.json"]
+
+
+def _xyxy(results: list[dict]) -> list[dict]:
+    return [{**r, "bbox": [r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2], r["bbox"][1] + r["bbox"][3]]}
+            for r in results]  # fmt: skip
+
+
+def _normalised(gt: dict, results: list[dict]) -> list[dict]:
+    sizes = {i["id"]: (i["width"], i["height"]) for i in gt["images"]}
+    out = []
+    for r in results:
+        w, h = sizes[r["image_id"]]
+        x, y, bw, bh = r["bbox"]
+        out.append({**r, "bbox": [x / w, y / h, bw / w, bh / h]})
+    return out
+
+
+def _label_indices(results: list[dict]) -> list[dict]:
+    index = {2: 0, 5: 1, 11: 3}  # 0..K-1 positions instead of the dataset's ids (3 is not an id either)
+    return [{**r, "category_id": index[r["category_id"]]} for r in results]
+
+
+@pytest.mark.parametrize(
+    ("mistake", "fragment"),
+    [
+        (lambda gt, res: [], "empty list"),
+        (lambda gt, res: _xyxy(res), "look like [x1, y1, x2, y2]"),
+        (_normalised, "look normalised"),
+        (lambda gt, res: _label_indices(res), "no prediction's category_id is a ground-truth category"),
+    ],
+    ids=["empty", "xyxy", "normalised", "label indices"],
+)
+def test_format_mistakes_are_warned_about(tmp_path: Path, capsys: pytest.CaptureFixture[str], mistake, fragment) -> None:
+    gt, results = make_case()
+    gt_file, results_file = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_file.write_text(json.dumps(gt))
+    results_file.write_text(json.dumps(mistake(gt, results)))
+    assert cli_main(["evaluate", "detection", "--gt", str(gt_file), "--predictions", str(results_file)]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and fragment in warnings[0], err
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_correct_results_give_no_format_warning(seed: int) -> None:
+    from mobilevision.tasks.detection.evaluation import results_warnings
+
+    gt, results = make_case(seed)
+    assert results_warnings(coco_from_dict(gt), results) == []

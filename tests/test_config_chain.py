@@ -1,7 +1,7 @@
 """Every shipped config, run as a user runs it, on data laid out like the real dataset it names:
 `fit` a few steps -> `validate` -> `test` -> `predict` on the validation images -> `evaluate` what predict wrote.
 
-One parametrized test over `configs/`: a new config is covered by adding it (and, for a new DataModule, one line in
+One parametrized test over the shipped configs (`mobilevision.configs.config_paths()`): a new config is covered by adding it (and, for a new DataModule, one line in
 `_data_overrides`). The GPU recipes run on the CPU with one process, fp32, no SyncBatchNorm, backbone weights off and
 a small width and input, which changes how fast they run, not which code they run.
 """
@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from mobilevision.checkpoint import load_checkpoint
+from mobilevision.configs import config_paths
 from mobilevision.cli import main as cli_main
 from mobilevision.data.labels import VOC_CLASSES, with_background
 from mobilevision.data.shapes import CLASSES as SHAPE_CLASSES
 from mobilevision.training import run_cli
 from tests.fixtures.datasets import COCO_CATEGORIES
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+CONFIGS = config_paths()
 
 # Each dataset's one label space: (class names, dataset category ids or None), background first.
 COCO_SPACE = (["background", *(name for _, name, _ in COCO_CATEGORIES)], [0, *(cid for cid, _, _ in COCO_CATEGORIES)])
