@@ -132,6 +132,16 @@ def default_class_names(num_classes: int) -> list[str]:
     return ["background"] + [f"class_{i}" for i in range(1, num_classes)]
 
 
+def refusal_cause(error: BaseException) -> str:
+    """The one line of a `torch.load(weights_only=True)` refusal that says why: the GLOBAL it refused, or the line
+    after "WeightsUnpickler error:" (e.g. "Unsupported operand 0" for a file that is not a pickle at all). torch's
+    message starts with a paragraph about its defaults, which would bury it."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    after = [lines[i + 1] for i, line in enumerate(lines[:-1]) if line.endswith("WeightsUnpickler error:")]
+    return next((line for line in lines if "GLOBAL" in line.upper()),
+                after[0] if after else lines[0] if lines else type(error).__name__)  # fmt: skip
+
+
 def safe_torch_load(path: str | os.PathLike[str]) -> Any:
     """`torch.load` with `weights_only=True` and our explicit allow-list; any refusal becomes a `WeightsError`."""
     path = Path(path)
@@ -143,13 +153,13 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, ...
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        cause = refusal_cause(error)
         unsafe = "weights only load failed" in str(error).lower() or "unsupported global" in str(error).lower()
         reason = (
             "it holds pickled objects other than tensors and plain containers (possibly code), refused unread"
             if unsafe else "not a readable torch checkpoint"
         )
-        raise WeightsError(f"{path}: {reason} ({first})") from None
+        raise WeightsError(f"{path}: {reason} ({cause})") from None
 
 
 def extract_state_dict(state: Mapping[str, Any], model_keys: set[str], *, source: str = "checkpoint") -> dict[str, Tensor]:

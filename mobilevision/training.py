@@ -41,12 +41,9 @@ _LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, 
 
 def _refusal(path: Any, error: BaseException) -> WeightsError:
     """One line naming the file; for pickled code, the global torch refused (its message is otherwise an essay)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    # torch's refusal starts with a paragraph about its defaults; the cause is the GLOBAL it refused, or the line
-    # after "WeightsUnpickler error:" (e.g. "Unsupported operand 0" for a file that is not a pickle at all).
-    after = [lines[i + 1] for i, line in enumerate(lines[:-1]) if line.endswith("WeightsUnpickler error:")]
-    cause = next((line for line in lines if "GLOBAL" in line.upper()),
-                 after[0] if after else lines[0] if lines else type(error).__name__)  # fmt: skip
+    from mobilevision.checkpoint import refusal_cause
+
+    cause = refusal_cause(error)
     return WeightsError(
         f"refusing checkpoint {path}: it is not a checkpoint of tensors and plain data ({cause}); "
         "checkpoints are loaded with weights_only=True and pickled code is never run"

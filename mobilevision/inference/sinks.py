@@ -22,7 +22,7 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from mobilevision.inference.draw import draw_detections, overlay_mask, write_image
+from mobilevision.inference.draw import draw_detections, overlay_mask, overlay_with_legend, write_image
 from mobilevision.inference.sources import DEFAULT_TIMEOUT, CaptureFactory, ImageSource, Source, SourceTimeout, open_source
 from mobilevision.io import atomic_path, atomic_write_json
 
@@ -239,7 +239,8 @@ def predict_source(predictor: Any, source: Source, output_dir: str | os.PathLike
     """Run `predictor` over `source`, writing into `output_dir`:
 
     - images: `annotated/<name>.jpg` (detection) or `masks/<name>.png` (palette) + `overlays/<name>.jpg`;
-    - video/camera/stream: `<stem>_annotated.mp4` (detection) or `<stem>_overlay.mp4`, at the input's fps and size;
+    - video/camera/stream: `<stem>_annotated.mp4` (detection) or `<stem>_overlay.mp4`, at the input's fps and size
+      (a video file keeps its own container, .mkv or .avi, when this OpenCV build writes it);
     - detection: `predictions.json` (COCO results; image_id = frame index for video, the dataset's ids for images
       listed by `listed_images(annotations=...)`) and, for images, `images.json` (COCO `images` entries: id,
       file_name, height, width);
@@ -285,12 +286,17 @@ def predict_source(predictor: Any, source: Source, output_dir: str | os.PathLike
                 for entry in entries:
                     results_sink.add(entry)  # type: ignore[union-attr]
             else:
-                drawn = overlay_mask(frame.image, result["mask"])
+                # Still images get a legend naming the classes they show; video frames keep their size (a strip
+                # below would change it from frame to frame).
+                drawn = (overlay_mask(frame.image, result["mask"]) if source.is_video or names is None
+                         else overlay_with_legend(frame.image, result["mask"], names))
             if source.is_video:
                 if video is None:
                     size = source.frame_size or (frame.image.shape[1], frame.image.shape[0])
                     suffix = "annotated" if detection else "overlay"
-                    video = VideoSink(out / f"{stem}_{suffix}.mp4", fps=source.fps or DEFAULT_FPS, frame_size=size)
+                    container = video_container(getattr(source, "target", None) if source.kind == "video" else None)
+                    video = VideoSink(out / f"{stem}_{suffix}{container}", fps=source.fps or DEFAULT_FPS,
+                                      frame_size=size)
                 video.write(drawn)
             else:
                 if detection:
