@@ -144,3 +144,37 @@ def test_model_outputs_to_results_round_trip(tmp_path: Path) -> None:
     path = write_coco_results(tmp_path / "out" / "results.json", results)
     assert json.loads(path.read_text()) == results
     assert not [p for p in path.parent.iterdir() if p.name != "results.json"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_faster_backend_gives_pycocotools_numbers(tmp_path: Path, seed: int, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("faster_coco_eval")
+    gt, results = make_case(seed)
+    gt_file, results_file = tmp_path / "gt.json", tmp_path / "results.json"
+    gt_file.write_text(json.dumps(gt))
+    write_coco_results(results_file, results)
+    reference = pycocotools_direct(gt_file, results_file)
+    fast = evaluate_coco(coco_from_dict(gt), results, backend="faster")
+    assert capsys.readouterr().out == ""
+    for name, value in zip(STAT_NAMES, reference.stats):
+        assert abs(fast[name] - value) < 1e-9, name
+    slow = evaluate_coco(coco_from_dict(gt), results)
+    assert [row["ap"] for row in fast["per_class"]] == pytest.approx([row["ap"] for row in slow["per_class"]], abs=1e-9)
+    assert cli_main(["evaluate", "detection", "--gt", str(gt_file), "--predictions", str(results_file), "--json",
+                     "--backend", "faster"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [printed[name] for name in STAT_NAMES] == pytest.approx(list(reference.stats), abs=1e-6)
+
+
+def test_faster_backend_on_a_generated_set_of_thousands_of_detections() -> None:
+    pytest.importorskip("faster_coco_eval")
+    from mobilevision.tasks.detection.eval_benchmark import synthetic_coco
+
+    gt, results = synthetic_coco(num_images=60, seed=3)
+    assert len(results) > 2000
+    slow = evaluate_coco(coco_from_dict(gt), results, per_class=False)
+    fast = evaluate_coco(coco_from_dict(gt), results, per_class=False, backend="faster")
+    assert 0.05 < slow["map"] < 0.95
+    assert [fast[name] for name in STAT_NAMES] == pytest.approx([slow[name] for name in STAT_NAMES], abs=1e-9)
+    with pytest.raises(ValueError, match="backend"):
+        evaluate_coco(coco_from_dict(gt), results, backend="fast")
