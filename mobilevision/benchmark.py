@@ -1,4 +1,4 @@
-"""`mobilevision benchmark data|predictor|coco-eval`: speed measured side by side against a reference in the same process."""
+"""`mobilevision benchmark data|predictor|coco-eval|int8`: speed measured side by side against a reference in the same process."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ TABLE = {
     "data": ("mobilevision.data.benchmark", "main"),
     "predictor": ("mobilevision.inference.benchmark", "main"),
     "coco-eval": ("mobilevision.tasks.detection.eval_benchmark", "main"),
+    "int8": ("mobilevision.export.int8_benchmark", "main"),
 }
 
 

@@ -49,6 +49,11 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="input size of the graph (default: the checkpoint's)")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="threshold of the detection parity check")
+    parser.add_argument("--int8", action="store_true", help="also write a statically quantized model (QDQ, int8 "
+                        "per-channel weights, uint8 activations) next to the output: NAME.int8.onnx")
+    parser.add_argument("--calibration", type=Path, default=None,
+                        help="with --int8: folder of calibration images (or a dataset split with images/)")
+    parser.add_argument("--calibration-images", type=int, default=64, help="with --int8: images used (first N)")
     parser.add_argument("--parity-images", default=None, help="image, folder or glob whose first 4 images the parity "
                         "check uses as well as generated ones (default: generated only)")
     args = parser.parse_args(list(argv))
@@ -56,6 +61,10 @@ def main(argv: Sequence[str]) -> int:
         parser.error("give exactly one of --weights CKPT or --model NAME")
     if args.opset < 17:
         parser.error(f"--opset must be >= 17, got {args.opset}")
+    if args.int8 != (args.calibration is not None):
+        parser.error("--int8 and --calibration DIR go together (static quantization calibrates on images)")
+    if args.calibration_images < 1:
+        parser.error(f"--calibration-images must be >= 1, got {args.calibration_images}")
     if args.input_size is not None and min(args.input_size) < 32:
         parser.error(f"--input-size must be at least 32x32, got {args.input_size}")
 
@@ -89,4 +98,24 @@ def main(argv: Sequence[str]) -> int:
               file=sys.stderr)
         return 1
     print(f"parity OK (raw outputs within {RELATIVE_TOLERANCE:g} of their scale, same detections)")
+    if args.int8:
+        _write_int8(path, args.calibration, args.calibration_images, images, args.score_threshold)
     return 0
+
+
+def _write_int8(fp32: Path, calibration: Path, limit: int, images: torch.Tensor, threshold: float) -> Path:
+    """Quantize `fp32` into NAME.int8.onnx and print how far its outputs and detections are from fp32's on the
+    parity images (information, not a gate: int8 is approximate by design; accuracy is measured by
+    `mobilevision benchmark int8`)."""
+    from mobilevision.export.onnx import make_session, read_metadata, session_parity
+    from mobilevision.export.quantize import calibration_paths, quantize_onnx
+
+    paths = calibration_paths(calibration, limit=limit)
+    output = fp32.with_suffix(".int8.onnx")
+    quantize_onnx(fp32, output, paths)
+    meta, post = read_metadata(output)
+    print(f"wrote {output} (int8 QDQ, per-channel weights, calibrated on {len(paths)} images of {calibration})")
+    report = session_parity(make_session(fp32), make_session(output), images=images, post=post,
+                            input_size=meta.input_size, thresholds=(threshold,))
+    print(report.format(("fp32", "int8")))
+    return output
