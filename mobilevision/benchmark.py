@@ -1,4 +1,4 @@
-"""`mobilevision benchmark data|predictor|coco-eval|int8`: speed measured side by side against a reference in the same process."""
+"""`mobilevision benchmark data|predictor|segmentation|coco-eval|int8`: speed measured side by side against a reference in the same process."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from mobilevision.subcommands import dispatch
 TABLE = {
     "data": ("mobilevision.data.benchmark", "main"),
     "predictor": ("mobilevision.inference.benchmark", "main"),
+    "segmentation": ("mobilevision.inference.seg_benchmark", "main"),
     "coco-eval": ("mobilevision.tasks.detection.eval_benchmark", "main"),
     "int8": ("mobilevision.export.int8_benchmark", "main"),
 }

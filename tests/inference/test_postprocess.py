@@ -116,3 +116,14 @@ def test_candidate_prefix_widens_when_nms_suppresses_most_of_it() -> None:
                                 detections_per_image=100)
     out = post(cls_logits, torch.zeros(num_anchors, 4), anchors, input_size=(100, 4000))
     assert len(out["labels"]) == 100
+
+
+def test_segmentation_mask_equals_argmax_in_both_layouts() -> None:
+    torch.manual_seed(3)
+    logits = torch.randn(21, 37, 53)
+    logits[:, :5] = 0.0  # ties: the first class wins, as argmax
+    expected = logits.argmax(0).to(torch.uint8)
+    assert torch.equal(segmentation_mask(logits, (37, 53)), expected)
+    channels_last = logits[None].contiguous(memory_format=torch.channels_last)[0]
+    assert torch.equal(segmentation_mask(channels_last, (37, 53)), expected)
+    assert segmentation_mask(torch.randn(300, 4, 4), (4, 4)).dtype == torch.int64
