@@ -7,7 +7,8 @@
      onnxruntime fuses into integer kernels), weights int8 per output channel (per-tensor scales lose the depthwise
      filters whose ranges differ by orders of magnitude), activations uint8 (the u8s8 kernels x86 runs fastest),
      MinMax calibration over the images through a `CalibrationDataReader`;
-     the nodes that only compute the default boxes stay float;
+     only Conv/Add/Clip/Relu are quantized (`OP_TYPES`); the convolutions that produce the outputs
+     (`_output_convs`) and the nodes that only compute the default boxes stay float;
   3. the `metadata_props` of the fp32 model copied over (Predictor reads class names, input size and the
      post-processing from them), plus `mobilevision.quantization` saying how the file was made.
 
@@ -111,6 +112,36 @@ def _constant_branch_nodes(model: Any, output: str = "anchors") -> list[str]:
     return sorted(ancestors([output]) - ancestors([o for o in outputs if o != output]))
 
 
+# What gets quantized: the arithmetic that costs time. Concat/Reshape/Transpose/Resize stay float: quantized, they
+# put the head outputs themselves on an 8-bit grid (logits in steps of ~0.1), which cost the shapes demo detector
+# 1.6 mAP points; left float, 0.2 (docs/benchmarks.md), at the same speed.
+OP_TYPES = ("Conv", "Add", "Clip", "Relu")
+# Graph nodes the search for the output convolutions walks back through (data movement, no arithmetic).
+_PASS_THROUGH = {"Reshape", "Transpose", "Concat", "Resize", "Flatten", "Identity", "Squeeze", "Unsqueeze", "Cast"}
+
+
+def _output_convs(model: Any, skip: Sequence[str] = ("anchors",)) -> list[str]:
+    """The convolutions that produce the graph's outputs through data movement only (the detector's box and class
+    predictors, the segmenter's classifier). They stay float: their outputs are what post-processing thresholds
+    and ranks, and they are a few percent of the MACs."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    found: set[str] = set()
+    seen: set[str] = set()
+    stack = [producers[o.name] for o in model.graph.output if o.name not in skip and o.name in producers]
+    while stack:
+        node = stack.pop()
+        if node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type == "Conv":
+            found.add(node.name)
+        elif node.op_type in _PASS_THROUGH:
+            # Only the data input: a Reshape's shape or a Resize's sizes come from Shape arithmetic, not from a conv.
+            data = node.input if node.op_type == "Concat" else node.input[:1]
+            stack += [producers[i] for i in data if i in producers]
+    return sorted(found)
+
+
 def quantize_onnx(fp32: str | os.PathLike[str], output: str | os.PathLike[str], calibration: Sequence[Path], *,
                   per_channel: bool = True) -> Path:
     """Write a statically quantized (QDQ, int8 weights per channel, uint8 activations) copy of the mobilevision
@@ -140,10 +171,11 @@ def quantize_onnx(fp32: str | os.PathLike[str], output: str | os.PathLike[str], 
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "quantized.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        graph = onnx.load(str(prepared))
         quantize_static(str(prepared), str(quantized), _Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        nodes_to_exclude=_constant_branch_nodes(onnx.load(str(prepared))))
+                        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(OP_TYPES),
+                        nodes_to_exclude=_constant_branch_nodes(graph) + _output_convs(graph))
         used = len(reader.paths) - len(reader.skipped)
         if used == 0:
             raise UserError(f"none of the {len(reader.paths)} calibration images could be read")
