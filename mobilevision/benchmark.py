@@ -1,4 +1,5 @@
-"""`mobilevision benchmark data|predictor|segmentation|coco-eval|int8`: speed measured side by side against a reference in the same process."""
+"""`mobilevision benchmark data|predictor|segmentation|coco-eval|int8`: speed (and, for int8, accuracy) measured side
+by side against a reference in the same process."""
 
 from __future__ import annotations
 

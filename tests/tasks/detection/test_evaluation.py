@@ -147,7 +147,8 @@ def test_model_outputs_to_results_round_trip(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_faster_backend_gives_pycocotools_numbers(tmp_path: Path, seed: int, capsys: pytest.CaptureFixture[str]) -> None:
+def test_faster_backend_gives_pycocotools_numbers(tmp_path: Path, seed: int,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("faster_coco_eval")
     gt, results = make_case(seed)
     gt_file, results_file = tmp_path / "gt.json", tmp_path / "results.json"
