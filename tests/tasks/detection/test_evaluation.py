@@ -166,16 +166,3 @@ def test_faster_backend_gives_pycocotools_numbers(tmp_path: Path, seed: int,
     printed = json.loads(capsys.readouterr().out)
     assert [printed[name] for name in STAT_NAMES] == pytest.approx(list(reference.stats), abs=1e-6)
 
-
-def test_faster_backend_on_a_generated_set_of_thousands_of_detections() -> None:
-    pytest.importorskip("faster_coco_eval")
-    from mobilevision.tasks.detection.eval_benchmark import synthetic_coco
-
-    gt, results = synthetic_coco(num_images=60, seed=3)
-    assert len(results) > 2000
-    slow = evaluate_coco(coco_from_dict(gt), results, per_class=False)
-    fast = evaluate_coco(coco_from_dict(gt), results, per_class=False, backend="faster")
-    assert 0.05 < slow["map"] < 0.95
-    assert [fast[name] for name in STAT_NAMES] == pytest.approx([slow[name] for name in STAT_NAMES], abs=1e-9)
-    with pytest.raises(ValueError, match="backend"):
-        evaluate_coco(coco_from_dict(gt), results, backend="fast")
