@@ -17,6 +17,8 @@ Pipelines, same weights (the raw head outputs are checked equal first):
                            of the regime, NMS 0.6, top-k 200 per class, 100 detections).
   ours torch               `Predictor(backend="torch")`: BatchNorm folded, channels-last.
   ours onnxruntime         `Predictor(backend="onnxruntime")`: the exported graph in a tuned session.
+  ours onnxruntime int8    (with `--int8`) the same graph statically quantized (`mobilevision export --int8`),
+                           calibrated on 32 generated images; approximate, so its count may differ.
 Input: the same RGB uint8 HWC numpy array, a 480x640 busy image resized once beforehand (cv2 INTER_AREA) to the
 network's input size (320x320), to every pipeline. What each does
 with it (the "preprocess" column): torchvision: `torch.from_numpy` -> CHW permute -> float /255 -> its transform
@@ -35,7 +37,7 @@ end-to-end, and ours end-to-end / ours forward.
 
 Also measured: `Predictor.stream` over a generated 300-frame video, RSS growth from frame 50 to frame 300.
 
-Command: `OMP_NUM_THREADS=1 mobilevision benchmark predictor` (options: --repeats, --threads, --weights,
+Command: `OMP_NUM_THREADS=1 mobilevision benchmark predictor` (options: --repeats, --threads, --weights, --int8,
 --stream-frames, --json). Measured numbers (with the machine's load) are in docs/benchmarks.md.
 """
 
@@ -66,6 +68,7 @@ IMAGE_SHAPE = (480, 640)
 INPUT_SIZE = (320, 320)
 NUM_CLASSES = 81
 SCORE_THRESHOLD = 0.3
+INT8 = "ours onnxruntime int8"
 # (name, score threshold): a user's busy frame at the usual display threshold, and COCO evaluation's threshold.
 REGIMES: tuple[tuple[str, float], ...] = (("busy, 0.3", 0.3), ("COCO eval, 0.01", 0.01))
 
@@ -296,6 +299,9 @@ def prepare(weights: Path | None = None, *, width_mult: float = 1.0, num_classes
         model, meta = load_checkpoint(weights)
         if not is_detector(model):
             raise UserError(f"{weights}: not a detector checkpoint (benchmark predictor compares detection pipelines)")
+        if getattr(model, "classification", "softmax") != "softmax":
+            raise UserError(f"{weights}: scores with sigmoid; torchvision's SSD post-processing is softmax only, so "
+                            "the two pipelines cannot run the same detector")
         ours, ssd = build_pair(model, input_size=meta.input_size)
         return ours, ssd, meta
     ours, _ = build_pair(num_classes=num_classes, width_mult=width_mult)
@@ -304,15 +310,45 @@ def prepare(weights: Path | None = None, *, width_mult: float = 1.0, num_classes
     return ours, ssd, meta
 
 
+def _int8_model(ours: nn.Module, meta: Any, folder: Path, count: int = 32) -> Path:
+    """Our detector exported and statically quantized (`mobilevision.export.quantize`), calibrated on `count`
+    generated photo-like images (not the benchmark image) written to `folder`."""
+    from mobilevision.checkpoint import ModelMeta
+    from mobilevision.export.onnx import export_onnx
+    from mobilevision.export.quantize import quantize_onnx
+
+    meta = meta or ModelMeta.for_model(ours)
+    paths = []
+    for i, image in enumerate(photo_like_images(count, tuple(meta.input_size), seed=7)):
+        paths.append(folder / f"calibration_{i:03d}.png")
+        cv2.imwrite(str(paths[-1]), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    fp32 = export_onnx(copy.deepcopy(ours), folder / "model.onnx", meta)
+    return quantize_onnx(fp32, folder / "model.int8.onnx", paths)
+
+
 def run(*, repeats: int, threads: Sequence[int], stream_frames: int, width_mult: float = 1.0,
         weights: Path | None = None, regimes: Sequence[tuple[str, float]] = REGIMES,
-        calibration_images: int = 32, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Both regimes at each thread count (see the module docstring); returns the numbers printed."""
+        calibration_images: int = 32, int8: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Both regimes at each thread count (see the module docstring); returns the numbers printed.
+
+    `int8` adds a row: our int8 ONNX model (QDQ, calibrated on 32 generated images) through `Predictor`; its
+    detection count is printed but not required to equal the fp32 pipelines'.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        return _run(repeats=repeats, threads=threads, stream_frames=stream_frames, width_mult=width_mult,
+                    weights=weights, regimes=regimes, calibration_images=calibration_images,
+                    int8_folder=Path(tmp) if int8 else None, log=log)
+
+
+def _run(*, repeats: int, threads: Sequence[int], stream_frames: int, width_mult: float, weights: Path | None,
+         regimes: Sequence[tuple[str, float]], calibration_images: int, int8_folder: Path | None,
+         log: Callable[[str], None]) -> dict[str, Any]:
     from mobilevision.export.onnx import match_detections
     from mobilevision.inference.predictor import Predictor
 
     warnings.filterwarnings("ignore")
     ours, ssd, meta = prepare(weights, width_mult=width_mult, calibration_images=calibration_images)
+    int8_path = _int8_model(ours, meta, int8_folder) if int8_folder is not None else None
     input_size = tuple(meta.input_size) if meta is not None else INPUT_SIZE
     # At the network's input size: neither pipeline resizes, so both run the network on the same pixels and must
     # find the same detections (an untrained network amplifies the differences between cv2's uint8 resize and
@@ -334,6 +370,8 @@ def run(*, repeats: int, threads: Sequence[int], stream_frames: int, width_mult:
                 "ours onnxruntime": Predictor(copy.deepcopy(ours), backend="onnxruntime", num_threads=n, meta=meta,
                                               score_threshold=threshold),
             }
+            if int8_path is not None:
+                pipelines[INT8] = Predictor(int8_path, num_threads=n, score_threshold=threshold)
             stages: dict[str, dict[str, list[float]]] = {name: {} for name in pipelines}
             last: dict[str, dict[str, Any]] = {}
             for pipe in pipelines.values():  # warm-up (first-call allocations, oneDNN primitive caches)
@@ -352,7 +390,8 @@ def run(*, repeats: int, threads: Sequence[int], stream_frames: int, width_mult:
             reference = last["torchvision SSD (eager)"]
             matched = {name: int(match_detections(_as_tensors(result), _as_tensors(reference), iou=0.9,
                                                   pixels=1.0)[0].sum()) for name, result in last.items()}
-            same_counts = len(set(counts.values())) == 1
+            # int8 is approximate by design: its count is printed, not required to agree.
+            same_counts = len({c for name, c in counts.items() if name != INT8}) == 1
             agree &= same_counts
             tv_ms = table["torchvision SSD (eager)"]["end_to_end"]
             log(f"\n== {n} thread(s), {regime}: {input_size[0]}x{input_size[1]} RGB uint8 HWC array -> detections "
@@ -394,6 +433,7 @@ def main(argv: Sequence[str]) -> int:
                         help="a trained detector checkpoint (default: untrained, BatchNorm calibrated)")
     parser.add_argument("--stream-frames", type=int, default=300, help="frames of the memory check (0 skips it)")
     parser.add_argument("--width-mult", type=float, default=1.0, help="width multiplier (1.0 is the paper's model)")
+    parser.add_argument("--int8", action="store_true", help="add our int8 ONNX model (calibrated on generated images)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     args = parser.parse_args(list(argv))
     if args.repeats < 1 or any(t < 1 for t in args.threads):
@@ -401,7 +441,7 @@ def main(argv: Sequence[str]) -> int:
     if args.weights is not None and not args.weights.is_file():
         raise UserError(f"--weights {args.weights}: file not found")
     results = run(repeats=args.repeats, threads=args.threads, stream_frames=args.stream_frames,
-                  width_mult=args.width_mult, weights=args.weights)
+                  width_mult=args.width_mult, weights=args.weights, int8=args.int8)
     if args.json:
         atomic_write_json(args.json, results)
     return 0 if results["counts_agree"] else 1
