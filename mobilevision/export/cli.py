@@ -54,6 +54,8 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--calibration", type=Path, default=None,
                         help="with --int8: folder of calibration images (or a dataset split with images/)")
     parser.add_argument("--calibration-images", type=int, default=64, help="with --int8: images used (first N)")
+    parser.add_argument("--int8-float-head", action="store_true", help="with --int8: keep the output convolutions "
+                        "(box/class predictors, segmentation classifier) in float: slightly closer to fp32, slower")
     parser.add_argument("--parity-images", default=None, help="image, folder or glob whose first 4 images the parity "
                         "check uses as well as generated ones (default: generated only)")
     args = parser.parse_args(list(argv))
@@ -99,11 +101,13 @@ def main(argv: Sequence[str]) -> int:
         return 1
     print(f"parity OK (raw outputs within {RELATIVE_TOLERANCE:g} of their scale, same detections)")
     if args.int8:
-        _write_int8(path, args.calibration, args.calibration_images, images, args.score_threshold)
+        _write_int8(path, args.calibration, args.calibration_images, images, args.score_threshold,
+                    float_head=args.int8_float_head)
     return 0
 
 
-def _write_int8(fp32: Path, calibration: Path, limit: int, images: torch.Tensor, threshold: float) -> Path:
+def _write_int8(fp32: Path, calibration: Path, limit: int, images: torch.Tensor, threshold: float, *,
+               float_head: bool = False) -> Path:
     """Quantize `fp32` into NAME.int8.onnx and print how far its outputs and detections are from fp32's on the
     parity images (information, not a gate: int8 is approximate by design; accuracy is measured by
     `mobilevision benchmark int8`)."""
@@ -112,7 +116,7 @@ def _write_int8(fp32: Path, calibration: Path, limit: int, images: torch.Tensor,
 
     paths = calibration_paths(calibration, limit=limit)
     output = fp32.with_suffix(".int8.onnx")
-    quantize_onnx(fp32, output, paths)
+    quantize_onnx(fp32, output, paths, float_head_outputs=float_head)
     meta, post = read_metadata(output)
     print(f"wrote {output} (int8 QDQ, per-channel weights, calibrated on {len(paths)} images of {calibration})")
     report = session_parity(make_session(fp32), make_session(output), images=images, post=post,

@@ -7,8 +7,9 @@
      onnxruntime fuses into integer kernels), weights int8 per output channel (per-tensor scales lose the depthwise
      filters whose ranges differ by orders of magnitude), activations uint8 (the u8s8 kernels x86 runs fastest),
      MinMax calibration over the images through a `CalibrationDataReader`;
-     only Conv/Add/Clip/Relu are quantized (`OP_TYPES`); the convolutions that produce the outputs
-     (`_output_convs`) and the nodes that only compute the default boxes stay float;
+     only Conv/Add/Clip/Relu are quantized (`OP_TYPES`), so data movement (Concat/Reshape/Transpose/Resize)
+     stays float, and so do the nodes that only compute the default boxes (and, on request, the convolutions that
+     produce the outputs);
   3. the `metadata_props` of the fp32 model copied over (Predictor reads class names, input size and the
      post-processing from them), plus `mobilevision.quantization` saying how the file was made.
 
@@ -112,9 +113,9 @@ def _constant_branch_nodes(model: Any, output: str = "anchors") -> list[str]:
     return sorted(ancestors([output]) - ancestors([o for o in outputs if o != output]))
 
 
-# What gets quantized: the arithmetic that costs time. Concat/Reshape/Transpose/Resize stay float: quantized, they
-# put the head outputs themselves on an 8-bit grid (logits in steps of ~0.1), which cost the shapes demo detector
-# 1.6 mAP points; left float, 0.2 (docs/benchmarks.md), at the same speed.
+# What gets quantized: the arithmetic that costs time. Concat/Reshape/Transpose/Resize stay float: quantized, the
+# concatenation of all levels' outputs shares one 8-bit grid (logits in steps of ~0.1), which cost the shapes demo
+# detector 1.6 mAP points; left float, 0.2 (each predictor's output keeps its own scale), at the same speed.
 OP_TYPES = ("Conv", "Add", "Clip", "Relu")
 # Graph nodes the search for the output convolutions walks back through (data movement, no arithmetic).
 _PASS_THROUGH = {"Reshape", "Transpose", "Concat", "Resize", "Flatten", "Identity", "Squeeze", "Unsqueeze", "Cast"}
@@ -122,8 +123,7 @@ _PASS_THROUGH = {"Reshape", "Transpose", "Concat", "Resize", "Flatten", "Identit
 
 def _output_convs(model: Any, skip: Sequence[str] = ("anchors",)) -> list[str]:
     """The convolutions that produce the graph's outputs through data movement only (the detector's box and class
-    predictors, the segmenter's classifier). They stay float: their outputs are what post-processing thresholds
-    and ranks, and they are a few percent of the MACs."""
+    predictors, the segmenter's classifier)."""
     producers = {out: node for node in model.graph.node for out in node.output}
     found: set[str] = set()
     seen: set[str] = set()
@@ -143,9 +143,13 @@ def _output_convs(model: Any, skip: Sequence[str] = ("anchors",)) -> list[str]:
 
 
 def quantize_onnx(fp32: str | os.PathLike[str], output: str | os.PathLike[str], calibration: Sequence[Path], *,
-                  per_channel: bool = True) -> Path:
+                  per_channel: bool = True, float_head_outputs: bool = False) -> Path:
     """Write a statically quantized (QDQ, int8 weights per channel, uint8 activations) copy of the mobilevision
     ONNX model `fp32` to `output`, atomically; see the module docstring.
+
+    `float_head_outputs` keeps the convolutions that produce the outputs in float (`_output_convs`): a little more
+    accurate, but an 81-class SSDLite's class predictors are a quarter of its MACs, and in float they cost 6 of the
+    int8 model's 24 ms (onnxruntime profile, one thread, 320x320).
 
     Raises:
         UserError: no calibration image could be read.
@@ -175,7 +179,8 @@ def quantize_onnx(fp32: str | os.PathLike[str], output: str | os.PathLike[str], 
         quantize_static(str(prepared), str(quantized), _Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(OP_TYPES),
-                        nodes_to_exclude=_constant_branch_nodes(graph) + _output_convs(graph))
+                        nodes_to_exclude=_constant_branch_nodes(graph)
+                        + (_output_convs(graph) if float_head_outputs else []))
         used = len(reader.paths) - len(reader.skipped)
         if used == 0:
             raise UserError(f"none of the {len(reader.paths)} calibration images could be read")

@@ -304,6 +304,7 @@ def prepare(weights: Path | None = None, *, width_mult: float = 1.0, num_classes
                             "the two pipelines cannot run the same detector")
         ours, ssd = build_pair(model, input_size=meta.input_size)
         return ours, ssd, meta
+    torch.manual_seed(0)  # the same network (hence the same detections) on every run
     ours, _ = build_pair(num_classes=num_classes, width_mult=width_mult)
     calibrate_batchnorm(ours, photo_like_images(calibration_images, INPUT_SIZE, seed=0))
     ours, ssd = build_pair(ours)  # the twin copies the calibrated statistics
