@@ -90,6 +90,10 @@ def export_bytes(model: nn.Module, meta: ModelMeta, *, opset: int = MIN_OPSET,
         torch.onnx.export(wrapped, (dummy,), buffer, opset_version=opset, input_names=[INPUT_NAME],
                           output_names=list(outputs), dynamic_axes=dynamic, dynamo=False, do_constant_folding=True)
     proto = onnx.load_from_string(buffer.getvalue())
+    if detector:
+        with torch.no_grad():
+            _, anchors = model.forward_raw(dummy)
+        _freeze_output(proto, "anchors", anchors.numpy())
     meta_dict = meta.to_dict()
     meta_dict["input_size"] = [height, width]
     entries = {META_KEY: json.dumps(meta_dict)}
@@ -100,6 +104,46 @@ def export_bytes(model: nn.Module, meta: ModelMeta, *, opset: int = MIN_OPSET,
         prop.key, prop.value = key, value
     proto.producer_name = "mobilevision"
     return proto.SerializeToString()
+
+
+def branch_nodes(graph: Any, output: str) -> list[int]:
+    """Positions in `graph.node` of the nodes that compute only `output`: its ancestors minus those of the other
+    graph outputs (for `anchors`: the Range/Expand/Concat arithmetic over the feature maps' shapes)."""
+    producers = {out: i for i, node in enumerate(graph.node) for out in node.output}
+
+    def ancestors(names: list[str]) -> set[int]:
+        seen: set[int] = set()
+        stack = [producers[n] for n in names if n in producers]
+        while stack:
+            i = stack.pop()
+            if i in seen:
+                continue
+            seen.add(i)
+            stack += [producers[name] for name in graph.node[i].input if name in producers]
+        return seen
+
+    outputs = [o.name for o in graph.output]
+    if output not in outputs:
+        return []
+    return sorted(ancestors([output]) - ancestors([o for o in outputs if o != output]))
+
+
+def _freeze_output(proto: Any, output: str, value: np.ndarray) -> None:
+    """Replace the nodes that compute only `output` by one Constant node holding `value`.
+
+    The tracer records the default boxes as arithmetic over the feature maps' shapes, which onnxruntime cannot fold
+    (the batch axis is dynamic) and so evaluates on every run; the graph's spatial size is fixed, so they are a
+    constant. (Returning a constant from the traced module instead is refused by the tracer: an output without data
+    dependence on the input.)
+    """
+    from onnx import helper, numpy_helper
+
+    drop = set(branch_nodes(proto.graph, output))
+    kept = [node for i, node in enumerate(proto.graph.node) if i not in drop]
+    constant = helper.make_node("Constant", [], [output], name=f"{output}_constant",
+                                value=numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32)))
+    del proto.graph.node[:]
+    proto.graph.node.extend([constant, *kept])
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike[str], meta: ModelMeta, *, opset: int = MIN_OPSET,

@@ -8,8 +8,8 @@
      filters whose ranges differ by orders of magnitude), activations uint8 (the u8s8 kernels x86 runs fastest),
      MinMax calibration over the images through a `CalibrationDataReader`;
      only Conv/Add/Clip/Relu are quantized (`OP_TYPES`), so data movement (Concat/Reshape/Transpose/Resize)
-     stays float, and so do the nodes that only compute the default boxes (and, on request, the convolutions that
-     produce the outputs);
+     stays float (so do the default boxes, a constant of the graph, and, on request, the convolutions that produce
+     the outputs);
   3. the `metadata_props` of the fp32 model copied over (Predictor reads class names, input size and the
      post-processing from them), plus `mobilevision.quantization` saying how the file was made.
 
@@ -90,29 +90,6 @@ class ImageCalibrationReader:
         self._iterator = None
 
 
-def _constant_branch_nodes(model: Any, output: str = "anchors") -> list[str]:
-    """Names of the nodes that compute only `output` (the default boxes: Range/Mul/Concat over the feature maps'
-    shapes), not the head outputs. They stay float: quantizing the boxes' coordinates would move every box by up to
-    a pixel for no speed."""
-    producers = {out: node for node in model.graph.node for out in node.output}
-
-    def ancestors(names: Sequence[str]) -> set[str]:
-        seen: set[str] = set()
-        stack = [producers[n] for n in names if n in producers]
-        while stack:
-            node = stack.pop()
-            if node.name in seen:
-                continue
-            seen.add(node.name)
-            stack += [producers[i] for i in node.input if i in producers]
-        return seen
-
-    outputs = [o.name for o in model.graph.output]
-    if output not in outputs:
-        return []
-    return sorted(ancestors([output]) - ancestors([o for o in outputs if o != output]))
-
-
 # What gets quantized: the arithmetic that costs time. Concat/Reshape/Transpose/Resize stay float: quantized, the
 # concatenation of all levels' outputs shares one 8-bit grid (logits in steps of ~0.1), which cost the shapes demo
 # detector 1.6 mAP points; left float, 0.2 (each predictor's output keeps its own scale), at the same speed.
@@ -179,8 +156,7 @@ def quantize_onnx(fp32: str | os.PathLike[str], output: str | os.PathLike[str], 
         quantize_static(str(prepared), str(quantized), _Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(OP_TYPES),
-                        nodes_to_exclude=_constant_branch_nodes(graph)
-                        + (_output_convs(graph) if float_head_outputs else []))
+                        nodes_to_exclude=_output_convs(graph) if float_head_outputs else [])
         used = len(reader.paths) - len(reader.skipped)
         if used == 0:
             raise UserError(f"none of the {len(reader.paths)} calibration images could be read")
