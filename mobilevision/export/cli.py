@@ -18,7 +18,6 @@ import torch
 from mobilevision.errors import UserError
 
 
-
 def _user_images(spec: str, input_size: tuple[int, int], limit: int = 4) -> torch.Tensor:
     """Up to `limit` images of a user's source, resized to the graph's input: float [N, 3, H, W] in 0..255."""
     from mobilevision.inference.sources import open_source

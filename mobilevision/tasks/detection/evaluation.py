@@ -26,8 +26,9 @@ from mobilevision.data.report import DataWarning
 from mobilevision.errors import DatasetError, UserError
 from mobilevision.io import atomic_write_text
 
-# COCOeval.stats order (summarize()): AP@[.5:.95], AP50, AP75, AP small/medium/large, AR@1, AR@10, AR@100, AR s/m/l.
+# `evaluate_coco(backend=...)`: pycocotools' COCOeval, or faster-coco-eval's C++ one (optional extra `fast-eval`).
 EVAL_BACKENDS: tuple[str, ...] = ("pycocotools", "faster")
+# COCOeval.stats order (summarize()): AP@[.5:.95], AP50, AP75, AP small/medium/large, AR@1, AR@10, AR@100, AR s/m/l.
 STAT_NAMES: tuple[str, ...] = (
     "map", "map_50", "map_75", "map_small", "map_medium", "map_large",
     "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large",
