@@ -249,15 +249,17 @@ class ParityReport:
         """Raw outputs within `tolerance` relative to their scale, and the same detections at every threshold."""
         return self.max_relative_diff <= tolerance and self.detections_identical
 
-    def format(self, names: tuple[str, str] = ("torch", "onnxruntime")) -> str:
-        lines = [f"parity check, {names[0]} vs {names[1]}:"]
+    def format(self, names: tuple[str, str] = ("torch", "onnxruntime"), *, title: str = "parity check",
+               verdict: bool = True) -> str:
+        """The report as lines; `verdict=False` leaves out identical/DIFFERENT (for int8, approximate by design)."""
+        lines = [f"{title}, {names[0]} vs {names[1]}:"]
         for name, value in self.max_abs_diff.items():
             lines.append(f"  {name}: max |diff| {value:.3g}, max |value| {self.scale.get(name, 0.0):.3g}, "
                          f"relative {self.relative_diff[name]:.3g}")
         for d in self.detections:
             lines.append(f"  detections above {d['threshold']}: {names[0]} {d['reference']}, {names[1]} "
-                         f"{d['other']}, matched {d['matched']}, borderline {d['borderline']}: "
-                         f"{'identical' if d['identical'] else 'DIFFERENT'}")
+                         f"{d['other']}, matched {d['matched']}, borderline {d['borderline']}"
+                         + (f": {'identical' if d['identical'] else 'DIFFERENT'}" if verdict else ""))
         return "\n".join(lines)
 
 
@@ -304,7 +306,7 @@ def _borderline(det: dict[str, Tensor], post: DetectionPostprocess, margin: floa
 
 def compare_runs(names: tuple[str, ...], reference: list[Tensor], other: list[Tensor], *,
                  post: DetectionPostprocess | None, input_size: tuple[int, int], thresholds: tuple[float, ...] = (),
-                 score_margin: float = SCORE_MARGIN) -> ParityReport:
+                 score_margin: float = SCORE_MARGIN, iou: float = DETECTION_IOU) -> ParityReport:
     """Compare two runs of the same network on the same images.
 
     Args:
@@ -314,6 +316,7 @@ def compare_runs(names: tuple[str, ...], reference: list[Tensor], other: list[Te
         thresholds: score thresholds at which the detections are compared.
         score_margin: unmatched detections with a score within this of the threshold (or of the cap's cut) are
             borderline, not disagreements: a 1e-5 change of a 0.30001 score legitimately drops it.
+        iou: the overlap that pairs two detections of the same label (see `match_detections`).
     """
     report = ParityReport()
     for name, ref, got in zip(names, reference, other):
@@ -328,7 +331,7 @@ def compare_runs(names: tuple[str, ...], reference: list[Tensor], other: list[Te
         for i in range(reference[0].shape[0]):
             a = cut(reference[0][i], reference[1][i], reference[2], input_size=input_size)
             b = cut(other[0][i], other[1][i], other[2], input_size=input_size)
-            found_a, found_b = match_detections(a, b)
+            found_a, found_b = match_detections(a, b, iou=iou)
             edge_a, edge_b = _borderline(a, cut, score_margin), _borderline(b, cut, score_margin)
             row["reference"] += len(found_a)
             row["other"] += len(found_b)
@@ -388,9 +391,10 @@ def parity_check(model: nn.Module, session: Any, *, input_size: tuple[int, int],
 
 
 def session_parity(reference: Any, other: Any, *, images: Tensor, post: DetectionPostprocess | None,
-                   input_size: tuple[int, int], thresholds: tuple[float, ...] = (0.3,)) -> ParityReport:
+                   input_size: tuple[int, int], thresholds: tuple[float, ...] = (0.3,),
+                   iou: float = DETECTION_IOU) -> ParityReport:
     """`compare_runs` for two onnxruntime sessions of the same network (fp32 vs int8) on float [N, 3, H, W] images."""
     names = DETECTION_OUTPUTS if post is not None else SEGMENTATION_OUTPUTS
     feed = {INPUT_NAME: images.float().numpy()}
     runs = [[torch.from_numpy(np.asarray(o)) for o in s.run(list(names), feed)] for s in (reference, other)]
-    return compare_runs(names, runs[0], runs[1], post=post, input_size=input_size, thresholds=thresholds)
+    return compare_runs(names, runs[0], runs[1], post=post, input_size=input_size, thresholds=thresholds, iou=iou)

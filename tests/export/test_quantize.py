@@ -52,7 +52,7 @@ def test_int8_detector_export_runs_and_agrees_with_fp32(tmp_path: Path, capsys: 
     assert main(["export", "--weights", str(ckpt), "--int8", "--calibration", str(tmp_path / "calibration"),
                  "--calibration-images", "12"]) == 0
     out = capsys.readouterr().out
-    assert "det.int8.onnx" in out and "fp32 vs int8" in out
+    assert "det.int8.onnx" in out and "int8 check" in out and "fp32 vs int8" in out and "DIFFERENT" not in out
     int8 = tmp_path / "det.int8.onnx"
     proto = onnx.load(str(int8))
     ops = {n.op_type for n in proto.graph.node}
