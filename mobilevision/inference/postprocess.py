@@ -103,14 +103,18 @@ class DetectionPostprocess:
             kept positions into the candidates, best first, int64 [N]; the candidates' decoded clipped boxes
             float [M, 4], flat positions int64 [M] and scores float [M]; whether the prefix held every candidate.
         """
-        top_scores, top_pos = flat.topk(limit)  # best first; order among near-ties fixed below
+        # One more than the prefix: best first; order among near-ties fixed below.
+        top_scores, top_pos = flat.topk(min(limit + 1, flat.numel()))
         if limit < flat.numel():
-            # A bucket of equal rounded scores straddling the cut: take all of it, so the tie-break by position
-            # sees every member.
-            last = float(torch.round(top_scores[-1] * 2.0**20))
-            bucket = int((flat >= (last - 0.5) / 2.0**20).sum()) if last > 0 else flat.numel()
-            if bucket > limit:
+            rounded = torch.round(top_scores[-2:] * 2.0**20)
+            if rounded[0] == rounded[1]:
+                # A bucket of equal rounded scores straddles the cut: take all of it, so the tie-break by position
+                # sees every member (counting it costs a pass over all pairs, so only when the cut splits one).
+                last = float(rounded[0])
+                bucket = int((flat >= (last - 0.5) / 2.0**20).sum()) if last > 0 else flat.numel()
                 top_scores, top_pos = flat.topk(bucket)
+            else:
+                top_scores, top_pos = top_scores[:limit], top_pos[:limit]
         complete = top_scores.numel() == flat.numel() or bool(top_scores[-1] <= self.score_threshold)
         passing = top_scores > self.score_threshold
         top_scores, top_pos = top_scores[passing], top_pos[passing]

@@ -127,3 +127,15 @@ def test_segmentation_mask_equals_argmax_in_both_layouts() -> None:
     channels_last = logits[None].contiguous(memory_format=torch.channels_last)[0]
     assert torch.equal(segmentation_mask(channels_last, (37, 53)), expected)
     assert segmentation_mask(torch.randn(300, 4, 4), (4, 4)).dtype == torch.int64
+
+
+def test_ties_across_the_prefix_cut_break_by_position() -> None:
+    """Every pair scores 1/3: the first prefix cuts through one bucket of equal scores, which must be taken whole so
+    the tie-break by (anchor, class) position holds; the result is the first pairs in that order."""
+    num_anchors = 50
+    corners = torch.arange(num_anchors, dtype=torch.float32)[:, None] * 20  # far apart: NMS keeps all
+    anchors = torch.cat([corners, torch.zeros(num_anchors, 1), corners + 10, torch.full((num_anchors, 1), 10.0)], 1)
+    post = DetectionPostprocess(score_threshold=0.3, max_candidates=7, detections_per_image=5, topk_candidates=200)
+    out = post(torch.zeros(num_anchors, 3), torch.zeros(num_anchors, 4), anchors, input_size=(20, 1000))
+    assert out["labels"].tolist() == [1, 2, 1, 2, 1]
+    assert out["boxes"][:, 0].tolist() == [0.0, 0.0, 20.0, 20.0, 40.0]
