@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import json
 import statistics
 import tempfile
 import time
