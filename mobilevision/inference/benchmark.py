@@ -20,10 +20,10 @@ Pipelines, same weights (the raw head outputs are checked equal first):
   ours onnxruntime int8    (with `--int8`) the same graph statically quantized (`mobilevision export --int8`),
                            calibrated on 32 generated images; approximate, so its count may differ.
 Input: the same RGB uint8 HWC numpy array, a 480x640 busy image resized once beforehand (cv2 INTER_AREA) to the
-network's input size (320x320), to every pipeline. What each does
-with it (the "preprocess" column): torchvision: `torch.from_numpy` -> CHW permute -> float /255 -> its transform
-(normalise, bilinear "resize" to the same size, batch); ours: no resize, then a channels-last uint8 tensor view
-(torch; normalisation is in the network) or float32 NCHW (onnxruntime). At the input size both networks see the same
+network's input size (320x320), to every pipeline. What each does with it (the "preprocess" column): torchvision:
+`torch.from_numpy` -> CHW permute -> float /255 -> its transform (normalise, bilinear "resize" to the same size,
+batch); ours: no resize, then a channels-last uint8 tensor view (torch; normalisation is in the network) or float32
+NCHW (onnxruntime). At the input size both networks see the same
 pixels, so the detections can be compared one to one; an untrained network amplifies the difference between cv2's
 uint8 resize and torchvision's float resize, and from a 480x640 image the two pipelines agree on a handful of boxes.
 The preprocessing of a 480x640 array (resize included) is timed apart, interleaved, and printed below the tables.
