@@ -13,18 +13,21 @@ extra one) are calibrated on generated photo-like images (`benchmark predictor` 
 Input: one RGB uint8 HWC array at the network's input size (512x512, the paper's MAdds size): no resize on either
 side. Stages: torchvision: `torch.from_numpy`, CHW, float /255, `torchvision.transforms.functional.normalize`;
 `model(x)["out"]` (head + bilinear upsampling to the input); `argmax` -> uint8 numpy. Ours: `Predictor.timed`
-(torch: BatchNorm folded, channels-last; onnxruntime: the exported graph). Runs interleaved, medians, one thread by
-default; ratio = ours / torchvision end-to-end, end-to-end being the wall time around the same call.
+(torch: BatchNorm folded, channels-last; onnxruntime: the exported graph; with `--int8`, the graph statically
+quantized as `mobilevision export --int8` does, calibrated on 32 generated images). Runs interleaved, medians, one
+thread by default; ratio = ours / torchvision end-to-end, end-to-end being the wall time around the same call.
 
 Command: `OMP_NUM_THREADS=1 mobilevision benchmark segmentation` (options: --repeats, --threads, --weights, --size,
---json). Measured numbers are in docs/benchmarks.md.
+--int8, --json). Measured numbers are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
+import tempfile
 import time
 import warnings
 from collections import OrderedDict
@@ -109,9 +112,21 @@ class _TorchvisionSegmentation:
 
 
 def run(*, repeats: int, threads: Sequence[int], size: tuple[int, int] = (512, 512), weights: Path | None = None,
-        calibration_images: int = 16, width_mult: float = 1.0,
+        calibration_images: int = 16, width_mult: float = 1.0, int8: bool = False,
         log: Callable[[str], None] = print) -> dict[str, Any]:
-    from mobilevision.inference.benchmark import calibrate_batchnorm, photo_like_images
+    """The table at each thread count (see the module docstring). `int8` adds our int8 ONNX model (static QDQ
+    quantization calibrated on 32 generated images) as a row."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return _run(repeats=repeats, threads=threads, size=size, weights=weights,
+                    calibration_images=calibration_images, width_mult=width_mult,
+                    int8_folder=Path(tmp) if int8 else None, log=log)
+
+
+def _run(*, repeats: int, threads: Sequence[int], size: tuple[int, int], weights: Path | None,
+         calibration_images: int, width_mult: float, int8_folder: Path | None,
+         log: Callable[[str], None]) -> dict[str, Any]:
+    from mobilevision.checkpoint import ModelMeta
+    from mobilevision.inference.benchmark import _int8_model, calibrate_batchnorm, photo_like_images
     from mobilevision.inference.predictor import Predictor
 
     warnings.filterwarnings("ignore")
@@ -137,6 +152,10 @@ def run(*, repeats: int, threads: Sequence[int], size: tuple[int, int] = (512, 5
         norm_images = [np.ascontiguousarray(i) for i in images]
         _calibrate_torchvision(theirs, norm_images, ours.normalize)
     image = photo_like_images(1, size, seed=99, objects=(12, 13))[0]
+    int8_path = None
+    if int8_folder is not None:
+        int8_meta = dataclasses.replace(meta or ModelMeta.for_model(ours), input_size=size)
+        int8_path = _int8_model(ours, int8_meta, int8_folder)
     results: dict[str, Any] = {"input_size": list(size), "weights": str(weights) if weights else
                                f"untrained, BatchNorm calibrated on {calibration_images} generated images",
                                "repeats": repeats, "runs": []}
@@ -150,6 +169,8 @@ def run(*, repeats: int, threads: Sequence[int], size: tuple[int, int] = (512, 5
             "ours onnxruntime": Predictor(copy.deepcopy(ours), backend="onnxruntime", num_threads=n, meta=meta,
                                           input_size=size),
         }
+        if int8_path is not None:
+            pipelines["ours onnxruntime int8"] = Predictor(int8_path, num_threads=n)
         stages: dict[str, dict[str, list[float]]] = {name: {} for name in pipelines}
         for pipe in pipelines.values():
             for _ in range(2):
@@ -196,13 +217,15 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--weights", type=Path, default=None, help="a trained segmentation checkpoint")
     parser.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"),
                         help="input size without --weights (a checkpoint uses its own)")
+    parser.add_argument("--int8", action="store_true", help="add our int8 ONNX model (calibrated on generated images)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     args = parser.parse_args(list(argv))
     if args.repeats < 1 or any(t < 1 for t in args.threads) or min(args.size) < 32:
         parser.error("--repeats and --threads must be >= 1 and --size at least 32x32")
     if args.weights is not None and not args.weights.is_file():
         raise UserError(f"--weights {args.weights}: file not found")
-    results = run(repeats=args.repeats, threads=args.threads, size=tuple(args.size), weights=args.weights)
+    results = run(repeats=args.repeats, threads=args.threads, size=tuple(args.size), weights=args.weights,
+                  int8=args.int8)
     if args.json:
         atomic_write_json(args.json, results)
     return 0
