@@ -17,8 +17,6 @@ import torch
 
 from mobilevision.errors import UserError
 
-PARITY_TOLERANCE = 1e-4
-
 
 def _user_images(spec: str, input_size: tuple[int, int], limit: int = 4) -> torch.Tensor:
     """Up to `limit` images of a user's source, resized to the graph's input: float [N, 3, H, W] in 0..255."""
@@ -50,6 +48,13 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="input size of the graph (default: the checkpoint's)")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="threshold of the detection parity check")
+    parser.add_argument("--int8", action="store_true", help="also write a statically quantized model (QDQ, int8 "
+                        "per-channel weights, uint8 activations) next to the output: NAME.int8.onnx")
+    parser.add_argument("--calibration", type=Path, default=None,
+                        help="with --int8: folder of calibration images (or a dataset split with images/)")
+    parser.add_argument("--calibration-images", type=int, default=64, help="with --int8: images used (first N)")
+    parser.add_argument("--int8-float-head", action="store_true", help="with --int8: keep the output convolutions "
+                        "(box/class predictors, segmentation classifier) in float: slightly closer to fp32, slower")
     parser.add_argument("--parity-images", default=None, help="image, folder or glob whose first 4 images the parity "
                         "check uses as well as generated ones (default: generated only)")
     args = parser.parse_args(list(argv))
@@ -57,11 +62,15 @@ def main(argv: Sequence[str]) -> int:
         parser.error("give exactly one of --weights CKPT or --model NAME")
     if args.opset < 17:
         parser.error(f"--opset must be >= 17, got {args.opset}")
+    if args.int8 != (args.calibration is not None):
+        parser.error("--int8 and --calibration DIR go together (static quantization calibrates on images)")
+    if args.calibration_images < 1:
+        parser.error(f"--calibration-images must be >= 1, got {args.calibration_images}")
     if args.input_size is not None and min(args.input_size) < 32:
         parser.error(f"--input-size must be at least 32x32, got {args.input_size}")
 
     from mobilevision.checkpoint import load_checkpoint, model_from_name
-    from mobilevision.export.onnx import export_onnx, make_session, parity_check, parity_images
+    from mobilevision.export.onnx import RELATIVE_TOLERANCE, export_onnx, make_session, parity_check, parity_images
 
     if args.weights is not None:
         if args.num_classes is not None or args.width_mult is not None:
@@ -84,9 +93,33 @@ def main(argv: Sequence[str]) -> int:
     report = parity_check(model, make_session(path), input_size=input_size,  # type: ignore[arg-type]
                           thresholds=(args.score_threshold, 0.01), images=images)
     print(report.format())
-    if not report.ok(PARITY_TOLERANCE):
-        print(f"mobilevision export: parity check FAILED (tolerance {PARITY_TOLERANCE:g}); the file was written "
-              "but its outputs differ from PyTorch", file=sys.stderr)
+    if not report.ok(RELATIVE_TOLERANCE):
+        print(f"mobilevision export: parity check FAILED (relative tolerance {RELATIVE_TOLERANCE:g} of max(1, max "
+              "|value|), or different detections); the file was written but its outputs differ from PyTorch",
+              file=sys.stderr)
         return 1
-    print(f"parity OK (raw outputs within {PARITY_TOLERANCE:g}, same detections)")
+    print(f"parity OK (raw outputs within {RELATIVE_TOLERANCE:g} of their scale, same detections)")
+    if args.int8:
+        _write_int8(path, args.calibration, args.calibration_images, images, args.score_threshold,
+                    float_head=args.int8_float_head)
     return 0
+
+
+def _write_int8(fp32: Path, calibration: Path, limit: int, images: torch.Tensor, threshold: float, *,
+               float_head: bool = False) -> Path:
+    """Quantize `fp32` into NAME.int8.onnx and print how far its outputs and detections are from fp32's on the
+    parity images (information, not a gate: int8 is approximate by design; accuracy is measured by
+    `mobilevision benchmark int8`)."""
+    from mobilevision.export.onnx import make_session, read_metadata, session_parity
+    from mobilevision.export.quantize import calibration_paths, quantize_onnx
+
+    paths = calibration_paths(calibration, limit=limit)
+    output = fp32.with_suffix(".int8.onnx")
+    quantize_onnx(fp32, output, paths, float_head_outputs=float_head)
+    meta, post = read_metadata(output)
+    print(f"wrote {output} (int8 QDQ, per-channel weights, calibrated on {len(paths)} images of {calibration})")
+    report = session_parity(make_session(fp32), make_session(output), images=images, post=post,
+                            input_size=meta.input_size, thresholds=(threshold,), iou=0.8)
+    print(report.format(("fp32", "int8"), verdict=False,
+                        title="int8 check (approximate by design; detections paired at IoU >= 0.8)"))
+    return output

@@ -95,6 +95,10 @@ def export_bytes(model: nn.Module, meta: ModelMeta, *, opset: int = MIN_OPSET,
         torch.onnx.export(wrapped, (dummy,), buffer, opset_version=opset, input_names=[INPUT_NAME],
                           output_names=list(outputs), dynamic_axes=dynamic, dynamo=False, do_constant_folding=True)
     proto = onnx.load_from_string(buffer.getvalue())
+    if detector:
+        with torch.no_grad():
+            _, anchors = model.forward_raw(dummy)
+        _freeze_output(proto, "anchors", anchors.numpy())
     meta_dict = meta.to_dict()
     meta_dict["input_size"] = [height, width]
     entries = {META_KEY: json.dumps(meta_dict)}
@@ -105,6 +109,46 @@ def export_bytes(model: nn.Module, meta: ModelMeta, *, opset: int = MIN_OPSET,
         prop.key, prop.value = key, value
     proto.producer_name = "mobilevision"
     return proto.SerializeToString()
+
+
+def branch_nodes(graph: Any, output: str) -> list[int]:
+    """Positions in `graph.node` of the nodes that compute only `output`: its ancestors minus those of the other
+    graph outputs (for `anchors`: the Range/Expand/Concat arithmetic over the feature maps' shapes)."""
+    producers = {out: i for i, node in enumerate(graph.node) for out in node.output}
+
+    def ancestors(names: list[str]) -> set[int]:
+        seen: set[int] = set()
+        stack = [producers[n] for n in names if n in producers]
+        while stack:
+            i = stack.pop()
+            if i in seen:
+                continue
+            seen.add(i)
+            stack += [producers[name] for name in graph.node[i].input if name in producers]
+        return seen
+
+    outputs = [o.name for o in graph.output]
+    if output not in outputs:
+        return []
+    return sorted(ancestors([output]) - ancestors([o for o in outputs if o != output]))
+
+
+def _freeze_output(proto: Any, output: str, value: np.ndarray) -> None:
+    """Replace the nodes that compute only `output` by one Constant node holding `value`.
+
+    The tracer records the default boxes as arithmetic over the feature maps' shapes, which onnxruntime cannot fold
+    (the batch axis is dynamic) and so evaluates on every run; the graph's spatial size is fixed, so they are a
+    constant. (Returning a constant from the traced module instead is refused by the tracer: an output without data
+    dependence on the input.)
+    """
+    from onnx import helper, numpy_helper
+
+    drop = set(branch_nodes(proto.graph, output))
+    kept = [node for i, node in enumerate(proto.graph.node) if i not in drop]
+    constant = helper.make_node("Constant", [], [output], name=f"{output}_constant",
+                                value=numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32)))
+    del proto.graph.node[:]
+    proto.graph.node.extend([constant, *kept])
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike[str], meta: ModelMeta, *, opset: int = MIN_OPSET,
@@ -167,47 +211,140 @@ def make_session(model: str | os.PathLike[str] | bytes, *, num_threads: int | No
         raise WeightsError(f"{name}: onnxruntime cannot load it ({str(error).splitlines()[0]})") from None
 
 
+# Raw outputs agree when max |diff| <= RELATIVE_TOLERANCE * max(1, max |reference|): float32 rounding grows with the
+# magnitude of the values (a trained detector's logits are in the tens, where 1e-4 absolute is a few ulps times the
+# depth of the network), so an absolute bound fits only an untrained network's near-zero outputs.
+RELATIVE_TOLERANCE = 1e-4
+# Two detections are the same when labels are equal and the boxes overlap with IoU >= this (or every coordinate is
+# within BOX_PIXEL_TOLERANCE px, for tiny boxes whose IoU moves fast).
+DETECTION_IOU = 0.99
+BOX_PIXEL_TOLERANCE = 0.5
+SCORE_MARGIN = 1e-3
+
+
 @dataclass
 class ParityReport:
-    """Raw-output differences and detection agreement between PyTorch and onnxruntime."""
+    """Raw-output differences (absolute and relative to the outputs' scale) and detection agreement between two
+    runs of the same network (PyTorch vs onnxruntime, or fp32 vs int8)."""
 
     max_abs_diff: dict[str, float] = field(default_factory=dict)
-    detections: list[dict[str, Any]] = field(default_factory=list)  # per threshold: counts and agreement
+    scale: dict[str, float] = field(default_factory=dict)  # max |reference value| per output
+    # Per threshold: `threshold`, detection counts `reference` and `other`, `matched` pairs, unmatched `borderline`
+    # ones (see `compare_runs`), and `identical` (every detection matched or borderline).
+    detections: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def max_diff(self) -> float:
         return max(self.max_abs_diff.values()) if self.max_abs_diff else 0.0
 
     @property
+    def relative_diff(self) -> dict[str, float]:
+        """max |diff| / max(1, max |reference|) per output: the error measured against the values' magnitude."""
+        return {name: diff / max(1.0, self.scale.get(name, 0.0)) for name, diff in self.max_abs_diff.items()}
+
+    @property
+    def max_relative_diff(self) -> float:
+        return max(self.relative_diff.values()) if self.max_abs_diff else 0.0
+
+    @property
     def detections_identical(self) -> bool:
         return all(d["identical"] for d in self.detections)
 
-    def ok(self, tolerance: float = 1e-4) -> bool:
-        return self.max_diff <= tolerance and self.detections_identical
+    def ok(self, tolerance: float = RELATIVE_TOLERANCE) -> bool:
+        """Raw outputs within `tolerance` relative to their scale, and the same detections at every threshold."""
+        return self.max_relative_diff <= tolerance and self.detections_identical
 
-    def format(self) -> str:
-        lines = ["parity check, PyTorch vs onnxruntime:"]
-        lines += [f"  max |diff| {name}: {value:.3g}" for name, value in self.max_abs_diff.items()]
+    def format(self, names: tuple[str, str] = ("torch", "onnxruntime"), *, title: str = "parity check",
+               verdict: bool = True) -> str:
+        """The report as lines; `verdict=False` leaves out identical/DIFFERENT (for int8, approximate by design)."""
+        lines = [f"{title}, {names[0]} vs {names[1]}:"]
+        for name, value in self.max_abs_diff.items():
+            lines.append(f"  {name}: max |diff| {value:.3g}, max |value| {self.scale.get(name, 0.0):.3g}, "
+                         f"relative {self.relative_diff[name]:.3g}")
         for d in self.detections:
-            lines.append(f"  detections above {d['threshold']}: torch {d['torch']}, onnxruntime {d['onnxruntime']}, "
-                         f"{'identical' if d['identical'] else 'DIFFERENT'}")
+            lines.append(f"  detections above {d['threshold']}: {names[0]} {d['reference']}, {names[1]} "
+                         f"{d['other']}, matched {d['matched']}, borderline {d['borderline']}"
+                         + (f": {'identical' if d['identical'] else 'DIFFERENT'}" if verdict else ""))
         return "\n".join(lines)
 
 
-def _same_detections(a: dict[str, Tensor], b: dict[str, Tensor], *, box_tol: float = 1e-2) -> bool:
-    """The same set of (label, box, score), in any order: scores equal to 1e-8 may list in either order."""
-    if a["labels"].shape != b["labels"].shape:
-        return False
+def match_detections(a: dict[str, Tensor], b: dict[str, Tensor], *, iou: float = DETECTION_IOU,
+                     pixels: float = BOX_PIXEL_TOLERANCE) -> tuple[Tensor, Tensor]:
+    """Pair the detections of `a` and `b` one to one: same label, and IoU >= `iou` or every coordinate within
+    `pixels`. Order does not matter (scores equal up to rounding may list either way).
 
-    def canonical(d: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        key = torch.cat([d["labels"][:, None].double(), torch.round(d["boxes"].double() / box_tol)], 1)
-        order = torch.from_numpy(np.lexsort(key.numpy().T[::-1].copy()))
-        return d["labels"][order], d["boxes"][order], d["scores"][order]
+    Args:
+        a, b: `boxes` float [N, 4] x1y1x2y2, `labels` int64 [N], in decreasing score order (as
+            `DetectionPostprocess` returns them).
 
-    la, ba, sa = canonical(a)
-    lb, bb, sb = canonical(b)
-    return bool(torch.equal(la, lb) and torch.allclose(ba, bb, atol=box_tol, rtol=0)
-                and torch.allclose(sa, sb, atol=1e-4, rtol=0))
+    Returns:
+        bool [Na] and bool [Nb]: which detections of each side found a partner.
+    """
+    from torchvision.ops import box_iou
+
+    found_a = torch.zeros(len(a["labels"]), dtype=torch.bool)
+    found_b = torch.zeros(len(b["labels"]), dtype=torch.bool)
+    if len(found_a) == 0 or len(found_b) == 0:
+        return found_a, found_b
+    boxes_a, boxes_b = a["boxes"].double(), b["boxes"].double()
+    close = (box_iou(boxes_a, boxes_b) >= iou) | ((boxes_a[:, None] - boxes_b[None]).abs().amax(-1) <= pixels)
+    close &= a["labels"][:, None] == b["labels"][None]
+    # Greedy in a's order (best score first): NMS leaves no two same-label boxes within the tolerance of each other,
+    # so each detection has at most one candidate partner and greedy matching is exact.
+    for i, row in enumerate(close):
+        free = torch.nonzero(row & ~found_b)
+        if len(free):
+            found_b[free[0, 0]] = True
+            found_a[i] = True
+    return found_a, found_b
+
+
+def _borderline(det: dict[str, Tensor], post: DetectionPostprocess, margin: float) -> Tensor:
+    """bool [N]: detections whose presence a score change of `margin` could flip: within `margin` of the threshold,
+    or of the last kept score when the per-image cap was reached (the cut could fall on either side of them)."""
+    scores = det["scores"].float()
+    edge = scores <= post.score_threshold + margin
+    if len(scores) >= post.detections_per_image:
+        edge |= scores <= scores.min() + margin
+    return edge
+
+
+def compare_runs(names: tuple[str, ...], reference: list[Tensor], other: list[Tensor], *,
+                 post: DetectionPostprocess | None, input_size: tuple[int, int], thresholds: tuple[float, ...] = (),
+                 score_margin: float = SCORE_MARGIN, iou: float = DETECTION_IOU) -> ParityReport:
+    """Compare two runs of the same network on the same images.
+
+    Args:
+        names: output names; detection runs are (cls_logits [N, A, C], bbox_regression [N, A, 4], anchors [A, 4]).
+        reference, other: the outputs of each run, in `names` order.
+        post: the detector's post-processing (None for segmentation: raw outputs only).
+        thresholds: score thresholds at which the detections are compared.
+        score_margin: unmatched detections with a score within this of the threshold (or of the cap's cut) are
+            borderline, not disagreements: a 1e-5 change of a 0.30001 score legitimately drops it.
+        iou: the overlap that pairs two detections of the same label (see `match_detections`).
+    """
+    report = ParityReport()
+    for name, ref, got in zip(names, reference, other):
+        report.max_abs_diff[name] = float((ref.float() - got.float()).abs().max())
+        report.scale[name] = float(ref.float().abs().max())
+    if post is None:
+        return report
+    for threshold in thresholds:
+        cut = DetectionPostprocess(**{**post.__dict__, "score_threshold": float(threshold)})
+        row = {"threshold": threshold, "reference": 0, "other": 0, "matched": 0, "borderline": 0}
+        identical = True
+        for i in range(reference[0].shape[0]):
+            a = cut(reference[0][i], reference[1][i], reference[2], input_size=input_size)
+            b = cut(other[0][i], other[1][i], other[2], input_size=input_size)
+            found_a, found_b = match_detections(a, b, iou=iou)
+            edge_a, edge_b = _borderline(a, cut, score_margin), _borderline(b, cut, score_margin)
+            row["reference"] += len(found_a)
+            row["other"] += len(found_b)
+            row["matched"] += int(found_a.sum())
+            row["borderline"] += int((~found_a & edge_a).sum() + (~found_b & edge_b).sum())
+            identical &= bool((found_a | edge_a).all() and (found_b | edge_b).all())
+        report.detections.append({**row, "identical": identical})
+    return report
 
 
 def parity_images(input_size: tuple[int, int], num_images: int = 2, *, seed: int = 0) -> Tensor:
@@ -237,14 +374,13 @@ def parity_images(input_size: tuple[int, int], num_images: int = 2, *, seed: int
 def parity_check(model: nn.Module, session: Any, *, input_size: tuple[int, int], thresholds: tuple[float, ...] = (0.3,),
                  num_images: int = 3, seed: int = 0, images: Tensor | None = None) -> ParityReport:
     """Run the same images (default `parity_images`) through `model` (PyTorch, eval) and `session`; compare raw
-    outputs and the detections that `DetectionPostprocess` keeps at each threshold (the same set of labels, boxes
-    within 1e-2 px and scores within 1e-4).
+    outputs (relative to their scale) and the detections that `DetectionPostprocess` keeps at each threshold (see
+    `compare_runs`).
 
     Args:
         images: float [N, 3, H, W] RGB 0..255 at `input_size`, e.g. real images resized (default: generated).
     """
     images = parity_images(input_size, num_images, seed=seed) if images is None else images.float()
-    num_images = images.shape[0]
     model = model.eval()
     with torch.no_grad():
         if is_detector(model):
@@ -254,21 +390,16 @@ def parity_check(model: nn.Module, session: Any, *, input_size: tuple[int, int],
         else:
             reference = [model(images)]
             names = SEGMENTATION_OUTPUTS
-    ort_out = session.run(list(names), {INPUT_NAME: images.numpy()})
-    report = ParityReport()
-    for name, ref, got in zip(names, reference, ort_out):
-        report.max_abs_diff[name] = float((ref - torch.from_numpy(np.asarray(got))).abs().max())
-    if is_detector(model):
-        ort_cls, ort_box, ort_anchors = (torch.from_numpy(np.asarray(o)) for o in ort_out)
-        for threshold in thresholds:
-            post = postprocess_for(model, score_threshold=threshold)
-            counts = {"torch": 0, "onnxruntime": 0}
-            identical = True
-            for i in range(num_images):
-                a = post(reference[0][i], reference[1][i], reference[2], input_size=input_size)
-                b = post(ort_cls[i], ort_box[i], ort_anchors, input_size=input_size)
-                counts["torch"] += len(a["labels"])
-                counts["onnxruntime"] += len(b["labels"])
-                identical &= _same_detections(a, b)
-            report.detections.append({"threshold": threshold, **counts, "identical": identical})
-    return report
+    other = [torch.from_numpy(np.asarray(o)) for o in session.run(list(names), {INPUT_NAME: images.numpy()})]
+    post = postprocess_for(model) if is_detector(model) else None
+    return compare_runs(names, reference, other, post=post, input_size=input_size, thresholds=thresholds)
+
+
+def session_parity(reference: Any, other: Any, *, images: Tensor, post: DetectionPostprocess | None,
+                   input_size: tuple[int, int], thresholds: tuple[float, ...] = (0.3,),
+                   iou: float = DETECTION_IOU) -> ParityReport:
+    """`compare_runs` for two onnxruntime sessions of the same network (fp32 vs int8) on float [N, 3, H, W] images."""
+    names = DETECTION_OUTPUTS if post is not None else SEGMENTATION_OUTPUTS
+    feed = {INPUT_NAME: images.float().numpy()}
+    runs = [[torch.from_numpy(np.asarray(o)) for o in s.run(list(names), feed)] for s in (reference, other)]
+    return compare_runs(names, runs[0], runs[1], post=post, input_size=input_size, thresholds=thresholds, iou=iou)

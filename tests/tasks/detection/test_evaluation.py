@@ -193,3 +193,23 @@ def test_correct_results_give_no_format_warning(seed: int) -> None:
 
     gt, results = make_case(seed)
     assert results_warnings(coco_from_dict(gt), results) == []
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_faster_backend_gives_pycocotools_numbers(tmp_path: Path, seed: int,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    gt, results = make_case(seed)
+    gt_file, results_file = tmp_path / "gt.json", tmp_path / "results.json"
+    gt_file.write_text(json.dumps(gt))
+    write_coco_results(results_file, results)
+    reference = pycocotools_direct(gt_file, results_file)
+    fast = evaluate_coco(coco_from_dict(gt), results, backend="faster")
+    assert capsys.readouterr().out == ""
+    for name, value in zip(STAT_NAMES, reference.stats):
+        assert abs(fast[name] - value) < 1e-9, name
+    slow = evaluate_coco(coco_from_dict(gt), results)
+    assert [row["ap"] for row in fast["per_class"]] == pytest.approx([row["ap"] for row in slow["per_class"]], abs=1e-9)
+    assert cli_main(["evaluate", "detection", "--gt", str(gt_file), "--predictions", str(results_file), "--json",
+                     "--backend", "faster"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [printed[name] for name in STAT_NAMES] == pytest.approx(list(reference.stats), abs=1e-6)
