@@ -1,20 +1,16 @@
-"""`mobilevision benchmark data|predictor|segmentation|coco-eval|int8`: speed (and, for int8, accuracy) measured side
-by side against a reference in the same process."""
+"""`mobilevision benchmark <name>`: speed (and, for int8, accuracy) measured side by side against a reference in the
+same process. The names are those the task table's entries declare (`Task.benchmarks`: predictor, data, coco-eval,
+segmentation), plus `int8`, which quantizes a checkpoint of any task."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from mobilevision.subcommands import dispatch
-
-TABLE = {
-    "data": ("mobilevision.tasks.detection.data_benchmark", "main"),
-    "predictor": ("mobilevision.inference.benchmark", "main"),
-    "segmentation": ("mobilevision.inference.seg_benchmark", "main"),
-    "coco-eval": ("mobilevision.tasks.detection.eval_benchmark", "main"),
-    "int8": ("mobilevision.export.int8_benchmark", "main"),
-}
+from mobilevision.tasks.table import TASKS
 
 
 def main(argv: Sequence[str]) -> int:
-    return dispatch("benchmark", TABLE, argv)
+    table = {name: tuple(path.split(":")) for task in TASKS.values() for name, path in task.benchmarks.items()}
+    table["int8"] = ("mobilevision.tasks.int8_benchmark", "main")
+    return dispatch("benchmark", table, argv)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 # Decompression-bomb guard: 1.0e8 pixels is about a 10000x10000 image, far beyond any detection or segmentation set.
 MAX_PIXELS = 100_000_000

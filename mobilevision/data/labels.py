@@ -57,3 +57,21 @@ def check_label_space(class_names: Sequence[str], *, source: str = "class names"
         check_object_classes(class_names[1:])
     except ValueError as error:
         raise ValueError(f"{source}: {error}") from None
+
+
+def voc_palette() -> list[int]:
+    """The 256-entry PASCAL VOC colour map, flat [r0, g0, b0, r1, ...] (768 ints; index 255 is (224, 224, 192)).
+
+    The VOC devkit's `labelcolormap`: the bits of the index are spread over the high bits of r, g and b.
+    """
+    palette: list[int] = []
+    for index in range(256):
+        r = g = b = 0
+        c = index
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette += [r, g, b]
+    return palette

@@ -1,7 +1,7 @@
 """`mobilevision export --weights CKPT --format onnx`: write an ONNX file and print a parity check against PyTorch.
 
 The graph ends at the raw head outputs (plus the default boxes); decoding and NMS are the post-processing step
-`mobilevision.inference.postprocess.DetectionPostprocess`, which `Predictor` applies (see `mobilevision.export.onnx`).
+the task's documented post-processing, which `Predictor` applies (see `mobilevision.export.onnx`).
 """
 
 from __future__ import annotations
@@ -116,10 +116,10 @@ def _write_int8(fp32: Path, calibration: Path, limit: int, images: torch.Tensor,
     paths = calibration_paths(calibration, limit=limit)
     output = fp32.with_suffix(".int8.onnx")
     quantize_onnx(fp32, output, paths, float_head_outputs=float_head)
-    meta, post = read_metadata(output)
+    meta, metadata = read_metadata(output)
     print(f"wrote {output} (int8 QDQ, per-channel weights, calibrated on {len(paths)} images of {calibration})")
-    report = session_parity(make_session(fp32), make_session(output), images=images, post=post,
-                            input_size=meta.input_size, thresholds=(threshold,), iou=0.8)
+    report = session_parity(make_session(fp32), make_session(output), images=images, task=meta.task,
+                            metadata=metadata, input_size=meta.input_size, thresholds=(threshold,), iou=0.8)
     print(report.format(("fp32", "int8"), verdict=False,
                         title="int8 check (approximate by design; detections paired at IoU >= 0.8)"))
     return output

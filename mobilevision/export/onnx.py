@@ -1,15 +1,15 @@
 """ONNX export, the onnxruntime session, and the parity check against PyTorch.
 
-The graph (opset >= 17, dynamic batch; a detector's spatial size is fixed at the model's input size, its default
-boxes being constants of it; a segmenter's height and width are dynamic, since it runs on whole padded images):
+What is exported comes from the task table (`mobilevision.tasks.table`), so this module knows no task:
 
-- input `images`: float32 [B, 3, H, W], RGB in 0..255 (normalisation is inside the graph, as in the torch model).
-- detection outputs: `cls_logits` [B, A, C], `bbox_regression` [B, A, 4] (raw head outputs) and `anchors` [A, 4]
-  (default boxes x1y1x2y2 in input pixels, a constant of the graph). Box decoding, softmax and NMS are *not* in the
-  graph: they are the documented post-processing step `mobilevision.inference.postprocess.DetectionPostprocess`,
-  whose parameters are in the metadata entry `mobilevision.postprocess`; `Predictor` applies it.
-- segmentation output: `logits` [B, C, H, W] (argmax and resizing to the image are post-processing).
-- metadata_props: `mobilevision` = `ModelMeta.to_dict()` as JSON, `mobilevision.postprocess` = JSON parameters.
+- input `images`: float32 [B, 3, H, W], RGB in 0..255 (normalisation is inside the graph, as in the torch model);
+  dynamic batch, and dynamic height and width for tasks that run on whole images (`Task.dynamic_spatial`);
+- outputs: the task's raw outputs (`Task.onnx_outputs`, computed by its `export_module`); outputs that are constants
+  of the input size (`Task.constant_outputs`, a detector's default boxes) are one Constant node. What turns raw
+  outputs into results (a detector's decoding, threshold and NMS) is the task's documented post-processing, which
+  `Predictor` applies after either backend;
+- metadata_props: `mobilevision` = `ModelMeta.to_dict()` as JSON, plus the task's `export_metadata` entries (a
+  detector's `mobilevision.postprocess` parameters), each a JSON value.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import io
 import json
 import os
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,44 +28,11 @@ from torch import Tensor, nn
 
 from mobilevision.checkpoint import META_KEY, ModelMeta
 from mobilevision.errors import WeightsError
-from mobilevision.inference.postprocess import DetectionPostprocess
 from mobilevision.io import atomic_path
+from mobilevision.tasks.table import Task, get_task, load, task_of_model
 
 INPUT_NAME = "images"
-DETECTION_OUTPUTS: tuple[str, ...] = ("cls_logits", "bbox_regression", "anchors")
-SEGMENTATION_OUTPUTS: tuple[str, ...] = ("logits",)
-POSTPROCESS_KEY = "mobilevision.postprocess"
 MIN_OPSET = 17
-
-
-class _RawDetector(nn.Module):
-    """Detector -> (cls_logits, bbox_regression, anchors): the exported surface, no decoding or NMS."""
-
-    def __init__(self, detector: nn.Module) -> None:
-        super().__init__()
-        self.detector = detector
-
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        outputs, anchors = self.detector.forward_raw(images)
-        return outputs["cls_logits"], outputs["bbox_regression"], anchors
-
-
-def is_detector(model: nn.Module) -> bool:
-    from mobilevision.tasks.detection.model import Detector
-
-    return isinstance(model, Detector)
-
-
-def postprocess_for(model: nn.Module, *, score_threshold: float = 0.3) -> DetectionPostprocess:
-    """The post-processing parameters a Detector was built with (NMS IoU, top-k, cap, box coder)."""
-    return DetectionPostprocess(
-        score_threshold=score_threshold,
-        nms_threshold=float(model.nms_threshold),
-        topk_candidates=int(model.topk_candidates),
-        detections_per_image=int(model.detections_per_image),
-        box_coder_weights=tuple(model.box_coder.weights),  # type: ignore[arg-type]
-        classification=str(getattr(model, "classification", "softmax")),
-    )
 
 
 def export_bytes(model: nn.Module, meta: ModelMeta, *, opset: int = MIN_OPSET,
@@ -77,33 +44,31 @@ def export_bytes(model: nn.Module, meta: ModelMeta, *, opset: int = MIN_OPSET,
         raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
     height, width = input_size or meta.input_size
     model = model.eval()
-    detector = is_detector(model)
+    task = task_of_model(model)
     # eval() on the wrapper too: the exporter restores the wrapper's mode afterwards, recursively.
-    wrapped = _RawDetector(model).eval() if detector else model
-    outputs = DETECTION_OUTPUTS if detector else SEGMENTATION_OUTPUTS
-    if detector:
-        dynamic = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in outputs if name != "anchors"}}
-    else:
-        spatial = {0: "batch", 2: "height", 3: "width"}
-        dynamic = {INPUT_NAME: spatial, **{name: spatial for name in outputs}}
+    wrapped = load(task.export_module)(model).eval()
+    outputs = task.onnx_outputs
+    axes = {0: "batch", 2: "height", 3: "width"} if task.dynamic_spatial else {0: "batch"}
+    dynamic = {INPUT_NAME: axes, **{name: axes for name in outputs if name not in task.constant_outputs}}
     dummy = torch.zeros(1, 3, height, width)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
-        # The legacy (TorchScript) exporter: our graph has no data-dependent control flow; tracer warnings are about
-        # the anchors, which are constants of a fixed input size by design.
+        # The legacy (TorchScript) exporter: our graphs have no data-dependent control flow; tracer warnings are
+        # about constant outputs (a detector's default boxes), which are constants of a fixed input size by design.
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapped, (dummy,), buffer, opset_version=opset, input_names=[INPUT_NAME],
                           output_names=list(outputs), dynamic_axes=dynamic, dynamo=False, do_constant_folding=True)
     proto = onnx.load_from_string(buffer.getvalue())
-    if detector:
+    if task.constant_outputs:
         with torch.no_grad():
-            _, anchors = model.forward_raw(dummy)
-        _freeze_output(proto, "anchors", anchors.numpy())
+            values = dict(zip(outputs, wrapped(dummy)))
+        for name in task.constant_outputs:
+            _freeze_output(proto, name, values[name].numpy())
     meta_dict = meta.to_dict()
     meta_dict["input_size"] = [height, width]
     entries = {META_KEY: json.dumps(meta_dict)}
-    if detector:
-        entries[POSTPROCESS_KEY] = json.dumps(asdict(postprocess_for(model)))
+    if task.export_metadata:
+        entries.update({key: json.dumps(value) for key, value in load(task.export_metadata)(model).items()})
     for key, value in entries.items():
         prop = proto.metadata_props.add()
         prop.key, prop.value = key, value
@@ -161,8 +126,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], meta: ModelMeta,
     return path
 
 
-def read_metadata(model: str | os.PathLike[str] | bytes) -> tuple[ModelMeta, DetectionPostprocess | None]:
-    """ModelMeta and post-processing parameters stored in an exported model (path or serialised bytes)."""
+def read_metadata(model: str | os.PathLike[str] | bytes) -> tuple[ModelMeta, dict[str, Any]]:
+    """ModelMeta and the other metadata (JSON values by key, e.g. a detector's post-processing parameters) stored
+    in an exported model (path or serialised bytes)."""
     import onnx
 
     try:
@@ -175,12 +141,7 @@ def read_metadata(model: str | os.PathLike[str] | bytes) -> tuple[ModelMeta, Det
         raise WeightsError(f"{model if not isinstance(model, bytes) else '<bytes>'}: ONNX model without mobilevision "
                            "metadata; export it with `mobilevision export`")
     meta = ModelMeta.from_dict(json.loads(props[META_KEY]))
-    post = None
-    if POSTPROCESS_KEY in props:
-        values = json.loads(props[POSTPROCESS_KEY])
-        values["box_coder_weights"] = tuple(values["box_coder_weights"])
-        post = DetectionPostprocess(**values)
-    return meta, post
+    return meta, {key: json.loads(value) for key, value in props.items() if key != META_KEY}
 
 
 def make_session(model: str | os.PathLike[str] | bytes, *, num_threads: int | None = None, device: str = "cpu") -> Any:
@@ -215,11 +176,6 @@ def make_session(model: str | os.PathLike[str] | bytes, *, num_threads: int | No
 # magnitude of the values (a trained detector's logits are in the tens, where 1e-4 absolute is a few ulps times the
 # depth of the network), so an absolute bound fits only an untrained network's near-zero outputs.
 RELATIVE_TOLERANCE = 1e-4
-# Two detections are the same when labels are equal and the boxes overlap with IoU >= this (or every coordinate is
-# within BOX_PIXEL_TOLERANCE px, for tiny boxes whose IoU moves fast).
-DETECTION_IOU = 0.99
-BOX_PIXEL_TOLERANCE = 0.5
-SCORE_MARGIN = 1e-3
 
 
 @dataclass
@@ -268,85 +224,6 @@ class ParityReport:
         return "\n".join(lines)
 
 
-def match_detections(a: dict[str, Tensor], b: dict[str, Tensor], *, iou: float = DETECTION_IOU,
-                     pixels: float = BOX_PIXEL_TOLERANCE) -> tuple[Tensor, Tensor]:
-    """Pair the detections of `a` and `b` one to one: same label, and IoU >= `iou` or every coordinate within
-    `pixels`. Order does not matter (scores equal up to rounding may list either way).
-
-    Args:
-        a, b: `boxes` float [N, 4] x1y1x2y2, `labels` int64 [N], in decreasing score order (as
-            `DetectionPostprocess` returns them).
-
-    Returns:
-        bool [Na] and bool [Nb]: which detections of each side found a partner.
-    """
-    from torchvision.ops import box_iou
-
-    found_a = torch.zeros(len(a["labels"]), dtype=torch.bool)
-    found_b = torch.zeros(len(b["labels"]), dtype=torch.bool)
-    if len(found_a) == 0 or len(found_b) == 0:
-        return found_a, found_b
-    boxes_a, boxes_b = a["boxes"].double(), b["boxes"].double()
-    close = (box_iou(boxes_a, boxes_b) >= iou) | ((boxes_a[:, None] - boxes_b[None]).abs().amax(-1) <= pixels)
-    close &= a["labels"][:, None] == b["labels"][None]
-    # Greedy in a's order (best score first): NMS leaves no two same-label boxes within the tolerance of each other,
-    # so each detection has at most one candidate partner and greedy matching is exact.
-    for i, row in enumerate(close):
-        free = torch.nonzero(row & ~found_b)
-        if len(free):
-            found_b[free[0, 0]] = True
-            found_a[i] = True
-    return found_a, found_b
-
-
-def _borderline(det: dict[str, Tensor], post: DetectionPostprocess, margin: float) -> Tensor:
-    """bool [N]: detections whose presence a score change of `margin` could flip: within `margin` of the threshold,
-    or of the last kept score when the per-image cap was reached (the cut could fall on either side of them)."""
-    scores = det["scores"].float()
-    edge = scores <= post.score_threshold + margin
-    if len(scores) >= post.detections_per_image:
-        edge |= scores <= scores.min() + margin
-    return edge
-
-
-def compare_runs(names: tuple[str, ...], reference: list[Tensor], other: list[Tensor], *,
-                 post: DetectionPostprocess | None, input_size: tuple[int, int], thresholds: tuple[float, ...] = (),
-                 score_margin: float = SCORE_MARGIN, iou: float = DETECTION_IOU) -> ParityReport:
-    """Compare two runs of the same network on the same images.
-
-    Args:
-        names: output names; detection runs are (cls_logits [N, A, C], bbox_regression [N, A, 4], anchors [A, 4]).
-        reference, other: the outputs of each run, in `names` order.
-        post: the detector's post-processing (None for segmentation: raw outputs only).
-        thresholds: score thresholds at which the detections are compared.
-        score_margin: unmatched detections with a score within this of the threshold (or of the cap's cut) are
-            borderline, not disagreements: a 1e-5 change of a 0.30001 score legitimately drops it.
-        iou: the overlap that pairs two detections of the same label (see `match_detections`).
-    """
-    report = ParityReport()
-    for name, ref, got in zip(names, reference, other):
-        report.max_abs_diff[name] = float((ref.float() - got.float()).abs().max())
-        report.scale[name] = float(ref.float().abs().max())
-    if post is None:
-        return report
-    for threshold in thresholds:
-        cut = DetectionPostprocess(**{**post.__dict__, "score_threshold": float(threshold)})
-        row = {"threshold": threshold, "reference": 0, "other": 0, "matched": 0, "borderline": 0}
-        identical = True
-        for i in range(reference[0].shape[0]):
-            a = cut(reference[0][i], reference[1][i], reference[2], input_size=input_size)
-            b = cut(other[0][i], other[1][i], other[2], input_size=input_size)
-            found_a, found_b = match_detections(a, b, iou=iou)
-            edge_a, edge_b = _borderline(a, cut, score_margin), _borderline(b, cut, score_margin)
-            row["reference"] += len(found_a)
-            row["other"] += len(found_b)
-            row["matched"] += int(found_a.sum())
-            row["borderline"] += int((~found_a & edge_a).sum() + (~found_b & edge_b).sum())
-            identical &= bool((found_a | edge_a).all() and (found_b | edge_b).all())
-        report.detections.append({**row, "identical": identical})
-    return report
-
-
 def parity_images(input_size: tuple[int, int], num_images: int = 2, *, seed: int = 0) -> Tensor:
     """float [N, 3, H, W] in 0..255: one of uniform noise, the others filled shapes on a smooth background (things a
     trained detector fires on, unlike noise)."""
@@ -374,32 +251,41 @@ def parity_images(input_size: tuple[int, int], num_images: int = 2, *, seed: int
 def parity_check(model: nn.Module, session: Any, *, input_size: tuple[int, int], thresholds: tuple[float, ...] = (0.3,),
                  num_images: int = 3, seed: int = 0, images: Tensor | None = None) -> ParityReport:
     """Run the same images (default `parity_images`) through `model` (PyTorch, eval) and `session`; compare raw
-    outputs (relative to their scale) and the detections that `DetectionPostprocess` keeps at each threshold (see
-    `compare_runs`).
+    outputs (relative to their scale) and what the task makes of them (a detector's detections at each threshold:
+    the task table's `compare` hook).
 
     Args:
         images: float [N, 3, H, W] RGB 0..255 at `input_size`, e.g. real images resized (default: generated).
     """
     images = parity_images(input_size, num_images, seed=seed) if images is None else images.float()
     model = model.eval()
+    task = task_of_model(model)
     with torch.no_grad():
-        if is_detector(model):
-            raw, anchors = model.forward_raw(images)
-            reference = [raw["cls_logits"], raw["bbox_regression"], anchors]
-            names = DETECTION_OUTPUTS
-        else:
-            reference = [model(images)]
-            names = SEGMENTATION_OUTPUTS
-    other = [torch.from_numpy(np.asarray(o)) for o in session.run(list(names), {INPUT_NAME: images.numpy()})]
-    post = postprocess_for(model) if is_detector(model) else None
-    return compare_runs(names, reference, other, post=post, input_size=input_size, thresholds=thresholds)
+        reference = list(load(task.export_module)(model)(images))
+    other = [torch.from_numpy(np.asarray(o)) for o in session.run(list(task.onnx_outputs), {INPUT_NAME: images.numpy()})]
+    return compare_outputs(task, reference, other, source=model, input_size=input_size, thresholds=thresholds)
 
 
-def session_parity(reference: Any, other: Any, *, images: Tensor, post: DetectionPostprocess | None,
-                   input_size: tuple[int, int], thresholds: tuple[float, ...] = (0.3,),
-                   iou: float = DETECTION_IOU) -> ParityReport:
-    """`compare_runs` for two onnxruntime sessions of the same network (fp32 vs int8) on float [N, 3, H, W] images."""
-    names = DETECTION_OUTPUTS if post is not None else SEGMENTATION_OUTPUTS
+def session_parity(reference: Any, other: Any, *, images: Tensor, task: str, metadata: dict[str, Any],
+                   input_size: tuple[int, int], thresholds: tuple[float, ...] = (0.3,), **compare: Any) -> ParityReport:
+    """`parity_check` for two onnxruntime sessions of the same network (fp32 vs int8) on float [N, 3, H, W] images;
+    `metadata` is the exported file's (`read_metadata`), holding what the task's comparison needs."""
+    spec = get_task(task)
     feed = {INPUT_NAME: images.float().numpy()}
-    runs = [[torch.from_numpy(np.asarray(o)) for o in s.run(list(names), feed)] for s in (reference, other)]
-    return compare_runs(names, runs[0], runs[1], post=post, input_size=input_size, thresholds=thresholds, iou=iou)
+    runs = [[torch.from_numpy(np.asarray(o)) for o in s.run(list(spec.onnx_outputs), feed)] for s in (reference, other)]
+    return compare_outputs(spec, runs[0], runs[1], source=metadata, input_size=input_size, thresholds=thresholds,
+                           **compare)
+
+
+def compare_outputs(task: Task, reference: list[Tensor], other: list[Tensor], *, source: Any,
+                    input_size: tuple[int, int], thresholds: tuple[float, ...] = (), **compare: Any) -> ParityReport:
+    """Raw-output differences of two runs (outputs in `task.onnx_outputs` order), plus the task's own comparison of
+    their results when it declares one (`source`: the torch model, or an exported file's metadata)."""
+    report = ParityReport()
+    for name, ref, got in zip(task.onnx_outputs, reference, other):
+        report.max_abs_diff[name] = float((ref.float() - got.float()).abs().max())
+        report.scale[name] = float(ref.float().abs().max())
+    if task.compare is not None:
+        report.detections = load(task.compare)(source, reference, other, input_size=input_size,
+                                               thresholds=thresholds, **compare)
+    return report

@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mobilevision.tasks.segmentation.masks import voc_palette
+from mobilevision.data.labels import voc_palette
 
 _PALETTE = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
 

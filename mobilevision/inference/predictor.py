@@ -1,13 +1,14 @@
 """`Predictor`: one object from a model, a checkpoint or an exported ONNX file to per-image results.
 
-Stages (timed separately by `Predictor.timed` for the benchmark):
-  preprocess   detection: one cv2.resize of the RGB uint8 image to the network input, with the interpolation the
-               evaluation transform uses (area when shrinking, bilinear when enlarging); segmentation: the whole
-               image padded at the bottom/right as evaluation pads it (`eval_transforms("pad")`), never squashed;
-  forward      the network's raw outputs: torch (BatchNorm folded, channels-last) or onnxruntime (tuned session);
-               segmentation at the evaluation output stride, with the paper's MF strategy when asked;
-  postprocess  `DetectionPostprocess` (threshold first, bounded candidates, NMS, boxes scaled to the image) or
-               scores -> mask, cropped from the padded canvas (or resized back in `input_size` mode).
+The Predictor knows no task: the task table (`mobilevision.tasks.table`) gives, for the model's task, an adapter that
+decides the input geometry, runs the network and turns raw outputs into results. Stages (timed separately by
+`Predictor.timed` for the benchmarks):
+  preprocess   the adapter's `prepare` of each RGB uint8 image to its canvas: detection resizes to the input size
+               with the evaluation transform's interpolation; segmentation pads the whole image as evaluation does;
+  forward      the raw outputs, named as the ONNX graph names them: torch (BatchNorm folded, channels-last, the
+               exported surface module) or onnxruntime (tuned session); the adapter may run several passes (MF);
+  postprocess  the adapter's `result`: detections (threshold, NMS, boxes in image pixels, dataset ids and names) or
+               a mask at the image's own size.
 
 Preprocessing follows the checkpoint's own evaluation protocol, so `predict` + `evaluate` scores what `validate`
 scores on the same images.
@@ -21,7 +22,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -29,8 +29,8 @@ from torch import Tensor, nn
 from mobilevision.checkpoint import ModelMeta, load_checkpoint
 from mobilevision.errors import UserError
 from mobilevision.inference.inputs import ImageInput, load_input, split_inputs
-from mobilevision.inference.postprocess import DetectionPostprocess, segmentation_mask
 from mobilevision.inference.sources import DEFAULT_TIMEOUT, CaptureFactory, Source, open_source
+from mobilevision.tasks.table import get_task, load
 
 ImageLike = ImageInput  # the old name, kept for callers
 BACKENDS = ("torch", "onnxruntime")
@@ -103,8 +103,9 @@ class Predictor:
         self.batch_size = batch_size
         self.num_threads = num_threads
         self._session: Any = None
-        self._model: nn.Module | None = None
-        post: DetectionPostprocess | None = None
+        self._network: nn.Module | None = None
+        metadata: dict[str, Any] = {}
+        model: nn.Module | None = None
 
         if is_onnx:
             from mobilevision.export.onnx import make_session, read_metadata
@@ -112,12 +113,8 @@ class Predictor:
             path = Path(model_or_checkpoint)
             if not path.is_file():
                 raise UserError(f"{path}: file not found")
-            meta, post = read_metadata(path)
-            if meta.task == "detection" and input_size is not None and tuple(input_size) != tuple(meta.input_size):
-                raise ValueError(f"{path} was exported at input size {meta.input_size}, got input_size={input_size}; "
-                                 "re-export with `mobilevision export --input-size H W`")
+            meta, metadata = read_metadata(path)
             self._session = make_session(path, num_threads=num_threads, device=device)
-            model = None
         else:
             if isinstance(model_or_checkpoint, nn.Module):
                 model = model_or_checkpoint
@@ -125,45 +122,29 @@ class Predictor:
             else:
                 model, meta = load_checkpoint(model_or_checkpoint)
             model = model.eval()
-            from mobilevision.export.onnx import is_detector, postprocess_for
-
-            if is_detector(model):
-                post = postprocess_for(model)
         assert meta is not None
         self.meta = meta
         self.task = meta.task
-        self.input_size: tuple[int, int] = tuple(input_size or meta.input_size)  # type: ignore[assignment]
-        # Segmentation pads whole images (the evaluation protocol) unless the caller asked for a fixed input size.
-        self.pad_multiple: int | None = None
-        if self.task == "segmentation" and input_size is None:
-            self.pad_multiple = int(meta.inference.get("pad_multiple")
-                                    or meta.model_kwargs.get("output_stride") or 16)
-        self.output_stride = output_stride or meta.inference.get("output_stride")
-        self.multi_scale_flip = bool(meta.inference.get("multi_scale_flip", False)
-                                     if multi_scale_flip is None else multi_scale_flip)
-        from mobilevision.tasks.segmentation.inference import MF_SCALES
-
-        self.mf_scales = tuple(float(x) for x in (mf_scales or meta.inference.get("mf_scales") or MF_SCALES))
-        self.class_names = list(meta.class_names)
-        num_classes = len(self.class_names)
-        self._category_ids = np.asarray(meta.category_ids if meta.category_ids is not None else range(num_classes),
-                                        dtype=np.int64)
-        if self.task == "detection":
-            assert post is not None
-            self.postprocess = DetectionPostprocess(**{**post.__dict__, "score_threshold": float(score_threshold)})
-        self.score_threshold = float(score_threshold)
-
-        if model is not None and self.task == "segmentation" and self.output_stride \
-                and int(self.output_stride) != model.output_stride:
-            model.set_output_stride(int(self.output_stride))  # type: ignore[operator]
-        elif self._session is not None and self.output_stride and output_stride is not None:
-            raise ValueError("output_stride applies to the torch backend: an ONNX graph keeps the output stride it "
-                             "was exported with")
-        if self._session is not None and self.pad_multiple is not None:
+        spec = get_task(meta.task)
+        if is_onnx and not spec.dynamic_spatial and input_size is not None \
+                and tuple(input_size) != tuple(meta.input_size):
+            raise ValueError(f"{model_or_checkpoint} was exported at input size {meta.input_size}, got "
+                             f"input_size={input_size}; re-export it with `mobilevision export --input-size H W`")
+        if self._session is not None and spec.dynamic_spatial and input_size is None:
             fixed = [d for d in self._session.get_inputs()[0].shape[2:] if isinstance(d, int)]
             if fixed:  # an export from before segmentation graphs had dynamic sizes
-                raise ValueError("this ONNX segmenter has a fixed input size; give input_size=(H, W) to resize "
-                                 "images to it, or re-export it with `mobilevision export` (dynamic sizes)")
+                raise ValueError("this ONNX model has a fixed input size; give input_size=(H, W) to resize images "
+                                 "to it, or re-export it with `mobilevision export` (dynamic sizes)")
+        options = {"score_threshold": float(score_threshold), "input_size": input_size,
+                   "output_stride": output_stride, "multi_scale_flip": multi_scale_flip, "mf_scales": mf_scales,
+                   "metadata": metadata}
+        # The adapter may change the model (a segmenter's output stride) before it is optimised or exported.
+        self.adapter = load(spec.inference)(model, meta, options)
+        self.input_size: tuple[int, int] = tuple(input_size or meta.input_size)  # type: ignore[assignment]
+        self.class_names = list(meta.class_names)
+        self.score_threshold = float(score_threshold)
+        self.output_names = spec.onnx_outputs
+
         if model is not None:
             if backend == "onnxruntime":
                 from mobilevision.export.onnx import export_bytes, make_session
@@ -177,86 +158,41 @@ class Predictor:
                     from mobilevision.inference.optimize import optimize_for_cpu
 
                     model = optimize_for_cpu(model)
-                self._model = model.to(self.device)
+                # The exported surface: both backends compute the same named outputs.
+                self._network = load(spec.export_module)(model.to(self.device)).eval()
 
     # ----------------------------------------------------------------------------------------------------- stages
     def canvas(self, image_size: tuple[int, int]) -> tuple[int, int]:
-        """The (h, w) the network sees for an image of `image_size`: the input size, or in segmentation's pad mode
-        the image padded to at least the training size and to a multiple of `pad_multiple`."""
-        if self.pad_multiple is None:
-            return self.input_size
-        m = self.pad_multiple
-        h, w = (max(int(a), int(b)) for a, b in zip(image_size, self.input_size))
-        return (-(-h // m) * m, -(-w // m) * m)
+        """The (h, w) the network sees for an image of `image_size` (the adapter's geometry)."""
+        return tuple(self.adapter.canvas(image_size))  # type: ignore[return-value]
 
     def preprocess(self, images: Sequence[np.ndarray]) -> Any:
         """RGB uint8 (H, W, 3) images, all with the same `canvas`, -> the network's input batch (torch uint8
         [B, 3, h, w] channels-last view for torch, float32 numpy [B, 3, h, w] for onnxruntime)."""
-        if self.pad_multiple is not None:
-            from mobilevision.tasks.segmentation.data import eval_transforms
-
-            # The very transform validation uses: padding can never drift from what the scores were measured on.
-            pad = eval_transforms("pad", size=self.input_size, multiple=self.pad_multiple)
-            prepared = [pad(image=img)["image"] for img in images]
-        else:
-            prepared = [eval_resize(img, self.input_size) for img in images]
+        prepared = [self.adapter.prepare(img) for img in images]
         batch = prepared[0][None] if len(prepared) == 1 else np.stack(prepared)
         if self._session is not None:
             return batch.transpose(0, 3, 1, 2).astype(np.float32)
         # A permuted NHWC tensor *is* a channels-last NCHW tensor: no copy; Normalize converts to float in place.
         return torch.from_numpy(batch).permute(0, 3, 1, 2).to(self.device)
 
-    def _segment(self, batch: Tensor) -> Tensor:
-        """Segmentation scores [B, C, h, w] of an input batch: logits, or MF-averaged probabilities."""
+    def _run_network(self, batch: Tensor) -> list[Tensor]:
+        """The raw outputs of one pass (`output_names` order) on a uint8 or float NCHW batch, either backend."""
         if self._session is not None:
-            def network(x: Tensor) -> Tensor:
-                array = np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)
-                return torch.from_numpy(np.asarray(self._session.run(None, {"images": array})[0]))
-        else:
-            assert self._model is not None
-            network = self._model
-        if self.multi_scale_flip:
-            from mobilevision.tasks.segmentation.inference import multi_scale_flip_probs
-
-            return multi_scale_flip_probs(network, batch, scales=self.mf_scales)
-        return network(batch)
+            array = np.ascontiguousarray(batch.cpu().numpy(), dtype=np.float32)
+            return [torch.from_numpy(np.asarray(o)) for o in self._session.run(None, {"images": array})]
+        assert self._network is not None
+        return list(self._network(batch))
 
     def forward(self, batch: Any) -> list[Tensor]:
-        """Raw outputs as CPU/device tensors: detection [cls_logits, bbox_regression, anchors], segmentation [scores]."""
+        """Raw outputs as CPU/device tensors, in `output_names` order (the adapter may run several passes)."""
         with torch.inference_mode():
-            if self.task != "detection":
-                return [self._segment(torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch)]
-            if self._session is not None:
-                outputs = self._session.run(None, {"images": batch})
-                return [torch.from_numpy(np.asarray(o)) for o in outputs]
-            assert self._model is not None
-            raw, anchors = self._model.forward_raw(batch)
-            return [raw["cls_logits"], raw["bbox_regression"], anchors]
+            tensor = torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch
+            return self.adapter.run(self._run_network, tensor)
 
     def postprocess_batch(self, outputs: list[Tensor], image_sizes: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
-        results = []
         with torch.inference_mode():
-            for i, size in enumerate(image_sizes):
-                if self.task == "detection":
-                    det = self.postprocess(outputs[0][i], outputs[1][i], outputs[2], input_size=self.input_size,
-                                           image_size=size)
-                    labels = det["labels"].cpu().numpy()
-                    results.append({
-                        "boxes": det["boxes"].cpu().numpy().astype(np.float32, copy=False),
-                        "scores": det["scores"].cpu().numpy().astype(np.float32, copy=False),
-                        "labels": labels,
-                        "category_ids": self._category_ids[labels] if len(self._category_ids) else labels,
-                        "names": [self._name(int(label)) for label in labels],
-                    })
-                else:
-                    scores = outputs[0][i]
-                    if self.pad_multiple is not None:  # the image is the top-left corner of its canvas
-                        scores = scores[:, : size[0], : size[1]]
-                    results.append({"mask": segmentation_mask(scores, size).cpu().numpy()})
-        return results
-
-    def _name(self, label: int) -> str:
-        return self.class_names[label] if 0 <= label < len(self.class_names) else f"class_{label}"
+            return [self.adapter.result(outputs, i, tuple(size)) for i, size in enumerate(image_sizes)]
 
     # ----------------------------------------------------------------------------------------------------- calls
     def __call__(self, inputs: ImageInput | Sequence[ImageInput]) -> dict[str, Any] | list[dict[str, Any]]:
@@ -315,12 +251,3 @@ class Predictor:
             if opened is not source:
                 opened.close()
 
-
-def eval_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize RGB uint8 (H, W, 3) to `size` (h, w) as the detection evaluation transform does (albumentations'
-    `Resize(area_for_downscale="image")`): area interpolation when either side shrinks, bilinear otherwise."""
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    shrinking = h < image.shape[0] or w < image.shape[1]
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)

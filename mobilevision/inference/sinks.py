@@ -22,7 +22,7 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from mobilevision.inference.draw import draw_detections, overlay_mask, overlay_with_legend, write_image
+from mobilevision.inference.draw import write_image
 from mobilevision.inference.sources import DEFAULT_TIMEOUT, CaptureFactory, ImageSource, Source, SourceTimeout, open_source
 from mobilevision.io import atomic_path, atomic_write_json
 
@@ -158,17 +158,6 @@ class JsonArraySink:
         return self.path
 
 
-def coco_results(result: dict[str, Any], image_id: int) -> list[dict[str, Any]]:
-    """Predictor detections -> COCO results entries ({image_id, category_id, bbox [x, y, w, h], score})."""
-    out = []
-    for box, score, category in zip(result["boxes"], result["scores"], result["category_ids"]):
-        x1, y1, x2, y2 = (float(v) for v in box)
-        out.append({"image_id": int(image_id), "category_id": int(category),
-                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                    "score": round(float(score), 5)})
-    return out
-
-
 def display_problem() -> str | None:
     """Why no window can be shown here, or None when one can."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
@@ -238,19 +227,21 @@ def predict_source(predictor: Any, source: Source, output_dir: str | os.PathLike
                    progress: bool = True, log: Any = None) -> PredictSummary:
     """Run `predictor` over `source`, writing into `output_dir`:
 
-    - images: `annotated/<name>.jpg` (detection) or `masks/<name>.png` (palette) + `overlays/<name>.jpg`;
-    - video/camera/stream: `<stem>_annotated.mp4` (detection) or `<stem>_overlay.mp4`, at the input's fps and size
-      (a video file keeps its own container, .mkv or .avi, when this OpenCV build writes it);
-    - detection: `predictions.json` (COCO results; image_id = frame index for video, the dataset's ids for images
-      listed by `listed_images(annotations=...)`) and, for images, `images.json` (COCO `images` entries: id,
-      file_name, height, width);
+    - images: the drawn image in `<adapter.drawn_folder>/<name>.jpg` (detection: `annotated/`; segmentation:
+      `overlays/`, plus the palette mask `masks/<name>.png`);
+    - video/camera/stream: `<stem>_<adapter.video_suffix>.mp4` at the input's fps and size (a video file keeps its
+      own container, .mkv or .avi, when this OpenCV build writes it);
+    - tasks with results files (detection): `predictions.json` (COCO results; image_id = frame index for video, the
+      dataset's ids for images listed by `listed_images(annotations=...)`) and, for images, `images.json` (COCO
+      `images` entries: id, file_name, height, width);
     - `classes.json`: the model's class names (index = label) and, for detection, the dataset category ids, so
       `mobilevision evaluate` can name the classes.
     """
     log = log or (lambda message: print(message, file=sys.stderr))
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    detection = predictor.task == "detection"
+    # What gets drawn and written for each image is the task's (the Predictor's adapter, from the task table).
+    adapter = predictor.adapter
     summary = PredictSummary(source=source.description, kind=source.kind)
     window = False
     if show:
@@ -260,15 +251,10 @@ def predict_source(predictor: Any, source: Source, output_dir: str | os.PathLike
         else:
             window = True
     ids = _image_ids(source)
-    names = getattr(predictor, "class_names", None)  # stand-ins for a Predictor (tests, wrappers) may have none
-    if names is not None:
-        classes: dict[str, Any] = {"task": predictor.task, "class_names": list(names)}
-        if detection:
-            classes["category_ids"] = [int(i) for i in predictor.meta.category_ids or range(len(names))]
-        atomic_write_json(out / "classes.json", classes)
+    atomic_write_json(out / "classes.json", {"task": predictor.task, **adapter.classes()})
     image_entries: list[dict[str, Any]] = []
     video: VideoSink | None = None
-    results_sink = JsonArraySink(out / "predictions.json") if detection else None
+    results_sink = JsonArraySink(out / "predictions.json") if adapter.writes_results else None
     stem = getattr(source, "stem", "video")
     from tqdm import tqdm
 
@@ -278,40 +264,29 @@ def predict_source(predictor: Any, source: Source, output_dir: str | os.PathLike
     try:
         for frame in source:
             result = predictor.predict_batch([frame.image])[0]
-            if detection:
-                drawn = draw_detections(frame.image, result)
-                image_id = frame.index if source.is_video else ids.get(frame.name, frame.index + 1)
-                entries = coco_results(result, image_id)
+            # Still images may carry a legend below; video frames keep their size.
+            drawn = adapter.draw(frame.image, result, still=not source.is_video)
+            image_id = frame.index if source.is_video else ids.get(frame.name, frame.index + 1)
+            if results_sink is not None:
+                entries = adapter.results(result, image_id)
                 summary.detections += len(entries)
                 for entry in entries:
-                    results_sink.add(entry)  # type: ignore[union-attr]
-            else:
-                # Still images get a legend naming the classes they show; video frames keep their size (a strip
-                # below would change it from frame to frame).
-                drawn = (overlay_mask(frame.image, result["mask"]) if source.is_video or names is None
-                         else overlay_with_legend(frame.image, result["mask"], names))
+                    results_sink.add(entry)
             if source.is_video:
                 if video is None:
                     size = source.frame_size or (frame.image.shape[1], frame.image.shape[0])
-                    suffix = "annotated" if detection else "overlay"
                     container = video_container(getattr(source, "target", None) if source.kind == "video" else None)
-                    video = VideoSink(out / f"{stem}_{suffix}{container}", fps=source.fps or DEFAULT_FPS,
+                    video = VideoSink(out / f"{stem}_{adapter.video_suffix}{container}", fps=source.fps or DEFAULT_FPS,
                                       frame_size=size)
                 video.write(drawn)
             else:
-                if detection:
-                    write_image(out / "annotated" / f"{frame.name}.jpg", drawn)
+                write_image(out / adapter.drawn_folder / f"{frame.name}.jpg", drawn)
+                saved = adapter.save(out, frame.name, result)
+                if saved is not None:
+                    summary.written.append(saved)
+                if results_sink is not None:
                     image_entries.append({"id": image_id, "file_name": str(frame.path), "height": frame.image.shape[0],
                                           "width": frame.image.shape[1]})
-                else:
-                    from mobilevision.tasks.segmentation.masks import write_palette_png
-
-                    mask = result["mask"]
-                    if mask.max(initial=0) > 255:
-                        raise ValueError("palette PNGs hold at most 256 classes")
-                    write_palette_png(out / "masks" / f"{frame.name}.png", mask)
-                    write_image(out / "overlays" / f"{frame.name}.jpg", drawn)
-                    summary.written.append(str(out / "masks" / f"{frame.name}.png"))
             if window:
                 cv2.imshow("mobilevision", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
                 if cv2.waitKey(1) & 0xFF == ord("q"):
@@ -340,13 +315,12 @@ def predict_source(predictor: Any, source: Source, output_dir: str | os.PathLike
     if image_entries:
         atomic_write_json(out / "images.json", image_entries)
         summary.written.append(str(out / "images.json"))
-    if detection and not source.is_video and summary.frames:
-        summary.written.insert(0, f"{out / 'annotated'}/ ({summary.frames} images)")
-    if not detection and not source.is_video:
-        masks = [w for w in summary.written if w.endswith(".png")]
+    if not source.is_video:
+        saved = [w for w in summary.written if w.endswith(".png")]
         summary.written = [w for w in summary.written if not w.endswith(".png")]
-        if masks:
-            summary.written.insert(0, f"{out / 'masks'}/ and {out / 'overlays'}/ ({len(masks)} images)")
+        folders = [f"{out / adapter.drawn_folder}/"] + sorted({f"{Path(w).parent}/" for w in saved})
+        if summary.frames:
+            summary.written.insert(0, f"{' and '.join(folders)} ({summary.frames} images)")
     summary.skipped = list(source.skipped)
     summary.ended_early = summary.ended_early or source.ended_early
     return summary

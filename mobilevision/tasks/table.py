@@ -19,7 +19,8 @@ Contract of the hooks an entry points to:
     what the torch backend of `Predictor` runs, so both backends compute the same thing).
 - `export_metadata(model) -> dict`: extra JSON-able metadata stored in the ONNX file (post-processing parameters).
 - `checkers`: `mobilevision data check --format NAME` -> a function `(args) -> DefectReport`.
-- `evaluate`: `mobilevision evaluate NAME` -> a `main(argv) -> int`.
+- `evaluate`: `mobilevision evaluate NAME` -> a `main(argv) -> int`; `benchmarks`: `mobilevision benchmark NAME` ->
+    a `main(argv) -> int`.
 """
 
 from __future__ import annotations
@@ -42,12 +43,18 @@ class Task:
         export_module: "module:function" wrapping a model into the exported surface.
         export_metadata: "module:function" giving the extra ONNX metadata, or None.
         onnx_outputs: names of the raw outputs, in order.
+        constant_outputs: outputs that are constants of the input size (a detector's default boxes): no batch axis,
+            stored in the graph as one Constant node.
+        compare: "module:function" comparing two runs' results (export parity, int8 checks) beyond the raw
+            outputs: `(source, reference, other, *, input_size, thresholds, **options) -> list[dict]`, `source` the
+            torch model or the exported metadata; None compares raw outputs only.
         dynamic_spatial: whether the exported graph takes any input height and width (segmentation) or only the
             model's input size (detection: its default boxes are constants of it).
         default_input_size: (h, w) a bare model (no checkpoint) runs at.
         category_ids: whether its checkpoints carry the dataset's category ids (detection's COCO ids).
         checkers: `data check` formats this task reads -> "module:function".
         evaluate: "module:function" of `mobilevision evaluate <name>`, or None.
+        benchmarks: `mobilevision benchmark NAME` -> "module:function" (a `main(argv) -> int`).
     """
 
     name: str
@@ -56,11 +63,14 @@ class Task:
     export_module: str
     onnx_outputs: tuple[str, ...]
     export_metadata: str | None = None
+    constant_outputs: tuple[str, ...] = ()
+    compare: str | None = None
     dynamic_spatial: bool = False
     default_input_size: tuple[int, int] = (320, 320)
     category_ids: bool = False
     checkers: dict[str, str] = field(default_factory=dict)
     evaluate: str | None = None
+    benchmarks: dict[str, str] = field(default_factory=dict)
 
 
 def load(path: str) -> Any:
@@ -86,11 +96,16 @@ register(Task(
     export_module="mobilevision.tasks.detection.inference:export_module",
     export_metadata="mobilevision.tasks.detection.inference:export_metadata",
     onnx_outputs=("cls_logits", "bbox_regression", "anchors"),
+    constant_outputs=("anchors",),
+    compare="mobilevision.tasks.detection.parity:compare",
     default_input_size=(320, 320),
     category_ids=True,
     checkers={"coco": "mobilevision.tasks.detection.check:check_coco",
               "voc-det": "mobilevision.tasks.detection.check:check_voc"},
     evaluate="mobilevision.tasks.detection.evaluation:main",
+    benchmarks={"predictor": "mobilevision.tasks.detection.benchmark:main",
+                "data": "mobilevision.tasks.detection.data_benchmark:main",
+                "coco-eval": "mobilevision.tasks.detection.eval_benchmark:main"},
 ))
 register(Task(
     name="segmentation",
@@ -102,6 +117,7 @@ register(Task(
     default_input_size=(512, 512),
     checkers={"voc-seg": "mobilevision.tasks.segmentation.check:check_voc"},
     evaluate="mobilevision.tasks.segmentation.evaluation:main",
+    benchmarks={"segmentation": "mobilevision.tasks.segmentation.benchmark:main"},
 ))
 
 

@@ -28,7 +28,10 @@ def test_detector_parity_and_interface(tmp_path: Path) -> None:
     # The default boxes are one constant of the graph, not shape arithmetic evaluated on every run.
     producer = next(n for n in proto.graph.node if "anchors" in n.output)
     assert producer.op_type == "Constant" and not {"Range", "Expand"} & {n.op_type for n in proto.graph.node}
-    loaded_meta, post = read_metadata(path)
+    loaded_meta, metadata = read_metadata(path)
+    from mobilevision.tasks.detection.inference import postprocess_from_metadata
+
+    post = postprocess_from_metadata(metadata)
     assert loaded_meta == meta and post is not None and post.nms_threshold == model.nms_threshold
     report = parity_check(model, make_session(path), input_size=(128, 128), thresholds=(0.3, 0.05), num_images=3)
     assert report.max_relative_diff <= 1e-4, report.format()
@@ -135,24 +138,24 @@ def test_parity_is_relative_to_scale_and_judged_by_detections(tmp_path: Path,
 
 
 def test_parity_catches_a_moved_box_and_a_changed_label() -> None:
-    from mobilevision.export.onnx import DETECTION_OUTPUTS, compare_runs, postprocess_for
+    from mobilevision.export.onnx import compare_outputs
+    from mobilevision.tasks.table import get_task
+
+    def compare_runs(reference: list, other: list, **kwargs):  # noqa: ANN202 - the detection task's comparison
+        return compare_outputs(get_task("detection"), reference, other, source=model, **kwargs)
 
     model = small_detector()
     images = torch.rand(1, 3, 128, 128) * 255
     with torch.no_grad():
         raw, anchors = model.forward_raw(images)
     reference = [raw["cls_logits"], raw["bbox_regression"], anchors]
-    post = postprocess_for(model)
-    same = compare_runs(DETECTION_OUTPUTS, reference, [t.clone() for t in reference], post=post,
-                        input_size=(128, 128), thresholds=(0.3,))
+    same = compare_runs(reference, [t.clone() for t in reference], input_size=(128, 128), thresholds=(0.3,))
     assert same.ok() and same.detections[0]["reference"] > 0
     best = int(raw["cls_logits"][0].softmax(-1)[:, 1:].max(-1).values.argmax())
     moved = [t.clone() for t in reference]
     moved[1][0, best, :2] += 0.5  # the best box's centre moves by about 5% of its default box
-    assert not compare_runs(DETECTION_OUTPUTS, reference, moved, post=post, input_size=(128, 128),
-                            thresholds=(0.3,)).ok()
+    assert not compare_runs(reference, moved, input_size=(128, 128), thresholds=(0.3,)).ok()
     relabelled = [t.clone() for t in reference]
     relabelled[0][0, best] = relabelled[0][0, best].flip(0)  # swaps background/last and the foreground classes
-    report = compare_runs(DETECTION_OUTPUTS, reference, relabelled, post=post, input_size=(128, 128),
-                          thresholds=(0.3,))
+    report = compare_runs(reference, relabelled, input_size=(128, 128), thresholds=(0.3,))
     assert not report.detections_identical and report.max_relative_diff > 1e-4, report.format()

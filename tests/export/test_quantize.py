@@ -7,16 +7,16 @@ import json
 from pathlib import Path
 
 import cv2
-import numpy as np
 import onnx
 import pytest
 import torch
 
 from mobilevision.checkpoint import save_checkpoint
 from mobilevision.cli import main
-from mobilevision.export.onnx import match_detections, read_metadata
+from mobilevision.export.onnx import read_metadata
+from mobilevision.tasks.detection.parity import match_detections
 from mobilevision.export.quantize import QUANTIZATION_KEY, calibration_paths
-from mobilevision.inference.benchmark import photo_like_images
+from mobilevision.tasks.detection.benchmark import photo_like_images
 from mobilevision.inference.predictor import Predictor
 from tests.inference.models_for_tests import detector_meta, segmenter_meta, small_detector, small_segmenter
 
@@ -60,8 +60,8 @@ def test_int8_detector_export_runs_and_agrees_with_fp32(tmp_path: Path, capsys: 
     weight_scales = [i for i in proto.graph.initializer if i.name.endswith("_scale") and len(i.dims) == 1
                      and i.dims[0] > 1]
     assert weight_scales, "per-channel weights have one scale per output channel"
-    loaded, post = read_metadata(int8)
-    assert loaded == meta and post is not None
+    loaded, metadata = read_metadata(int8)
+    assert loaded == meta and "mobilevision.postprocess" in metadata
     props = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(props[QUANTIZATION_KEY])["calibration_images"] == 12
 

@@ -59,7 +59,7 @@ class _InterruptedPredictor:
     """Wraps a predictor and raises KeyboardInterrupt (Ctrl-C) at the fourth frame."""
 
     def __init__(self, inner: Predictor) -> None:
-        self.inner, self.task, self.calls = inner, inner.task, 0
+        self.inner, self.task, self.adapter, self.calls = inner, inner.task, inner.adapter, 0
 
     def predict_batch(self, images: list[np.ndarray]) -> list[dict]:
         self.calls += 1

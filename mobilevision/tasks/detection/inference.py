@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from torch import Tensor, nn
 
-from mobilevision.inference.postprocess import DetectionPostprocess
+from mobilevision.tasks.detection.postprocess import DetectionPostprocess
 
 POSTPROCESS_KEY = "mobilevision.postprocess"
 
@@ -71,9 +71,22 @@ def eval_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
+def coco_results(result: dict[str, Any], image_id: int) -> list[dict[str, Any]]:
+    """Predictor detections -> COCO results entries ({image_id, category_id, bbox [x, y, w, h], score}), rounded as
+    `to_coco_results` rounds validation's (0.01 px, 1e-5)."""
+    out = []
+    for box, score, category in zip(result["boxes"], result["scores"], result["category_ids"]):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        out.append({"image_id": int(image_id), "category_id": int(category),
+                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                    "score": round(float(score), 5)})
+    return out
+
+
 class DetectionInference:
     """The `Predictor` adapter: every image resized to the input size (as evaluation does), boxes back in the
-    image's pixels, labels mapped to the dataset's category ids and names.
+    image's pixels, labels mapped to the dataset's category ids and names; for `predict`, annotated images and a
+    COCO results file.
 
     Options: `score_threshold` (default 0.3), `input_size` ((h, w); default the checkpoint's), `metadata` (an ONNX
     file's metadata, holding the post-processing parameters when there is no torch model).
@@ -90,6 +103,25 @@ class DetectionInference:
         self.class_names = list(meta.class_names)
         ids = meta.category_ids if meta.category_ids is not None else range(len(self.class_names))
         self.category_ids = np.asarray(list(ids), dtype=np.int64)
+
+    # What `mobilevision predict` writes (`mobilevision.inference.sinks.predict_source`).
+    drawn_folder = "annotated"
+    video_suffix = "annotated"
+    writes_results = True
+
+    def classes(self) -> dict[str, Any]:
+        return {"class_names": self.class_names, "category_ids": [int(i) for i in self.category_ids]}
+
+    def draw(self, image: np.ndarray, result: dict[str, Any], *, still: bool = True) -> np.ndarray:
+        from mobilevision.inference.draw import draw_detections
+
+        return draw_detections(image, result)
+
+    def results(self, result: dict[str, Any], image_id: int) -> list[dict[str, Any]]:
+        return coco_results(result, image_id)
+
+    def save(self, out: Any, name: str, result: dict[str, Any]) -> str | None:
+        return None
 
     def canvas(self, image_size: tuple[int, int]) -> tuple[int, int]:
         return self.input_size

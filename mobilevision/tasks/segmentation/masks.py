@@ -21,30 +21,13 @@ import numpy as np
 from PIL import Image
 
 from mobilevision.data.decode import MAX_PIXELS, BadSample, bomb_reason
+from mobilevision.data.labels import voc_palette
 from mobilevision.io import atomic_path
 
 VOID = 255
 
 # PIL modes whose pixel values are class indices. '1' (bilevel) counts: its pixels are 0/1 once converted to 'L'.
 _INDEX_MODES = {"P", "L", "I", "I;16", "I;16B", "I;16L", "1"}
-
-
-def voc_palette() -> list[int]:
-    """The 256-entry PASCAL VOC colour map, flat [r0, g0, b0, r1, ...] (768 ints; index 255 is (224, 224, 192)).
-
-    The VOC devkit's `labelcolormap`: the bits of the index are spread over the high bits of r, g and b.
-    """
-    palette: list[int] = []
-    for index in range(256):
-        r = g = b = 0
-        c = index
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
 
 
 def decode_index_mask(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:

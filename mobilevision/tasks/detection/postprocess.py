@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from mobilevision.tasks.detection.anchors import BoxCoder
@@ -143,30 +142,3 @@ def _within_class_rank(classes: Tensor) -> Tensor:
     rank = torch.empty_like(order)
     rank[order] = torch.arange(order.numel(), device=classes.device) - starts[sorted_classes]
     return rank
-
-
-def segmentation_mask(logits: Tensor, image_size: tuple[int, int]) -> Tensor:
-    """logits [C, h, w] -> class indices [H, W] at `image_size`, uint8 when C <= 256 else int64.
-
-    Logits are upsampled (bilinear) before the argmax: smoother borders than resizing the argmax.
-    """
-    if tuple(logits.shape[-2:]) != tuple(image_size):
-        logits = F.interpolate(logits[None].float(), size=tuple(image_size), mode="bilinear", align_corners=False)[0]
-    if logits.shape[0] > 256 or logits.stride(0) == 1:  # channels-last: the classes of a pixel are contiguous
-        mask = logits.argmax(0)
-        return mask.to(torch.uint8) if logits.shape[0] <= 256 else mask
-    return _argmax_planes(logits)
-
-
-def _argmax_planes(logits: Tensor) -> Tensor:
-    """`logits.argmax(0).to(uint8)` for planar [C, H, W] logits (C <= 256), as a running maximum over the class
-    planes: torch's argmax over a strided dimension reads memory C elements apart and took 81 ms for 21x512x512 at
-    one thread where this takes 18 ms (means of 10 calls, 2026-11-29, the loaded dev VM). Ties keep the first class,
-    as argmax does."""
-    best = logits[0].clone()
-    mask = torch.zeros(logits.shape[1:], dtype=torch.uint8, device=logits.device)
-    for c in range(1, logits.shape[0]):
-        better = logits[c] > best
-        torch.maximum(best, logits[c], out=best)
-        mask.masked_fill_(better, c)
-    return mask

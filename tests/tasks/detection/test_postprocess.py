@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import torch
 
-from mobilevision.inference.postprocess import DetectionPostprocess, segmentation_mask
+from mobilevision.tasks.detection.postprocess import DetectionPostprocess
+from mobilevision.tasks.segmentation.inference import segmentation_mask
 from tests.inference.models_for_tests import small_detector
 
 
@@ -58,7 +59,7 @@ def test_segmentation_mask_resizes_logits() -> None:
 
 
 def test_sigmoid_classification_matches_the_detector() -> None:
-    from mobilevision.export.onnx import postprocess_for
+    from mobilevision.tasks.detection.inference import postprocess_for
 
     model = small_detector(num_classes=4)
     model.classification = "sigmoid"

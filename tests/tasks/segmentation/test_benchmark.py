@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from mobilevision.inference.seg_benchmark import build_pair, run
+from mobilevision.tasks.segmentation.benchmark import build_pair, run
 from mobilevision.models import build_model
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mobilevision import demo
+from mobilevision.tasks import demo
 
 TINY = ["--override=--data.init_args.num_train=12", "--override=--data.init_args.num_val=4",
         "--override=--data.init_args.batch_size=4", "--override=--trainer.max_steps=3"]  # fmt: skip

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mobilevision.inference.benchmark import (
+from mobilevision.tasks.detection.benchmark import (
     _TorchvisionPipeline, build_pair, busy_image, calibrate_batchnorm, photo_like_images, run,
 )
 from mobilevision.inference.predictor import Predictor
@@ -26,7 +26,7 @@ def test_torchvision_twin_is_the_same_network() -> None:
 def test_calibrated_batchnorm_gives_detections_both_pipelines_agree_on() -> None:
     """Fresh BatchNorm statistics leave nothing above 0.3; calibrated on generated images, a busy image gives
     detections, and our Predictor and torchvision's SSD return the same ones (same weights, same pixels)."""
-    from mobilevision.export.onnx import match_detections
+    from mobilevision.tasks.detection.parity import match_detections
 
     torch.manual_seed(0)
     ours, ssd = build_pair(num_classes=21, width_mult=0.35)

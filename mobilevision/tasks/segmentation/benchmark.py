@@ -126,7 +126,7 @@ def _run(*, repeats: int, threads: Sequence[int], size: tuple[int, int], weights
          calibration_images: int, width_mult: float, int8_folder: Path | None,
          log: Callable[[str], None]) -> dict[str, Any]:
     from mobilevision.checkpoint import ModelMeta
-    from mobilevision.inference.benchmark import _int8_model, calibrate_batchnorm, photo_like_images
+    from mobilevision.tasks.detection.benchmark import _int8_model, calibrate_batchnorm, photo_like_images
     from mobilevision.inference.predictor import Predictor
 
     warnings.filterwarnings("ignore")

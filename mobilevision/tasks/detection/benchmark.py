@@ -293,10 +293,10 @@ def prepare(weights: Path | None = None, *, width_mult: float = 1.0, num_classes
     meta = None
     if weights is not None:
         from mobilevision.checkpoint import load_checkpoint
-        from mobilevision.export.onnx import is_detector
+        from mobilevision.tasks.detection.model import Detector
 
         model, meta = load_checkpoint(weights)
-        if not is_detector(model):
+        if not isinstance(model, Detector):
             raise UserError(f"{weights}: not a detector checkpoint (benchmark predictor compares detection pipelines)")
         if getattr(model, "classification", "softmax") != "softmax":
             raise UserError(f"{weights}: scores with sigmoid; torchvision's SSD post-processing is softmax only, so "
@@ -343,7 +343,7 @@ def run(*, repeats: int, threads: Sequence[int], stream_frames: int, width_mult:
 def _run(*, repeats: int, threads: Sequence[int], stream_frames: int, width_mult: float, weights: Path | None,
          regimes: Sequence[tuple[str, float]], calibration_images: int, int8_folder: Path | None,
          log: Callable[[str], None]) -> dict[str, Any]:
-    from mobilevision.export.onnx import match_detections
+    from mobilevision.tasks.detection.parity import match_detections
     from mobilevision.inference.predictor import Predictor
 
     warnings.filterwarnings("ignore")

@@ -85,7 +85,7 @@ def _agreement(task: str, fp32: list[Any], int8: list[Any], threshold: float = 0
     if task == "segmentation":
         same = sum(int((a == b).sum()) for a, b in zip(fp32, int8))
         return {"pixels_same_class": same / sum(a.size for a in fp32)}
-    from mobilevision.export.onnx import match_detections
+    from mobilevision.tasks.detection.parity import match_detections
 
     total = matched = 0
     for a, b in zip(fp32, int8):

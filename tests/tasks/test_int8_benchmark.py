@@ -12,7 +12,7 @@ import torch
 from mobilevision.checkpoint import save_checkpoint
 from mobilevision.data.shapes import generate_shapes
 from mobilevision.errors import UserError
-from mobilevision.export.int8_benchmark import run
+from mobilevision.tasks.int8_benchmark import run
 from tests.inference.models_for_tests import detector_meta, segmenter_meta, small_detector, small_segmenter
 
 
