@@ -2,6 +2,14 @@
 
 Public API: `build_model(name, **kwargs)`, `Predictor`, `train(config, ...)` (training from Python,
 `mobilevision.api`), and `config_paths()` / `resolve_config(name_or_path)` (the shipped configs).
+
+Contracts that hold across the package:
+- `num_classes` is what a model predicts, background included: 81 for COCO detection, 21 for VOC (builders,
+  `Detector`, `Segmenter`, heads, DataModules, `DetectionMeta.num_classes`, checkpoints). A dataset's own count
+  without background is `num_object_classes` (`DetectionMeta`) and `object_classes` in `data check` reports.
+- Class 0 is background; detection labels 1..K map to the dataset's category ids through the checkpoint's
+  `category_ids`; segmentation masks use 255 for void.
+- Tasks are declared once, in `mobilevision.tasks.table`; code outside `mobilevision/tasks` asks the table.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def test_check_json_reports_every_defect_exactly(tmp_path: Path, capsys: pytest.
     assert report["dropped_boxes"] == 3
     assert report["clipped_boxes"] == 1
     assert report["crowd"] == 1
-    assert report["num_classes"] == 2
+    assert report["object_classes"] == 2
     skipped = {Path(item["file"]).name if item["file"].startswith("/") else item["file"]: item["reason"]
                for item in report["skipped"]}  # fmt: skip
     assert set(skipped) == set(EXPECTED_SKIPPED)
@@ -223,7 +223,7 @@ def test_check_voc_detection(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["images"], report["usable_images"], report["skipped_images"]) == (3, 1, 2)
-    counts = (report["clipped_boxes"], report["dropped_boxes"], report["difficult"], report["num_classes"])
+    counts = (report["clipped_boxes"], report["dropped_boxes"], report["difficult"], report["object_classes"])
     assert counts == (1, 0, 1, 20)
     assert {s["file"] for s in report["skipped"]} == {"VOC2007/JPEGImages/000002.jpg", "VOC2007/JPEGImages/000003.jpg"}
     # A missing split file is structural.

@@ -34,7 +34,7 @@ def test_coco2017_counts(coco2017: tuple[Path, dict], split: str, capsys: pytest
     report = _check(capsys, "--format", "coco", "--images", str(root / f"{split}2017"),
                     "--annotations", str(root / "annotations" / f"instances_{split}2017.json"))
     _same(report, expected[split])
-    assert report["num_classes"] == 80
+    assert report["object_classes"] == 80
     reasons = {item["file"]: item["reason"] for item in report["skipped"]}
     if split == "train":
         assert any("truncated" in r for r in reasons.values()) and any("not found" in r for r in reasons.values())
@@ -69,7 +69,7 @@ def test_voc_detection_counts(vocdevkit: tuple[Path, dict], year: str, split: st
     report = _check(capsys, "--format", "voc-det", "--root", str(root), "--split", split, "--year", year)
     _same(report, expected[key])
     assert report["difficult"] == expected[key].difficult
-    assert report["num_classes"] == 20
+    assert report["object_classes"] == 20
 
 
 @pytest.mark.parametrize("split", ["train", "val", "train_aug"])

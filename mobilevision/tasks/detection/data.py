@@ -92,7 +92,13 @@ class DetectionMeta:
 
     @property
     def num_classes(self) -> int:
-        """K, the number of object classes (background not counted)."""
+        """K + 1: the classes a model of this label space predicts, background included (the package's one
+        meaning of `num_classes`, as in `build_model`, `Detector` and the DataModules)."""
+        return len(self.class_names)
+
+    @property
+    def num_object_classes(self) -> int:
+        """K, the dataset's object classes (background not counted): COCO's 80, VOC's 20."""
         return len(self.class_names) - 1
 
     def label_of(self, category_id: int) -> int:
@@ -101,8 +107,8 @@ class DetectionMeta:
 
     def category_of(self, label: int) -> int:
         """Dataset category id of a contiguous label 1..K."""
-        if not 1 <= int(label) <= self.num_classes:
-            raise ValueError(f"label must be in 1..{self.num_classes}, got {label}")
+        if not 1 <= int(label) <= self.num_object_classes:
+            raise ValueError(f"label must be in 1..{self.num_object_classes}, got {label}")
         return self.category_ids[int(label)]
 
     @classmethod
@@ -244,7 +250,7 @@ class _DetectionDataset(Dataset):
         report = DefectReport(images=len(self._records))
         for key in ("dropped_boxes", "clipped_boxes", "crowd"):
             report.extra[key] = 0
-        report.extra["num_classes"] = self.meta.num_classes
+        report.extra["object_classes"] = self.meta.num_object_classes
         return report
 
 

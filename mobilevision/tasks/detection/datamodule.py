@@ -70,7 +70,7 @@ class DetectionDataModule(pl.LightningDataModule):
     @property
     def num_classes(self) -> int:
         """Classes including background: what the model predicts."""
-        return self.meta.num_classes + 1
+        return self.meta.num_classes
 
     def train_transforms(self) -> Any:
         if not self.augment:

@@ -120,10 +120,10 @@ class DetectionTask(BaseTask):
         datamodule = getattr(self.trainer, "datamodule", None)
         meta = getattr(datamodule, "meta", None)
         if meta is not None:
-            if meta.num_classes + 1 != self.model.num_classes:
+            if meta.num_classes != self.model.num_classes:
                 raise ValueError(
-                    f"the data has {meta.num_classes} classes + background but the model predicts "
-                    f"{self.model.num_classes}; set model.num_classes={meta.num_classes + 1}"
+                    f"the data has {meta.num_object_classes} classes + background but the model predicts "
+                    f"{self.model.num_classes}; set model.num_classes={meta.num_classes}"
                 )
             self.meta = meta
 

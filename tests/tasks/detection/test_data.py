@@ -92,7 +92,7 @@ def test_meta_round_trip_with_non_contiguous_ids() -> None:
     meta = DetectionMeta.from_categories([{"id": 90, "name": "toothbrush"}, {"id": 1, "name": "person"},
                                           {"id": 13, "name": "stop sign"}])  # fmt: skip
     assert meta.class_names == ["background", "person", "stop sign", "toothbrush"]
-    assert meta.category_ids == [0, 1, 13, 90] and meta.num_classes == 3
+    assert meta.category_ids == [0, 1, 13, 90] and meta.num_classes == 4 and meta.num_object_classes == 3
     assert [meta.label_of(c) for c in (1, 13, 90)] == [1, 2, 3]
     assert [meta.category_of(label) for label in (1, 2, 3)] == [1, 13, 90]
     again = DetectionMeta.from_dict(json.loads(json.dumps(meta.to_dict())))

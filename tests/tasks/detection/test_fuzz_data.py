@@ -158,7 +158,7 @@ def _check_coco(images: Path, path: Path, transforms: Any) -> None:
             assert message.startswith(str(path)) and "\n" not in message, message
             _event("DatasetError" + message[len(str(path)):][:40])
             return
-        k = dataset.meta.num_classes
+        k = dataset.meta.num_object_classes
         for index in range(len(dataset)):
             sample = dataset[index]
             if sample is None:
