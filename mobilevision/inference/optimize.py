@@ -1,12 +1,8 @@
-"""Inference-time rewrites of a trained network for the torch CPU path.
-
-Measured with `OMP_NUM_THREADS=1 mobilevision benchmark predictor --threads 1 --repeats 30` (SSDLite, 81 classes,
-320x320, one thread, machine shared with a training job, load 1.8-2.8), forward medians: unoptimised 59.4 ms,
-BatchNorm folded 48.7 ms, folded + channels-last weights 48.7 ms. The Predictor's input is a permuted HWC image,
-which already is a channels-last tensor, so the convolutions run channels-last whatever the weights' layout;
-converting the weights costs nothing and is kept for inputs built otherwise. TorchScript freeze +
-optimize_for_inference measured 58 ms against 54 ms eager-folded in an earlier side-by-side run, so it is not used.
-onnxruntime (see `mobilevision.export.onnx.make_session`) runs the same graph in 28 ms: the fastest backend here.
+"""Inference-time rewrites of a trained network for the torch CPU path: BatchNorm folded into the convolutions and
+channels-last weights. The Predictor's input is a permuted HWC image, which already is a channels-last tensor, so the
+convolutions run channels-last whatever the weights' layout; converting the weights costs nothing and is kept for
+inputs built otherwise. How much each pays, beside onnxruntime (the fastest backend here): `mobilevision benchmark
+predictor` (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -77,8 +77,7 @@ class BaseTask(pl.LightningModule):
         init_from: start from the network weights of a mobilevision checkpoint (e.g. the COCO pre-training of a
             VOC run); unlike `--ckpt_path`, nothing else of that run (optimizer, step) is restored.
         channels_last: run the networks in channels-last memory format. Depthwise convolutions are much faster so
-            on CPUs (measured: training step 2.14 s -> 1.26 s, SSDLite width 0.5, 32 x 192x192, one thread) and
-            under mixed precision on GPUs.
+            on CPUs (the shapes demo's training step 1.7x, docs/demo.md) and under mixed precision on GPUs.
     """
 
     def __init__(
