@@ -80,6 +80,31 @@ def read_index_mask(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXEL
     return decode_index_mask(data, max_pixels=max_pixels)
 
 
+def read_sbd_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an SBD `cls/*.mat` file's `GTcls.Segmentation` as an (H, W) array of class indices.
+
+    Raises:
+        BadSample: unreadable file, no GTcls struct, or a Segmentation field that is not a 2-D array.
+    """
+    if not Path(path).is_file():
+        raise BadSample("mask file not found")
+    import scipy.io
+
+    try:
+        mat = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+    except Exception:  # noqa: BLE001 - scipy raises many types for a corrupt or HDF5 (v7.3) file
+        raise BadSample("cannot read .mat file (corrupt, or not a MATLAB v5 file)") from None
+    gt = mat.get("GTcls")
+    segmentation = getattr(gt, "Segmentation", None)
+    if segmentation is None:
+        raise BadSample("no GTcls.Segmentation in .mat file")
+    array = np.asarray(segmentation)
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
+        raise BadSample(f"GTcls.Segmentation is not a 2-D integer array (shape {array.shape}, {array.dtype})")
+    return array
+
+
+
 def invalid_labels(mask: np.ndarray, num_classes: int) -> list[int]:
     """The sorted label values in `mask` that are neither a class index 0..num_classes-1 nor void (255)."""
     values = np.unique(mask)
