@@ -33,7 +33,7 @@ def resolve_inside(root: str | os.PathLike[str], name: str) -> Path:
     """Join `name` to `root`, refusing names that leave it (absolute paths, `..`, symlinks that point out).
 
     Raises:
-        BadSample: when the resolved path is not inside `root`.
+        BadSample: when the resolved path is not inside `root`, or is a name the file system refuses (too long).
     """
     if not name or os.path.isabs(name) or Path(name).drive:
         raise BadSample("path is absolute or empty, outside the image folder")
@@ -46,6 +46,12 @@ def resolve_inside(root: str | os.PathLike[str], name: str) -> Path:
         raise BadSample("path cannot be resolved (symlink loop?)") from None
     if not path.is_relative_to(root_path):
         raise BadSample("path escapes the image folder")
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # a missing file is the caller's to report, as such
+    except OSError as error:  # a name the file system refuses (too long, say): no file can be read under it
+        raise BadSample(f"unusable file name ({error.strerror or error})") from None
     return path
 
 
