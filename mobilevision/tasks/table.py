@@ -105,7 +105,8 @@ register(Task(
     evaluate="mobilevision.tasks.detection.evaluation:main",
     benchmarks={"predictor": "mobilevision.tasks.detection.benchmark:main",
                 "data": "mobilevision.tasks.detection.data_benchmark:main",
-                "coco-eval": "mobilevision.tasks.detection.eval_benchmark:main"},
+                "coco-eval": "mobilevision.tasks.detection.eval_benchmark:main",
+                "throughput": "mobilevision.tasks.detection.throughput:main"},
 ))
 register(Task(
     name="segmentation",
