@@ -20,7 +20,7 @@ import os
 import pickle
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,6 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from mobilevision.errors import UserError, WeightsError
 from mobilevision.io import atomic_path, check_writable_folder
 from mobilevision.tasks.base import NonFiniteLossError
-
 
 # What torch.load raises for a file it refuses or cannot read (pickled code, garbage, an empty or cut file).
 _LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, ValueError)
@@ -53,6 +52,17 @@ def _refusal(path: Any, error: BaseException) -> WeightsError:
 def user_error_in(error: BaseException) -> UserError | None:
     """The `UserError` behind `error`, if any: jsonargparse wraps what a class's `__init__` raises in a ValueError
     (listing every Union alternative it tried), but chains the original as `__cause__`, so it is recovered intact."""
+    for current in _chain(error):
+        if isinstance(current, UserError):
+            return current
+        if isinstance(current, OSError) and current.filename is not None:
+            # A file the configuration names (a root, an annotation file) that is missing or unreadable.
+            return UserError(f"{current.filename}: {current.strerror or current}")
+    return None
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """`error` and every exception behind it (`__context__`, `__cause__`), each once."""
     seen: set[int] = set()
     stack: list[BaseException] = [error]
     while stack:
@@ -60,13 +70,8 @@ def user_error_in(error: BaseException) -> UserError | None:
         if id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, UserError):
-            return current
-        if isinstance(current, OSError) and current.filename is not None:
-            # A file the configuration names (a root, an annotation file) that is missing or unreadable.
-            return UserError(f"{current.filename}: {current.strerror or current}")
+        yield current
         stack += [e for e in (current.__context__, current.__cause__) if e is not None]
-    return None
 
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
@@ -79,19 +84,12 @@ def config_value_error_in(error: BaseException) -> UserError | None:
     Used only while LightningCLI instantiates the configured classes, where such a ValueError is a configuration
     mistake: the constructors' arguments are the config's values.
     """
-    seen: set[int] = set()
-    stack: list[BaseException] = [error]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
+    for current in _chain(error):
         if isinstance(current, ValueError) and current.__traceback__ is not None:
             frames = traceback.extract_tb(current.__traceback__)
             if frames and frames[-1].filename.startswith(_PACKAGE_DIR):
                 message = " ".join(str(current).split())
                 return UserError(f"invalid configuration: {message}")
-        stack += [e for e in (current.__context__, current.__cause__) if e is not None]
     return None
 
 

@@ -32,6 +32,7 @@ from mobilevision.tasks.segmentation.data import (
     train_transforms,
 )
 from mobilevision.tasks.segmentation.masks import write_palette_png
+from tests.fixtures.datasets import uncompressed_rle
 
 H, W = 10, 12
 
@@ -226,18 +227,6 @@ def _rle(binary: np.ndarray) -> dict:
     return {"size": rle["size"], "counts": rle["counts"].decode()}
 
 
-def _uncompressed_rle(binary: np.ndarray) -> dict:
-    flat = binary.astype(np.uint8).ravel(order="F")
-    counts, current, run = [], 0, 0
-    for value in flat:
-        if value != current:
-            counts.append(run)
-            current, run = value, 0
-        run += 1
-    counts.append(run)
-    return {"size": list(binary.shape), "counts": counts}
-
-
 def _coco(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
     h, w = 30, 40
     couch = np.zeros((h, w), bool)
@@ -251,7 +240,7 @@ def _coco(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
     annotations = [
         {"id": 1, "image_id": 1, "category_id": 63, "segmentation": _rle(couch), "iscrowd": 0},
         {"id": 2, "image_id": 1, "category_id": 1, "segmentation": _rle(person), "iscrowd": 0},
-        {"id": 3, "image_id": 1, "category_id": 1, "segmentation": _uncompressed_rle(crowd), "iscrowd": 1},
+        {"id": 3, "image_id": 1, "category_id": 1, "segmentation": uncompressed_rle(crowd), "iscrowd": 1},
         {"id": 4, "image_id": 1, "category_id": 38, "segmentation": _rle(kite), "iscrowd": 0},
         # a polygon (the usual COCO form) for a dining table, in image 2
         {"id": 5, "image_id": 2, "category_id": 67, "segmentation": [[2, 2, 20, 2, 20, 12, 2, 12]], "iscrowd": 0},
