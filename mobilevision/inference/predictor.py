@@ -3,7 +3,7 @@
 The Predictor knows no task: the task table (`mobilevision.tasks.table`) gives, for the model's task, an adapter that
 decides the input geometry, runs the network and turns raw outputs into results. Stages (timed separately by
 `Predictor.timed` for the benchmarks):
-  preprocess   the adapter's `prepare` of each RGB uint8 image to its canvas: detection resizes to the input size
+  preprocess   the adapter's `prepare` of each RGB uint8 image to the network's input: detection resizes to the input size
                with the evaluation transform's interpolation; segmentation pads the whole image as evaluation does;
   forward      the raw outputs, named as the ONNX graph names them: torch (BatchNorm folded, channels-last, the
                exported surface module) or onnxruntime (tuned session); the adapter may run several passes (MF);
@@ -162,14 +162,13 @@ class Predictor:
                 self._network = load(spec.export_module)(model.to(self.device)).eval()
 
     # ----------------------------------------------------------------------------------------------------- stages
-    def canvas(self, image_size: tuple[int, int]) -> tuple[int, int]:
-        """The (h, w) the network sees for an image of `image_size` (the adapter's geometry)."""
-        return tuple(self.adapter.canvas(image_size))  # type: ignore[return-value]
-
     def preprocess(self, images: Sequence[np.ndarray]) -> Any:
-        """RGB uint8 (H, W, 3) images, all with the same `canvas`, -> the network's input batch (torch uint8
-        [B, 3, h, w] channels-last view for torch, float32 numpy [B, 3, h, w] for onnxruntime)."""
-        prepared = [self.adapter.prepare(img) for img in images]
+        """RGB uint8 (H, W, 3) images that the adapter prepares to one shape (detection: always; segmentation: images
+        of one padded size) -> the network's input batch (torch uint8 [B, 3, h, w] channels-last view for torch,
+        float32 numpy [B, 3, h, w] for onnxruntime)."""
+        return self._batch([self.adapter.prepare(img) for img in images])
+
+    def _batch(self, prepared: Sequence[np.ndarray]) -> Any:
         batch = prepared[0][None] if len(prepared) == 1 else np.stack(prepared)
         if self._session is not None:
             return batch.transpose(0, 3, 1, 2).astype(np.float32)
@@ -207,18 +206,19 @@ class Predictor:
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
         """Already-decoded RGB uint8 images (any sizes) -> one result dict each.
 
-        Images are batched by canvas: in segmentation's pad mode, images of different sizes run in separate passes,
-        so an image's result never depends on what it was batched with.
+        Images are batched by the shape the adapter prepares them to: in segmentation's pad mode, images of
+        different sizes run in separate passes, so an image's result never depends on what it was batched with.
         """
         if not images:
             return []
         sizes = [(int(img.shape[0]), int(img.shape[1])) for img in images]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for index, size in enumerate(sizes):
-            groups.setdefault(self.canvas(size), []).append(index)
+        prepared = [self.adapter.prepare(img) for img in images]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, array in enumerate(prepared):
+            groups.setdefault(array.shape, []).append(index)
         results: list[dict[str, Any]] = [{} for _ in images]
         for indices in groups.values():
-            outputs = self.forward(self.preprocess([images[i] for i in indices]))
+            outputs = self.forward(self._batch([prepared[i] for i in indices]))
             for i, result in zip(indices, self.postprocess_batch(outputs, [sizes[i] for i in indices])):
                 results[i] = result
         return results

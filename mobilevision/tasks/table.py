@@ -10,8 +10,8 @@ creates no import cycle (the task packages import `checkpoint`, which imports th
 Contract of the hooks an entry points to:
 - `model_class`: the plain `nn.Module` a model of this task is (`isinstance` decides a bare module's task).
 - `inference`: a class built as `cls(model_or_none, meta, options)` with
-    `canvas(image_size) -> (h, w)`: the network input size for an image of (H, W);
-    `prepare(image) -> HWC uint8 array at canvas(image.shape[:2])`;
+    `prepare(image) -> HWC uint8 array`: the network's input for one image (images prepared to one shape are
+        batched together);
     `run(network, batch) -> list[Tensor]`: the raw outputs (named `onnx_outputs`) of a float/uint8 NCHW batch,
         `network(batch) -> list[Tensor]` being the torch module or the onnxruntime session;
     `result(outputs, index, image_size) -> dict`: one image's result at its own size.

@@ -65,9 +65,6 @@ class ToyInference:
     def classes(self) -> dict[str, Any]:
         return {"class_names": self.class_names}
 
-    def canvas(self, image_size: tuple[int, int]) -> tuple[int, int]:
-        return (32, 32)
-
     def prepare(self, image: np.ndarray) -> np.ndarray:
         return cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA)
 

@@ -123,9 +123,6 @@ class DetectionInference:
     def save(self, out: Any, name: str, result: dict[str, Any]) -> str | None:
         return None
 
-    def canvas(self, image_size: tuple[int, int]) -> tuple[int, int]:
-        return self.input_size
-
     def prepare(self, image: np.ndarray) -> np.ndarray:
         return eval_resize(image, self.input_size)
 

@@ -128,7 +128,10 @@ class SegmentationInference:
                              "was exported with")
         if stride and model is not None and int(stride) != model.output_stride:  # type: ignore[union-attr]
             model.set_output_stride(int(stride))  # type: ignore[operator]
-        self._pad: Any = None
+        # The very transform validation uses: padding can never drift from what the scores were measured on.
+        from mobilevision.tasks.segmentation.data import eval_transforms
+
+        self._pad = eval_transforms("pad", size=self.min_size, multiple=self.pad_multiple)
         self.class_names = list(meta.class_names)
 
     # What `mobilevision predict` writes (`mobilevision.inference.sinks.predict_source`): overlays, palette masks.
@@ -162,21 +165,10 @@ class SegmentationInference:
         write_palette_png(path, mask)
         return str(path)
 
-    def canvas(self, image_size: tuple[int, int]) -> tuple[int, int]:
-        if self.resize_to is not None:
-            return self.resize_to
-        m = self.pad_multiple
-        h, w = (max(int(a), int(b)) for a, b in zip(image_size, self.min_size))
-        return (-(-h // m) * m, -(-w // m) * m)
-
     def prepare(self, image: np.ndarray) -> np.ndarray:
         if self.resize_to is not None:
             h, w = self.resize_to
             return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-        if self._pad is None:
-            from mobilevision.tasks.segmentation.data import eval_transforms
-
-            self._pad = eval_transforms("pad", size=self.min_size, multiple=self.pad_multiple)
         return self._pad(image=image)["image"]
 
     def run(self, network: Any, batch: Tensor) -> list[Tensor]:
