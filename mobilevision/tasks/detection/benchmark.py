@@ -51,6 +51,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ import torch
 from torch import Tensor, nn
 
 from mobilevision.errors import UserError
+from mobilevision.inference.timing import interleaved
 from mobilevision.io import atomic_write_json
 
 INT8 = "ours onnxruntime int8"
@@ -229,19 +231,8 @@ def _run(*, repeats: int, threads: Sequence[int], stream_frames: int, width_mult
             }
             if int8_path is not None:
                 pipelines[INT8] = Predictor(int8_path, num_threads=n, score_threshold=threshold)
-            stages: dict[str, dict[str, list[float]]] = {name: {} for name in pipelines}
-            last: dict[str, dict[str, Any]] = {}
-            for pipe in pipelines.values():  # warm-up (first-call allocations, oneDNN primitive caches)
-                for _ in range(3):
-                    pipe.timed(image)
-            for _ in range(repeats):
-                for name, pipe in pipelines.items():
-                    start = time.perf_counter()
-                    result, parts = pipe.timed(image)
-                    end_to_end = time.perf_counter() - start
-                    for key, value in {**parts, "end_to_end": end_to_end}.items():
-                        stages[name].setdefault(key, []).append(value)
-                    last[name] = result
+            stages, last = interleaved({name: partial(pipe.timed, image) for name, pipe in pipelines.items()},
+                                       repeats=repeats, warmup=3)
             table = {name: {k: _median_ms(v) for k, v in s.items()} for name, s in stages.items()}
             counts = {name: _count(result) for name, result in last.items()}
             reference = last["torchvision SSD (eager)"]

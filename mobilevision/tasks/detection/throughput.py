@@ -29,8 +29,14 @@ import cv2
 import numpy as np
 import torch
 
+from mobilevision.inference.timing import interleaved
 from mobilevision.io import atomic_write_json
-from mobilevision.tasks.detection.benchmark import IMAGE_SHAPE, SCORE_THRESHOLD, photo_like_images, prepare
+from mobilevision.tasks.detection.benchmark import (
+    IMAGE_SHAPE,
+    SCORE_THRESHOLD,
+    photo_like_images,
+    prepare,
+)
 
 
 def _torchvision_batch(ssd: Any, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
@@ -85,15 +91,9 @@ def run(*, batches: Sequence[int] = (1, 8, 32), threads: Sequence[int] = (1, 2),
                 batch = images[:size]
                 calls: dict[str, Callable[[], Any]] = {"torchvision SSD": lambda b=batch: _torchvision_batch(ssd, b),
                                                        "ours onnxruntime": lambda b=batch: predictor.predict_batch(b)}
-                times: dict[str, list[float]] = {name: [] for name in calls}
-                for call in calls.values():  # warm-up
-                    call()
-                for _ in range(repeats):
-                    for name, call in calls.items():
-                        start = time.perf_counter()
-                        call()
-                        times[name].append(time.perf_counter() - start)
-                rate = {name: size / statistics.median(t) for name, t in times.items()}
+                stages, _ = interleaved({name: lambda c=call: (c(), {}) for name, call in calls.items()},
+                                        repeats=repeats)
+                rate = {name: size / statistics.median(t["end_to_end"]) for name, t in stages.items()}
                 row = {"threads": n, "batch": size, "images_per_s": rate,
                        "ratio": rate["ours onnxruntime"] / rate["torchvision SSD"]}
                 results["batches"].append(row)

@@ -32,6 +32,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from mobilevision.errors import UserError
+from mobilevision.inference.timing import interleaved
 from mobilevision.io import atomic_write_json
 
 
@@ -126,8 +128,12 @@ def _run(*, repeats: int, threads: Sequence[int], size: tuple[int, int], weights
          calibration_images: int, width_mult: float, int8_folder: Path | None,
          log: Callable[[str], None]) -> dict[str, Any]:
     from mobilevision.checkpoint import ModelMeta
-    from mobilevision.tasks.detection.benchmark import _int8_model, calibrate_batchnorm, photo_like_images
     from mobilevision.inference.predictor import Predictor
+    from mobilevision.tasks.detection.benchmark import (
+        _int8_model,
+        calibrate_batchnorm,
+        photo_like_images,
+    )
 
     warnings.filterwarnings("ignore")
     meta = None
@@ -171,17 +177,8 @@ def _run(*, repeats: int, threads: Sequence[int], size: tuple[int, int], weights
         }
         if int8_path is not None:
             pipelines["ours onnxruntime int8"] = Predictor(int8_path, num_threads=n)
-        stages: dict[str, dict[str, list[float]]] = {name: {} for name in pipelines}
-        for pipe in pipelines.values():
-            for _ in range(2):
-                pipe.timed(image)
-        for _ in range(repeats):
-            for name, pipe in pipelines.items():
-                start = time.perf_counter()
-                _result, parts = pipe.timed(image)
-                total = time.perf_counter() - start
-                for key, value in {**parts, "end_to_end": total}.items():
-                    stages[name].setdefault(key, []).append(value)
+        stages, _ = interleaved({name: partial(pipe.timed, image) for name, pipe in pipelines.items()},
+                                repeats=repeats, warmup=2)
         table = {name: {k: 1000 * statistics.median(v) for k, v in s.items()} for name, s in stages.items()}
         reference = table["torchvision DeepLabV3 head (eager)"]["end_to_end"]
         log(f"\n== {n} thread(s): {size[0]}x{size[1]} RGB uint8 -> mask, 21 classes, output stride "
