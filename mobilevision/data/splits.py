@@ -8,7 +8,10 @@ from pathlib import Path
 
 from mobilevision.errors import DatasetError
 
-__all__ = ["read_id_list"]
+__all__ = ["ID_IMAGE_SUFFIXES", "id_images", "read_id_list"]
+
+# Where the image of a listed id may be: VOC's .jpg first; .jpeg/.png too, for hand-made sets in the same layout.
+ID_IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 
 
 def read_id_list(path: str | os.PathLike[str]) -> list[str]:
@@ -37,3 +40,8 @@ def read_id_list(path: str | os.PathLike[str]) -> list[str]:
             token = Path(token).stem
         ids.setdefault(token, None)
     return list(ids)
+
+
+def id_images(folder: str | os.PathLike[str], id_: str) -> list[Path]:
+    """The files the image of a listed id may be, in order of preference (`ID_IMAGE_SUFFIXES`)."""
+    return [Path(folder) / f"{id_}{suffix}" for suffix in ID_IMAGE_SUFFIXES]

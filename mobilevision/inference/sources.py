@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from mobilevision.data.decode import BadSample, read_image, read_image_in_frame
+from mobilevision.data.decode import BadSample, read_image, read_image_in_frame, resolve_inside
 from mobilevision.data.report import DataWarning
 from mobilevision.errors import UserError
 
@@ -274,7 +274,6 @@ def listed_images(root: str | os.PathLike[str], *, annotations: str | os.PathLik
     stated_sizes: dict[str, tuple[int, int]] = {}
     refused: list[dict[str, str]] = []
     if annotations is not None:
-        from mobilevision.data.decode import resolve_inside
         from mobilevision.data.jsonio import load_json
 
         data = load_json(annotations)
@@ -299,10 +298,11 @@ def listed_images(root: str | os.PathLike[str], *, annotations: str | os.PathLik
         ids = dict(zip(names, kept_ids))
         stated_sizes = {name: size for name, size in zip(names, kept_sizes) if size is not None}
     elif split_list is not None:
-        from mobilevision.data.splits import read_id_list
+        from mobilevision.data.splits import id_images, read_id_list
 
+        # read_id_list keeps only a path's stem, so no id can lead out of the folder.
         for id_ in read_id_list(split_list):
-            candidates = [folder / f"{id_}{suffix}" for suffix in (".jpg", ".jpeg", ".png")]
+            candidates = id_images(folder, id_)
             paths.append(next((c for c in candidates if c.is_file()), candidates[0]))
             names.append(id_)
         ids = {name: index + 1 for index, name in enumerate(names)}

@@ -9,7 +9,7 @@ import pytest
 
 from mobilevision.data.report import DataWarning
 from mobilevision.errors import UserError
-from mobilevision.inference.sources import CaptureSource, ImageSource, SourceTimeout, open_source
+from mobilevision.inference.sources import CaptureSource, ImageSource, SourceTimeout, listed_images, open_source
 from tests.inference.models_for_tests import random_image
 
 
@@ -177,3 +177,22 @@ def test_stalled_source_times_out() -> None:
     assert got == [0, 1]
     capture.unblock.set()
     source.close()
+
+
+def test_split_list_images_stay_inside_the_folder_and_missing_ones_are_reported(tmp_path: Path) -> None:
+    """`predict --split-list`: the ids' images (any of .jpg/.jpeg/.png); a path in the list counts by its stem, so
+    it cannot lead out of the folder; a listed id without an image is reported when read."""
+    folder = tmp_path / "JPEGImages"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), random_image(8, 8)[..., ::-1])
+    cv2.imwrite(str(folder / "b.png"), random_image(8, 8)[..., ::-1])
+    (tmp_path / "secret.jpg").write_bytes((folder / "a.jpg").read_bytes())
+    split = tmp_path / "val.txt"
+    split.write_text("a\nb\n../secret\n")
+    source = listed_images(folder, split_list=split)
+    assert source.names == ["a", "b", "secret"] and source.image_ids == {"a": 1, "b": 2, "secret": 3}
+    assert source.paths[1].name == "b.png" and all(p.parent == folder for p in source.paths)
+    with pytest.warns(DataWarning, match="secret"):
+        frames = [frame.name for frame in source]
+    assert frames == ["a", "b"] and source.skipped == [{"file": str(folder / "secret.jpg"),
+                                                       "reason": "file not found"}]

@@ -10,7 +10,7 @@ from pathlib import Path
 from mobilevision.data.decode import BadSample, resolve_inside
 from mobilevision.data.labels import VOC_CLASSES, with_background
 from mobilevision.data.report import DataWarning, DefectReport
-from mobilevision.data.splits import read_id_list
+from mobilevision.data.splits import id_images, read_id_list
 from mobilevision.errors import DatasetError
 from mobilevision.tasks.segmentation.data.base import SegmentationDataset, Transform, _Sample
 
@@ -40,11 +40,6 @@ def check_voc_layout(root: str | os.PathLike[str], split: str) -> Path:
         if not (voc / "ImageSets" / "Segmentation" / f"{split}.txt").is_file():
             raise DatasetError(f"{voc / 'ImageSets' / 'Segmentation' / f'{split}.txt'}: split list not found")
     return voc
-
-
-def _voc_images(voc: Path, id_: str) -> list[Path]:
-    """Where the image of `id_` may be: VOC's .jpg first; .jpeg/.png too, for hand-made sets in the same layout."""
-    return [voc / "JPEGImages" / f"{id_}{suffix}" for suffix in (".jpg", ".jpeg", ".png")]
 
 
 def _resolve_sbd_root(path: Path) -> Path | None:
@@ -97,7 +92,7 @@ class VOCSegmentation(SegmentationDataset):
             if not (voc / "SegmentationClass").is_dir():
                 raise DatasetError(f"{voc / 'SegmentationClass'}: mask folder not found (VOCdevkit/VOC2012 layout)")
             ids = read_id_list(lists / f"{split}.txt")
-            entries = [(i, _voc_images(voc, i), [voc / "SegmentationClass" / f"{i}.png"]) for i in ids]
+            entries = [(i, id_images(voc / "JPEGImages", i), [voc / "SegmentationClass" / f"{i}.png"]) for i in ids]
         self._add_entries(entries, list_name=split if split == "train_aug" else f"ImageSets/Segmentation/{split}.txt")
 
     def _add_entries(self, entries: Iterable[tuple[str, list[Path], list[Path]]], *, list_name: str) -> None:
@@ -164,7 +159,7 @@ class VOCSegmentation(SegmentationDataset):
                 excluded += 1  # VOC val is the evaluation set: never train on it, whatever the aug list says
                 continue
             if id_ not in entries:
-                images = [*_voc_images(voc, id_), *(folder / f"{id_}.jpg" for folder in extra_images)]
+                images = [*id_images(voc / "JPEGImages", id_), *(folder / f"{id_}.jpg" for folder in extra_images)]
                 masks = [own_masks / f"{id_}.png", aug_mask_dir / f"{id_}{aug_mask_suffix}"]
                 entries[id_] = (id_, images, masks)
         if excluded:
