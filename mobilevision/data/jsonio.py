@@ -36,3 +36,8 @@ def load_json(path: str | os.PathLike[str]) -> Any:
         raise DatasetError(f"{label}: malformed JSON (not UTF-8 text)") from None
     except RecursionError:  # "[[[[...": Python's parser recurses once per level
         raise DatasetError(f"{label}: malformed JSON (nested too deeply)") from None
+
+
+def is_int(value: Any) -> bool:
+    """A JSON integer: an `int` that is not a `bool` (JSON's true is Python's True, an int subclass)."""
+    return isinstance(value, int) and not isinstance(value, bool)

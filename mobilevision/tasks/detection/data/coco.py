@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mobilevision.data.decode import BadSample, resolve_inside
-from mobilevision.data.jsonio import load_json
+from mobilevision.data.jsonio import is_int, load_json
 from mobilevision.errors import DatasetError
 from mobilevision.tasks.detection.data.base import (
     MAX_SIDE,
@@ -21,10 +21,6 @@ from mobilevision.tasks.detection.data.base import (
     coco_from_dict,
     sanitize_boxes,
 )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def validate_coco(data: Any, source: str | os.PathLike[str]) -> dict[str, Any]:
@@ -44,14 +40,14 @@ def validate_coco(data: Any, source: str | os.PathLike[str]) -> dict[str, Any]:
         raise DatasetError(f"{source}: not a list: 'annotations'")
     image_ids: set[int] = set()
     for position, image in enumerate(data["images"]):
-        if not isinstance(image, dict) or not _is_int(image.get("id")) or not isinstance(image.get("file_name"), str):
+        if not isinstance(image, dict) or not is_int(image.get("id")) or not isinstance(image.get("file_name"), str):
             raise DatasetError(f"{source}: images[{position}]: needs an integer 'id' and a string 'file_name'")
         if image["id"] in image_ids:
             raise DatasetError(f"{source}: images[{position}]: duplicate image id {image['id']}")
         image_ids.add(image["id"])
     category_ids: set[int] = set()
     for position, category in enumerate(data["categories"]):
-        if not isinstance(category, dict) or not _is_int(category.get("id")) or "name" not in category:
+        if not isinstance(category, dict) or not is_int(category.get("id")) or "name" not in category:
             raise DatasetError(f"{source}: categories[{position}]: needs an integer 'id' and a 'name'")
         if category["id"] in category_ids:
             raise DatasetError(f"{source}: categories[{position}]: duplicate category id {category['id']}")
@@ -61,12 +57,12 @@ def validate_coco(data: Any, source: str | os.PathLike[str]) -> dict[str, Any]:
         if not isinstance(ann, dict):
             raise DatasetError(f"{source}: annotations[{position}]: not an object")
         name = f"annotation id {ann['id']!r}" if "id" in ann else f"annotations[{position}]"
-        if "id" in ann and not _is_int(ann["id"]):
+        if "id" in ann and not is_int(ann["id"]):
             raise DatasetError(f"{source}: {name}: 'id' must be an integer")
-        # _is_int first: an id that is a list or an object is unhashable and would break the set lookup.
-        if not _is_int(ann.get("image_id")) or ann["image_id"] not in image_ids:
+        # is_int first: an id that is a list or an object is unhashable and would break the set lookup.
+        if not is_int(ann.get("image_id")) or ann["image_id"] not in image_ids:
             raise DatasetError(f"{source}: {name}: unknown image id {ann.get('image_id')!r}")
-        if not _is_int(ann.get("category_id")) or ann["category_id"] not in category_ids:
+        if not is_int(ann.get("category_id")) or ann["category_id"] not in category_ids:
             raise DatasetError(f"{source}: {name}: unknown category id {ann.get('category_id')!r}")
         bbox = ann.get("bbox")
         if (
@@ -135,7 +131,7 @@ class CocoDetection(DetectionDataset):
             xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
             xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
             width, height = image.get("width"), image.get("height")
-            size_known = _is_int(width) and _is_int(height) and 0 < width < MAX_SIDE and 0 < height < MAX_SIDE
+            size_known = is_int(width) and is_int(height) and 0 < width < MAX_SIDE and 0 < height < MAX_SIDE
             boxes, keep, n_clipped = sanitize_boxes(xyxy, width if size_known else None, height if size_known else None)
             dropped += int((~keep).sum())
             clipped += n_clipped

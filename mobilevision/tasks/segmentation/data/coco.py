@@ -11,7 +11,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from mobilevision.data.decode import BadSample, resolve_inside
-from mobilevision.data.jsonio import load_json
+from mobilevision.data.jsonio import is_int, load_json
 from mobilevision.data.labels import COCO_TO_VOC, VOC_CLASSES, with_background
 from mobilevision.errors import DatasetError
 from mobilevision.tasks.segmentation.data.base import SegmentationDataset, Transform, _Defect, _Sample
@@ -113,7 +113,7 @@ class COCOSemantic(SegmentationDataset):
         for category in data["categories"]:
             try:
                 cat_id, name = int(category["id"]), str(category["name"])
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 raise DatasetError(f"{annotation_file}: categories: malformed entry {category!r}") from None
             known_categories.add(cat_id)
             voc_name = COCO_TO_VOC.get(name, name if name in voc_index and name != "background" else None)
@@ -124,16 +124,17 @@ class COCOSemantic(SegmentationDataset):
             try:
                 images[int(image["id"])] = {"file_name": str(image["file_name"]), "height": int(image["height"]),
                                             "width": int(image["width"])}
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: a width of inf
                 raise DatasetError(f"{annotation_file}: images: malformed entry {image!r}") from None
         self._annotations: dict[int, list[dict[str, Any]]] = {}
         for annotation in data["annotations"]:
             if not isinstance(annotation, dict) or "image_id" not in annotation or "category_id" not in annotation:
                 raise DatasetError(f"{annotation_file}: annotations: malformed entry {annotation!r}"[:300])
             ann_id = annotation.get("id", "?")
-            if annotation["image_id"] not in images:
+            # An int test first, as validate_coco does: an id that is a list or an object is unhashable.
+            if not is_int(annotation["image_id"]) or annotation["image_id"] not in images:
                 raise DatasetError(f"{annotation_file}: annotation {ann_id}: unknown image_id {annotation['image_id']}")
-            if annotation["category_id"] not in known_categories:
+            if not is_int(annotation["category_id"]) or annotation["category_id"] not in known_categories:
                 raise DatasetError(
                     f"{annotation_file}: annotation {ann_id}: unknown category_id {annotation['category_id']}"
                 )
