@@ -1,5 +1,6 @@
 """Every shipped config, run as a user runs it, on data laid out like the real dataset it names:
-`fit` a few steps -> `validate` -> `test` -> `predict` on the validation images -> `evaluate` what predict wrote.
+`fit` a few steps -> `validate` -> `test` -> `predict` on the validation images -> `evaluate` what predict wrote ->
+`export` to ONNX (with its parity check) and predict again from the exported file.
 
 One parametrized test over the shipped configs (`mobilevision.configs.config_paths()`): a new config is covered by adding it (and, for a new DataModule, one line in
 `_data_overrides`). The GPU recipes run on the CPU with one process, fp32, no SyncBatchNorm, backbone weights off and
@@ -115,8 +116,14 @@ def test_config_fit_validate_test_predict_evaluate(config: Path, tmp_path: Path,
                          str(out / "predictions.json"), "--json"]) == 0
         assert "map" in json.loads(capsys.readouterr().out)
     else:
-        listed = ["--split-list", str(plan["split_list"])] if "split_list" in plan else []
         assert cli_main(["evaluate", "segmentation", "--gt", str(plan["gt"]), "--predictions", str(out / "masks"),
                          *listed, "--json"]) == 0
         result = json.loads(capsys.readouterr().out)
         assert len(result["iou_per_class"]) == len(names)
+
+    onnx = tmp_path / "model.onnx"
+    assert cli_main(["export", "--weights", str(last), "--output", str(onnx)]) == 0  # fails on a parity mismatch
+    exported = tmp_path / "predicted_onnx"
+    assert cli_main(["predict", "--weights", str(onnx), "--source", str(plan["source"]), *listed,
+                     "--output", str(exported), "--score-threshold", "0.01", "--no-progress"]) == 0
+    assert json.loads((exported / "classes.json").read_text())["class_names"] == names
