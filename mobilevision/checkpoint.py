@@ -55,6 +55,8 @@ class ModelMeta:
         inference: how evaluation ran, so the predictor does the same (plain values; segmentation:
             `pad_multiple`, `output_stride`, `multi_scale_flip`, `mf_scales`). Empty in checkpoints written before
             it existed: the predictor then pads to a multiple of the model's output stride.
+        mask_class_names: the segmentation head's class names when the model also has a detector (the multi-task
+            model: `class_names` are then the detector's, with their `category_ids`); None otherwise.
     """
 
     task: str
@@ -64,6 +66,7 @@ class ModelMeta:
     category_ids: list[int] | None = None
     input_size: tuple[int, int] = (320, 320)
     inference: dict[str, Any] = field(default_factory=dict)
+    mask_class_names: list[str] | None = None
 
     def __post_init__(self) -> None:
         from mobilevision.tasks.table import get_task
@@ -91,7 +94,8 @@ class ModelMeta:
     def from_dict(cls, data: Mapping[str, Any]) -> ModelMeta:
         if not isinstance(data, Mapping):
             raise WeightsError(f"checkpoint metadata must be a mapping, got {type(data).__name__}")
-        known = {"task", "model_name", "model_kwargs", "class_names", "category_ids", "input_size", "inference"}
+        known = {"task", "model_name", "model_kwargs", "class_names", "category_ids", "input_size", "inference",
+                 "mask_class_names"}
         missing = {"task", "model_name"} - set(data)
         if missing:
             raise WeightsError(f"checkpoint metadata lacks {sorted(missing)}")
@@ -104,6 +108,8 @@ class ModelMeta:
                 category_ids=None if data.get("category_ids") is None else [int(i) for i in data["category_ids"]],
                 input_size=tuple(data.get("input_size") or (320, 320)),  # type: ignore[arg-type]
                 inference=dict(data.get("inference") or {}),
+                mask_class_names=None if data.get("mask_class_names") is None
+                else [str(n) for n in data["mask_class_names"]],
             )
         except (TypeError, ValueError) as error:
             raise WeightsError(f"invalid checkpoint metadata ({error}); keys: {sorted(set(data) & known)}") from None
@@ -122,9 +128,11 @@ class ModelMeta:
         task = task_of_model(model)
         num_classes = int(model.num_classes)  # type: ignore[arg-type]
         names = default_class_names(num_classes)
+        mask_classes = getattr(model, "seg_num_classes", None)
         return cls(task=task.name, model_name=model_name, model_kwargs=dict(model_kwargs or {}), class_names=names,
                    category_ids=list(range(num_classes)) if task.category_ids else None,
-                   input_size=input_size or task.default_input_size)
+                   input_size=input_size or task.default_input_size,
+                   mask_class_names=None if mask_classes is None else default_class_names(int(mask_classes)))
 
 
 def default_class_names(num_classes: int) -> list[str]:

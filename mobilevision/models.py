@@ -161,11 +161,19 @@ def deeplabv3_mobilenet_v2(
     return Segmenter(backbone=backbone, head=head)
 
 
+def ssdlite_deeplabv3_mobilenet_v2(**kwargs: Any) -> nn.Module:
+    """SSDLite + Mobile DeepLabv3 on one MobileNetV2 pass (`mobilevision.tasks.multitask.model`)."""
+    from mobilevision.tasks.multitask.model import ssdlite_deeplabv3_mobilenet_v2 as build
+
+    return build(**kwargs)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mobilenet_v2": mobilenet_v2,
     "ssdlite_mobilenet_v2": ssdlite_mobilenet_v2,
     "ssd_mobilenet_v2": ssd_mobilenet_v2,
     "deeplabv3_mobilenet_v2": deeplabv3_mobilenet_v2,
+    "ssdlite_deeplabv3_mobilenet_v2": ssdlite_deeplabv3_mobilenet_v2,
 }
 
 

@@ -122,6 +122,21 @@ register(Task(
 ))
 
 
+register(Task(
+    name="multitask",
+    model_class="mobilevision.tasks.multitask.model:MultiTaskModel",
+    inference="mobilevision.tasks.multitask.inference:MultiTaskInference",
+    export_module="mobilevision.tasks.multitask.inference:export_module",
+    export_metadata="mobilevision.tasks.detection.inference:export_metadata",
+    onnx_outputs=("cls_logits", "bbox_regression", "anchors", "mask_logits"),
+    constant_outputs=("anchors",),
+    compare="mobilevision.tasks.multitask.inference:compare",
+    default_input_size=(320, 320),
+    category_ids=True,
+    benchmarks={"multitask": "mobilevision.tasks.multitask.benchmark:main"},
+))
+
+
 def get_task(name: str) -> Task:
     """The table entry of `name`.
 
@@ -135,12 +150,15 @@ def get_task(name: str) -> Task:
 
 
 def task_of_model(model: Any) -> Task:
-    """The task whose model class `model` is an instance of.
+    """The task whose model class `model` is an instance of; the most derived one when several match (the
+    multi-task model is a `Detector` too).
 
     Raises:
         ValueError: a module of no registered task.
     """
-    for task in TASKS.values():
-        if isinstance(model, load(task.model_class)):
+    matches = [(task, load(task.model_class)) for task in TASKS.values()]
+    matches = [(task, cls) for task, cls in matches if isinstance(model, cls)]
+    for task, cls in matches:
+        if all(issubclass(cls, other) for _, other in matches):
             return task
     raise ValueError(f"{type(model).__name__} is not the model of any task ({', '.join(TASKS)})")

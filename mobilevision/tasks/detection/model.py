@@ -48,6 +48,8 @@ class Detector(nn.Module):
             pi; the TF reference's class bias init is the same idea). The class biases start there instead of at a
             uniform guess, so the first steps are not spent unlearning a flood of false positives. None keeps zero
             biases. Only an initialisation: loaded weights replace it.
+        taps: the backbone maps the head reads, in the head's order (its predicted maps, then its extra source if it
+            has one); None reads all of the backbone's `out_taps`.
 
     Input: images [B, 3, H, W], RGB, uint8 or float in 0..255 (normalisation is inside the model).
     Output of `forward`: per image a dict `boxes` float [N, 4] (x1, y1, x2, y2 in input pixels), `scores` float [N],
@@ -67,6 +69,7 @@ class Detector(nn.Module):
         box_coder: BoxCoder | None = None,
         classification: str = "softmax",
         class_prior: float | None = 0.01,
+        taps: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if tuple(head.num_anchors) != tuple(default_boxes.num_anchors):
@@ -77,6 +80,10 @@ class Detector(nn.Module):
         self.classification = classification
         self.normalize = Normalize()
         self.backbone = backbone
+        self.taps = tuple(taps) if taps is not None else backbone.out_taps
+        unknown = [t for t in self.taps if t not in backbone.out_taps]
+        if unknown:
+            raise ValueError(f"taps {unknown} are not among the backbone's {backbone.out_taps}")
         self.head = head
         self.default_boxes = default_boxes
         self.box_coder = box_coder or BoxCoder()
@@ -100,8 +107,11 @@ class Detector(nn.Module):
             ({"cls_logits": [B, A, C], "bbox_regression": [B, A, 4]}, anchors [A, 4] x1y1x2y2 in input pixels,
             level sizes [H_i * W_i * boxes per location_i] summing to A).
         """
-        features = self.backbone(self.normalize(images))
-        maps = self.head.feature_maps([features[t] for t in self.backbone.out_taps])
+        return self.detect(self.backbone(self.normalize(images)), images)
+
+    def detect(self, features: dict[str, Tensor], images: Tensor) -> tuple[dict[str, Tensor], Tensor, list[int]]:
+        """`forward_levels` from the backbone's maps of `images` (a model sharing its backbone pass calls this)."""
+        maps = self.head.feature_maps([features[t] for t in self.taps])
         outputs = self.head.predict(maps)
         sizes = [(int(m.shape[-2]), int(m.shape[-1])) for m in maps]
         anchors = self.anchors(sizes, tuple(images.shape[-2:]), images.device)

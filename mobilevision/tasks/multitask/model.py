@@ -1,0 +1,159 @@
+"""`MultiTaskModel`: one MobileNetV2 pass, two answers (SSDLite boxes and a Mobile DeepLabv3 mask).
+
+Output stride. Mobile DeepLabv3 wants the second-last map (layer 18) at output stride 16; SSDLite reads the layer-15
+expansion at stride 16 and layer 19 at stride 32. The shared backbone runs at output stride 16 (the last stride-2
+block dilates instead, as in `deeplabv3_mobilenet_v2`) and stops at layer 18, which both heads read: the
+segmentation head directly, the detector as its stride-16 map, with its extra layers grown from it (the first one,
+stride 2, takes layer 19's place at stride 32; one more at the coarse end keeps six maps). The detector's maps
+keep the standalone detector's sizes (16, 32, ..., at 320: 20x20 down to 1x1). Layer 19 at stride 16 would cost
+four times what it costs at 32, and the layer-15 expansion (576 channels) is wider and shallower than layer 18
+(320) at the same stride: predicting on layer 18 makes the detector's share of the joint pass smaller
+(`mobilevision benchmark multitask`, docs/benchmarks.md). The alternative, dilation on the segmentation branch
+only, would run layers 15 to 18 twice (once per stride): the layers the two heads most want to share.
+
+The model is a `Detector` (same default boxes, decoding and post-processing: the detection loss and evaluation
+reuse it) with a segmentation head on the same backbone pass. The output stride is fixed at 16: evaluating the
+segmentation at 8 would move the detector's maps too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor
+from torch.nn import functional as F
+
+from mobilevision.backbones.mobilenet_v2 import MobileNetV2
+from mobilevision.heads.deeplabv3 import DeepLabV3Head
+from mobilevision.heads.ssd import SSDHead
+from mobilevision.tasks.detection.anchors import DefaultBoxes
+from mobilevision.tasks.detection.model import Detector
+
+# The map both heads read: the segmentation head, and the detector as its last (stride-16) map.
+SHARED_TAP: str = "layer_18"
+MULTITASK_TAPS: tuple[str, ...] = (SHARED_TAP,)
+# The first extra layer takes layer 19's place at stride 32, then SSDLite's (TF reference: 512, 256, 256, 128)
+# shifted by one map, so there are six maps as in SSDLite.
+MULTITASK_EXTRA_DEPTHS: tuple[int, ...] = (512, 256, 256, 128, 64)
+OUTPUT_STRIDE = 16
+
+
+class MultiTaskModel(Detector):
+    """SSDLite and Mobile DeepLabv3 on one MobileNetV2 pass.
+
+    Args:
+        backbone: built at output stride 16 with the detector's taps and `seg_tap` among its `out_taps`.
+        head: the SSD head over `taps`.
+        default_boxes: the detector's default-box recipe.
+        seg_head: the DeepLabv3 head on `seg_tap`.
+        seg_tap: the map the segmentation head reads (layer 18, the second-last).
+        taps, detector keyword arguments: see `Detector`.
+
+    `num_classes` is the detector's (background included); `seg_num_classes` the segmentation head's (its own label
+    space: COCO's 80 objects for boxes and VOC's 20 for the mask in the COCO + VOC recipe).
+
+    Input: images [B, 3, H, W], RGB, uint8 or float in 0..255. `forward_all` returns everything of one pass;
+    `forward` gives per image the detector's dict plus `mask` int64 [H, W] (the argmax at the input size).
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: MobileNetV2,
+        head: SSDHead,
+        default_boxes: DefaultBoxes,
+        seg_head: DeepLabV3Head,
+        seg_tap: str = SHARED_TAP,
+        taps: Sequence[str],
+        **detector_kwargs: Any,
+    ) -> None:
+        super().__init__(backbone=backbone, head=head, default_boxes=default_boxes, taps=taps, **detector_kwargs)
+        if seg_tap not in backbone.out_taps:
+            raise ValueError(f"seg_tap {seg_tap!r} is not among the backbone's {backbone.out_taps}")
+        if backbone.strides[seg_tap] != OUTPUT_STRIDE:
+            raise ValueError(f"the segmentation map must be at output stride {OUTPUT_STRIDE}, "
+                             f"{seg_tap!r} is at {backbone.strides[seg_tap]}")  # fmt: skip
+        self.seg_head = seg_head
+        self.seg_tap = seg_tap
+
+    @property
+    def seg_num_classes(self) -> int:
+        return self.seg_head.classifier.out_channels
+
+    @property
+    def output_stride(self) -> int:
+        return self.backbone.strides[self.seg_tap]
+
+    def segment(self, features: dict[str, Tensor], images: Tensor) -> Tensor:
+        """Segmentation logits [B, seg_num_classes, H, W] at the input size from the backbone's maps."""
+        logits = self.seg_head(features[self.seg_tap])
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+    def forward_all(self, images: Tensor) -> tuple[dict[str, Tensor], Tensor, list[int], Tensor]:
+        """One backbone pass: the detector's `forward_levels` (head outputs, default boxes, level sizes) and the
+        segmentation logits [B, seg_num_classes, H, W]."""
+        features = self.backbone(self.normalize(images))
+        outputs, anchors, level_sizes = self.detect(features, images)
+        return outputs, anchors, level_sizes, self.segment(features, images)
+
+    def forward(self, images: Tensor) -> list[dict[str, Tensor]]:  # type: ignore[override]
+        outputs, anchors, _, logits = self.forward_all(images)
+        boxes, scores = self.decode(outputs, anchors)
+        detections = self.postprocess(boxes, scores, (images.shape[-2], images.shape[-1]))
+        return [{**d, "mask": mask} for d, mask in zip(detections, logits.argmax(1))]
+
+
+def ssdlite_deeplabv3_mobilenet_v2(
+    *,
+    num_classes: int = 91,
+    seg_num_classes: int = 21,
+    width_mult: float = 1.0,
+    weights: str | os.PathLike[str] | None = None,
+    default_boxes: DefaultBoxes | dict[str, Any] | None = None,
+    taps: Sequence[str] = MULTITASK_TAPS,
+    extra_depths: Sequence[int] = MULTITASK_EXTRA_DEPTHS,
+    atrous_rates: Sequence[int] = (),
+    head_channels: int = 256,
+    dropout: float = 0.1,
+    zero_init_residual: bool = False,
+    **detector_kwargs: Any,
+) -> MultiTaskModel:
+    """SSDLite + Mobile DeepLabv3 on one MobileNetV2 at output stride 16 (see the module docstring).
+
+    `num_classes` counts the detector's classes with background (COCO: 81), `seg_num_classes` the segmentation
+    head's (VOC: 21). `taps` are the detector's backbone maps, fine to coarse, ending with layer 18 (add
+    "layer_8/expansion" in front for small objects); its extra layers grow from layer 18, the first taking layer
+    19's place at stride 32. `atrous_rates=()` is the reduced DeepLabv3 head (paper Table 7).
+    """
+    from mobilevision.models import check_arguments
+
+    check_arguments("ssdlite_deeplabv3_mobilenet_v2", num_classes=num_classes, width_mult=width_mult)
+    check_arguments("ssdlite_deeplabv3_mobilenet_v2", num_classes=seg_num_classes, width_mult=width_mult)
+    if isinstance(default_boxes, dict):  # as stored in checkpoints: plain values
+        default_boxes = DefaultBoxes(**{k: tuple(v) if isinstance(v, list) else v for k, v in default_boxes.items()})
+    taps = tuple(taps)
+    if not taps or taps[-1] != SHARED_TAP:
+        raise ValueError(f"the detector's taps must end with {SHARED_TAP} (its extra layers grow from the map the "
+                         f"segmentation head reads), got {list(taps)}")  # fmt: skip
+    backbone = MobileNetV2(
+        num_classes=None, width_mult=width_mult, output_stride=OUTPUT_STRIDE, out_taps=taps,
+        weights=weights, zero_init_residual=zero_init_residual,
+    )  # fmt: skip
+    default_boxes = default_boxes or DefaultBoxes(num_maps=len(taps) + len(extra_depths))
+    if default_boxes.num_maps != len(taps) + len(extra_depths):
+        raise ValueError(f"default_boxes.num_maps is {default_boxes.num_maps} but there are {len(taps)} taps and "
+                         f"{len(extra_depths)} extra layers")  # fmt: skip
+    head = SSDHead(
+        in_channels=[backbone.out_channels[t] for t in taps],
+        num_anchors=default_boxes.num_anchors,
+        num_classes=num_classes,
+        extra_depths=extra_depths,
+    )
+    seg_head = DeepLabV3Head(
+        in_channels=backbone.out_channels[SHARED_TAP], num_classes=seg_num_classes, atrous_rates=atrous_rates,
+        channels=head_channels, dropout=dropout,
+    )  # fmt: skip
+    return MultiTaskModel(backbone=backbone, head=head, default_boxes=default_boxes, seg_head=seg_head,
+                          seg_tap=SHARED_TAP, taps=taps, **detector_kwargs)  # fmt: skip
