@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = config_paths()
 DET_SHAPES = REPO / "configs/detection/ssdlite_mobilenetv2_shapes.yaml"
 SEG_SHAPES = REPO / "configs/segmentation/deeplabv3_mobilenetv2_shapes.yaml"
+MT_SHAPES = REPO / "configs/multitask/ssdlite_deeplabv3_shapes.yaml"
 
 
 def _cli() -> list[str]:
@@ -99,7 +100,7 @@ def test_every_config_instantiates(
         args += [f"--data.init_args.train_images={coco_root / 'train2017'}",
                  f"--data.init_args.train_annotations={coco_root / 'annotations/instances_train2017.json'}",
                  f"--data.init_args.voc_root={voc_root}"]  # fmt: skip
-    if "ShapesDataModule" in text or "ShapesSegmentationDataModule" in text:
+    if any(name in text for name in ("ShapesDataModule", "ShapesSegmentationDataModule", "ShapesMultiTaskDataModule")):
         args.append(f"--data.init_args.root={tmp_path / 'shapes'}")
     cli = run_cli(args, run=False)
     assert cli.model.model.num_classes == cli.datamodule.num_classes
@@ -113,7 +114,7 @@ def test_every_config_instantiates(
         assert torch.equal(cli.model.model.backbone.state_dict()[first], loaded[first])
 
 
-@pytest.mark.parametrize("config", [DET_SHAPES, SEG_SHAPES], ids=["detection", "segmentation"])
+@pytest.mark.parametrize("config", [DET_SHAPES, SEG_SHAPES, MT_SHAPES], ids=["detection", "segmentation", "multitask"])
 def test_fast_dev_run_generates_data_and_runs(config: Path, tmp_path: Path) -> None:
     run_cli(["fit", "-c", str(config), *_tiny_shapes(tmp_path / "shapes"), f"--trainer.default_root_dir={tmp_path}",
              "--trainer.fast_dev_run=true", "--trainer.logger=false"])
@@ -165,19 +166,23 @@ def _kill_when(process: subprocess.Popen[str], last: Path, step: int) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_gives_the_same_weights(tmp_path: Path) -> None:
+@pytest.mark.parametrize("config", [DET_SHAPES, MT_SHAPES], ids=["detection", "multitask"])
+def test_sigkill_and_resume_gives_the_same_weights(tmp_path: Path, config: Path) -> None:
     """Kill a real training three times and resume each time with `--ckpt_path last`: the same final state."""
     steps = 15  # 20 images / batch 4 = 5 steps per epoch; checkpoints every 3 steps and at epoch ends
     reference = tmp_path / "reference"
-    # Full SSD augmentation and an EMA: both must come back exactly after a kill.
+    # Full SSD augmentation and an EMA: both must come back exactly after a kill (and, for the joint model, the
+    # learned loss weights).
     extra = ["--model.init_args.ema_decay=0.9", "--data.init_args.augment=true"]
-    out = _fit(reference, DET_SHAPES, *extra, steps=steps)
+    if config == MT_SHAPES:
+        extra.append("--model.init_args.loss_weighting=uncertainty")
+    out = _fit(reference, config, *extra, steps=steps)
     assert out.returncode == 0, out.stderr[-3000:]
 
     resumed = tmp_path / "resumed"
     shutil.copytree(reference / "shapes", resumed / "shapes")  # same data; generation is deterministic anyway
     last = resumed / "checkpoints" / "last.ckpt"
-    base = [*_cli(), "fit", "-c", str(DET_SHAPES), *_tiny_shapes(resumed / "shapes"),
+    base = [*_cli(), "fit", "-c", str(config), *_tiny_shapes(resumed / "shapes"),
             f"--trainer.default_root_dir={resumed}", f"--trainer.max_steps={steps}", "--trainer.deterministic=true",
             "--checkpoint.every_n_train_steps=3", "--trainer.logger=false", *extra]  # fmt: skip
     # Checkpoints land at steps 3, 5 (epoch end), 6, 9, 10 (epoch end), 12: the kills resume from mid-epoch and,
@@ -216,13 +221,15 @@ def _validate(root: Path, config: Path, ckpt: Path, devices: int) -> dict[str, f
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("config", "key"), [(DET_SHAPES, "val/map"), (SEG_SHAPES, "val/miou")],
-                         ids=["detection", "segmentation"])
-def test_two_process_ddp_validation_equals_one_process(tmp_path: Path, config: Path, key: str) -> None:
+@pytest.mark.parametrize(("config", "keys"), [(DET_SHAPES, ["val/map"]), (SEG_SHAPES, ["val/miou"]),
+                                             (MT_SHAPES, ["val/map", "val/miou"])],
+                         ids=["detection", "segmentation", "multitask"])
+def test_two_process_ddp_validation_equals_one_process(tmp_path: Path, config: Path, keys: list[str]) -> None:
     out = _fit(tmp_path, config, steps=30)  # enough for a detector to score some boxes right (mAP ~0.01)
     assert out.returncode == 0, out.stderr[-3000:]
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     one = _validate(tmp_path / "one", config, ckpt, devices=1)
     two = _validate(tmp_path / "two", config, ckpt, devices=2)
-    assert one[key] > 0
-    assert abs(one[key] - two[key]) < 1e-9, (one, two)
+    for key in keys:
+        assert one[key] > 0, key
+        assert abs(one[key] - two[key]) < 1e-9, (key, one, two)

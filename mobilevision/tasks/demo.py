@@ -1,10 +1,12 @@
-"""`mobilevision demo` (what `make demo` runs): train, evaluate and use both models on the synthetic shapes.
+"""`mobilevision demo` (what `make demo` runs): train, evaluate and use the models on the synthetic shapes.
 
 1. trains SSDLite (the shipped config ssdlite_mobilenetv2_shapes) from random weights for `--minutes`,
 2. evaluates it on a held-out generated split (COCO mAP),
 3. does the same for Mobile DeepLabv3 (deeplabv3_mobilenetv2_shapes, mIoU), once on
    single-scale inputs and once with the paper's MF inference (six scales 0.5 to 1.75, each also flipped),
-4. runs both trained models on a generated video (a camera panning over a large shapes scene) and on held-out
+4. does the same for the joint model, SSDLite and Mobile DeepLabv3 on one backbone pass
+   (ssdlite_deeplabv3_shapes: mAP and mIoU from one network, trained for the same budget as one of the others),
+5. runs the trained models on a generated video (a camera panning over a large shapes scene) and on held-out
    images, writing annotated videos and contact sheets.
 
 Every stage is resumable: a demo interrupted at any point (Ctrl-C, kill -9, power loss) and started again resumes
@@ -31,6 +33,7 @@ from mobilevision.io import atomic_path, atomic_write_json, check_writable_folde
 STAGES = {
     "detection": ("ssdlite_mobilenetv2_shapes", "val/map"),
     "segmentation": ("deeplabv3_mobilenetv2_shapes", "val/miou"),
+    "multitask": ("ssdlite_deeplabv3_shapes", "val/map"),
 }
 # Held-out evaluations beyond the training configuration's own: name -> CLI arguments. Their metrics are reported
 # as `<name>/<metric>` (e.g. `val_mf/miou`). Validation during training stays single-scale (MF costs ~17x).
@@ -78,7 +81,8 @@ def train_and_evaluate(
     _say(f"{task}: evaluating {last} on the held-out split")
     run_cli(["validate", *common, f"--ckpt_path={last}", "--trainer.logger=false"])
     metrics = json.loads((run_dir / "validate_metrics.json").read_text())
-    _say(f"{task}: {key} = {metrics.get(key, float('nan')):.4f}")
+    for shown in (key, "val/miou") if task == "multitask" else (key,):
+        _say(f"{task}: {shown} = {metrics.get(shown, float('nan')):.4f}")
     for name, extra in EXTRA_EVALUATIONS.get(task, {}).items():
         _say(f"{task}: evaluating again, {' '.join(extra)}")
         run_cli(["validate", *common, f"--ckpt_path={last}", "--trainer.logger=false", *extra])
@@ -129,8 +133,9 @@ def _ground_truth(data_root: Path) -> tuple[dict[str, dict[str, Any]], list[str]
 
 
 def showcase(out: Path, data_root: Path) -> dict[str, str]:
-    """Annotated videos of both trained models, and contact sheets pairing each held-out image's ground truth
-    (left) with the prediction (right); segmentation overlays carry a legend of the classes shown."""
+    """Annotated videos of the trained models, and contact sheets pairing each held-out image's ground truth
+    (left) with the prediction (right); segmentation overlays carry a legend of the classes shown, the joint
+    model's boxes are drawn over its mask."""
     from PIL import Image
 
     from mobilevision.data.decode import read_image
@@ -159,8 +164,12 @@ def showcase(out: Path, data_root: Path) -> dict[str, str]:
                 with Image.open(data_root / "val" / "masks" / f"{path.stem}.png") as png:
                     true_mask = np.asarray(png)  # palette PNG: the indices are the class ids
                 shown = sorted({int(v) for m in (true_mask, result["mask"]) for v in np.unique(m) if 0 < v < 255})
-                tiles += [overlay_with_legend(image, true_mask, names, labels=shown),
-                          overlay_with_legend(image, result["mask"], names, labels=shown)]  # fmt: skip
+                truth_tile = overlay_with_legend(image, true_mask, names, labels=shown)
+                predicted_tile = overlay_with_legend(image, result["mask"], names, labels=shown)
+                if task == "multitask":  # boxes over the mask (the legend strip is below the image: same pixels)
+                    truth_tile = draw_detections(truth_tile, truth.get(path.name, {}), show_scores=False)
+                    predicted_tile = draw_detections(predicted_tile, result)
+                tiles += [truth_tile, predicted_tile]
             captions += ["ground truth", "prediction"]
         sheet = out / f"contact_sheet_{task}.jpg"
         write_image(sheet, contact_sheet(tiles, cols=4, captions=captions))
@@ -197,7 +206,7 @@ def main(argv: Sequence[str]) -> int:
         summary["outputs"] = showcase(args.out, args.data)
     summary["wall_minutes"] = round((time.monotonic() - started) / 60, 2)
     atomic_write_json(args.out / "summary.json", summary)
-    det, seg = summary["detection"], summary["segmentation"]
+    det, seg, joint = summary["detection"], summary["segmentation"], summary["multitask"]
     print(
         f"\nmobilevision demo finished in {summary['wall_minutes']} min. Held-out generated split:\n"
         f"  detection    mAP@0.5 {det.get('val/map_50', 0):.3f}   mAP@[.5:.95] {det.get('val/map', 0):.3f}\n"
@@ -205,9 +214,11 @@ def main(argv: Sequence[str]) -> int:
         f"   (single scale)\n"
         f"               mIoU {seg.get('val_mf/miou', 0):.3f}   pixel accuracy {seg.get('val_mf/pixel_accuracy', 0):.3f}"
         f"   (MF: scales 0.5-1.75 and flips)\n"
+        f"  joint model  mAP@0.5 {joint.get('val/map_50', 0):.3f}   mAP@[.5:.95] {joint.get('val/map', 0):.3f}   "
+        f"mIoU {joint.get('val/miou', 0):.3f}   (one backbone pass, one training budget)\n"
         f"Outputs in {args.out}/:\n"
-        f"  summary.json, detection/ and segmentation/ (checkpoints/last.ckpt, curve.csv, logs/, plots/*.png),\n"
-        f"  video/ (annotated videos), contact_sheet_detection.jpg, contact_sheet_segmentation.jpg",
+        f"  summary.json, detection/, segmentation/ and multitask/ (checkpoints/last.ckpt, curve.csv, logs/,\n"
+        f"  plots/*.png), video/ (annotated videos), contact_sheet_{{detection,segmentation,multitask}}.jpg",
         file=sys.stdout,
     )
     return 0

@@ -1,5 +1,5 @@
-"""`mobilevision demo` end to end on a tiny generated set: both models trained, evaluated (segmentation also with
-MF inference), shown on a video, summarised, and a finished demo started again only re-evaluates."""
+"""`mobilevision demo` end to end on a tiny generated set: the three models trained, evaluated (segmentation also
+with MF inference), shown on a video, summarised, and a finished demo started again only re-evaluates."""
 
 from __future__ import annotations
 
@@ -36,23 +36,27 @@ def test_demo_trains_evaluates_and_says_where_everything_is(
     assert demo.main(argv) == 0
     printed = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
-    for task in ("detection", "segmentation"):
+    for task in ("detection", "segmentation", "multitask"):
         assert Path(summary[task]["checkpoint"]).is_file()
         assert Path(summary[task]["curve"]).is_file()
         assert (out / task / "fit.done").is_file()
     assert 0.0 <= summary["detection"]["val/map_50"] <= 1.0
+    joint = summary["multitask"]
+    assert 0.0 <= joint["val/map_50"] <= 1.0 and 0.0 <= joint["val/miou"] <= 1.0
+    assert f"mIoU {joint['val/miou']:.3f}   (one backbone pass" in printed
     seg = summary["segmentation"]
     assert 0.0 <= seg["val/miou"] <= 1.0 and 0.0 <= seg["val_mf/miou"] <= 1.0
     # The second evaluation ran the paper's MF inference (4 held-out images, one batch), the first did not.
     assert mf_calls == [(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)]
-    for key in ("input_video", "detection_video", "segmentation_video", "detection_contact_sheet"):
+    for key in ("input_video", "detection_video", "segmentation_video", "multitask_video", "detection_contact_sheet",
+                "multitask_contact_sheet"):
         assert Path(summary["outputs"][key]).exists(), key
     assert f"Outputs in {out}/" in printed and "(MF: scales 0.5-1.75 and flips)" in printed
     assert f"mIoU {seg['val/miou']:.3f}" in printed and f"mIoU {seg['val_mf/miou']:.3f}" in printed
 
     # Started again, a finished demo does not train again: the checkpoints stay as they were.
-    before = {t: (out / t / "checkpoints" / "last.ckpt").stat().st_mtime_ns for t in ("detection", "segmentation")}
+    before = {t: (out / t / "checkpoints" / "last.ckpt").stat().st_mtime_ns for t in demo.STAGES}
     assert demo.main([*argv, "--skip-showcase"]) == 0
     assert "training from random weights" not in capsys.readouterr().out
-    after = {t: (out / t / "checkpoints" / "last.ckpt").stat().st_mtime_ns for t in ("detection", "segmentation")}
+    after = {t: (out / t / "checkpoints" / "last.ckpt").stat().st_mtime_ns for t in demo.STAGES}
     assert after == before

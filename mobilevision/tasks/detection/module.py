@@ -49,8 +49,12 @@ class DetectionTask(BaseTask):
             `MultiBoxLoss`); the defaults are SSD's (IoU 0.5, hard negative mining, smooth L1).
         score_threshold, nms_threshold, detections_per_image: evaluation post-processing (COCO protocol: low
             threshold, 100 detections).
+        builder_kwargs: more keyword arguments of the model builder, for builders with more options (the
+            multi-task model's segmentation head); stored in checkpoints with the others.
         optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last, init_from: see `BaseTask`.
     """
+
+    task_name = "detection"  # the task-table entry its checkpoints name
 
     def __init__(
         self,
@@ -76,6 +80,7 @@ class DetectionTask(BaseTask):
         score_threshold: float = 0.01,
         nms_threshold: float = 0.6,
         detections_per_image: int = 100,
+        builder_kwargs: dict[str, Any] | None = None,
         optimizer: OptimizerFactory | None = None,
         schedule: LRSchedule | None = None,
         ema_decay: float | None = None,
@@ -101,6 +106,7 @@ class DetectionTask(BaseTask):
             "score_threshold": score_threshold,
             "nms_threshold": nms_threshold,
             "detections_per_image": detections_per_image,
+            **(builder_kwargs or {}),
         }
         self.model: Detector = build_model(
             model, weights=backbone_weights, zero_init_residual=zero_init_residual, **self.model_kwargs
@@ -138,7 +144,7 @@ class DetectionTask(BaseTask):
     def checkpoint_meta(self) -> dict[str, Any]:
         meta = self.label_meta
         return {
-            "task": "detection",
+            "task": self.task_name,
             "model_name": self.model_name,
             "model_kwargs": self.model_kwargs,
             "class_names": meta.class_names,
