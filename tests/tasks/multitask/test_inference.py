@@ -156,3 +156,34 @@ def test_drawn_image_has_the_overlay_and_the_boxes() -> None:
     assert np.array_equal(frame, draw_detections(overlay, result))
     still = predictor.adapter.draw(image, result)
     assert still.shape[0] > image.shape[0], "a legend of the mask's classes below still images"
+
+
+def test_predict_on_a_video_writes_the_annotated_video_and_results(tmp_path: Path, joint_ckpt: Path) -> None:
+    import cv2
+
+    from tests.inference.test_sources import write_video
+
+    write_video(tmp_path / "clip.avi", frames=4, size=(48, 64), fps=10.0)
+    assert main(["predict", "--weights", str(joint_ckpt), "--source", str(tmp_path / "clip.avi"),
+                 "--output", str(tmp_path / "out"), "--no-progress"]) == 0
+    capture = cv2.VideoCapture(str(tmp_path / "out" / "clip_annotated.avi"))
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (64, 48)
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames == 4
+    assert {r["image_id"] for r in json.loads((tmp_path / "out" / "predictions.json").read_text())} <= set(range(4))
+
+
+def test_int8_export_of_the_joint_graph(tmp_path: Path, joint_ckpt: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    for i, image in enumerate(photo_like_images(3, (128, 128), seed=9)):
+        write_image(tmp_path / "calibration" / f"{i}.png", image)
+    output = tmp_path / "joint.onnx"
+    assert main(["export", "--weights", str(joint_ckpt), "--output", str(output), "--int8",
+                 "--calibration", str(tmp_path / "calibration")]) == 0
+    assert "masks:" in capsys.readouterr().out.split("int8 check")[1]
+    meta, _ = read_metadata(output.with_suffix(".int8.onnx"))
+    assert meta.mask_class_names == ["background", "region1", "region2"]
+    result = Predictor(output.with_suffix(".int8.onnx"))(_image())
+    assert result["mask"].shape == (120, 160) and len(result["scores"]) > 0
