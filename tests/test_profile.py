@@ -38,7 +38,7 @@ def test_joint_model_beside_the_two_it_replaces() -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, x: torch.Tensor):  # noqa: ANN202
+        def forward(self, x: torch.Tensor):
             return self.model.forward_raw(x)
 
     model = _build_meta("ssdlite_deeplabv3_mobilenet_v2", num_classes=5, seg_num_classes=3, width_mult=0.5)

@@ -167,7 +167,7 @@ def run(models: Sequence[nn.Module], metas: Sequence[Any], *, repeats: int, thre
             pipelines[f"pair {backend}"] = partial(_pair_timed, predictors[1], predictors[2], image)
         stages, last = interleaved(pipelines, repeats=repeats, warmup=2)
         table = {name: {k: _median_ms(v) for k, v in s.items()} for name, s in stages.items()}
-        counts = {name: int(len(result["scores"])) for name, result in last.items()}
+        counts = {name: len(result["scores"]) for name, result in last.items()}
         masks = {backend: float((last[f"joint {backend}"]["mask"] == last[f"pair {backend}"]["mask"]).mean())
                  for backend in ("torch", "onnxruntime")}
         ratios = {backend: {stage: table[f"joint {backend}"][stage] / table[f"pair {backend}"][stage]
