@@ -58,11 +58,12 @@ def count_params(module: nn.Module) -> int:
 
 
 def count_madds(model: nn.Module, input_size: int | tuple[int, int], batch: int = 1) -> int:
-    """Multiply-adds of one forward pass (detectors: up to the raw head outputs, no decoding or NMS)."""
+    """Multiply-adds of one forward pass (detectors: up to the raw head outputs, no decoding or NMS; the joint model:
+    both heads' raw outputs, `forward_all`)."""
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
     device = next(model.parameters()).device
     x = torch.zeros(batch, 3, h, w, device=device)
-    forward = getattr(model, "forward_raw", model)
+    forward = getattr(model, "forward_all", None) or getattr(model, "forward_raw", model)
     was_training = model.training
     model.eval()  # batch statistics of 1x1 maps are undefined in training mode; the count is the same
     try:
@@ -134,6 +135,25 @@ def paper_rows() -> list[Row]:
     ]
 
 
+def joint_rows(input_size: int = 320, *, num_classes: int = 81, mask_classes: int = 21,
+               width_mult: float = 1.0) -> list[Row]:
+    """The joint model (SSDLite + Mobile DeepLabv3 on one backbone pass) beside the two separate models it replaces,
+    at the same width and input (the paper's settings by default: 81 detector classes, 21 mask classes, 320), and
+    the two together. No paper numbers: the paper has no joint model."""
+    width = {} if width_mult == 1.0 else {"width_mult": width_mult}
+    joint = _row("joint", "ssdlite_deeplabv3_mobilenet_v2", input_size, (None, None), num_classes=num_classes,
+                 seg_num_classes=mask_classes, **width)
+    joint.name = _label("ssdlite_deeplabv3_mobilenet_v2", width) + f" ({num_classes} + {mask_classes} classes)"
+    detector = _row("joint", "ssdlite_mobilenet_v2", input_size, (None, None), num_classes=num_classes, **width)
+    segmenter = _row("joint", "deeplabv3_mobilenet_v2", input_size, (None, None), num_classes=mask_classes,
+                     output_stride=16, atrous_rates=(), **width)
+    both = Row("joint", "detector + segmenter", input_size, detector.params_m + segmenter.params_m,
+               detector.madds_b + segmenter.madds_b,
+               note=f"the joint model has {joint.params_m / (detector.params_m + segmenter.params_m):.2f}x their "
+                    f"parameters and {joint.madds_b / (detector.madds_b + segmenter.madds_b):.2f}x their MAdds")
+    return [joint, detector, segmenter, both]
+
+
 def format_table(rows: Sequence[Row]) -> str:
     def num(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
@@ -172,6 +192,6 @@ def main(argv: Sequence[str]) -> int:
         except TypeError as error:
             parser.error(f"{args.model} does not take that option ({error})")
     else:
-        rows = paper_rows()
+        rows = paper_rows() + joint_rows()
     print(json.dumps([r.to_dict() for r in rows], indent=2) if args.json else format_table(rows))
     return 0

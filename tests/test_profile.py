@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from mobilevision.cli import main
 
 
@@ -20,3 +22,30 @@ def test_profile_one_configuration(capsys) -> None:
     assert main(["profile", "--model", "deeplabv3_mobilenet_v2", "--input-size", "129", "--output-stride", "8"]) == 0
     out = capsys.readouterr().out
     assert "deeplabv3_mobilenet_v2 (output_stride=8)" in out and "129" in out
+
+
+def test_joint_model_beside_the_two_it_replaces() -> None:
+    from mobilevision.profile import _build_meta, count_madds, joint_rows
+
+    joint, detector, segmenter, both = joint_rows(160, num_classes=5, mask_classes=3, width_mult=0.5)
+    assert "ssdlite_deeplabv3_mobilenet_v2" in joint.name and both.name == "detector + segmenter"
+    assert both.madds_b == detector.madds_b + segmenter.madds_b and both.params_m == detector.params_m + segmenter.params_m
+    # One backbone pass: cheaper than the pair, dearer than either alone (both heads are counted, not just boxes).
+    assert max(detector.madds_b, segmenter.madds_b) < joint.madds_b < both.madds_b
+
+    class BoxesOnly(torch.nn.Module):  # the joint model's detector surface alone
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor):
+            return self.model.forward_raw(x)
+
+    model = _build_meta("ssdlite_deeplabv3_mobilenet_v2", num_classes=5, seg_num_classes=3, width_mult=0.5)
+    assert joint.madds_b * 1e9 > count_madds(BoxesOnly(model), 160)
+
+
+def test_profile_lists_the_joint_rows(capsys) -> None:
+    assert main(["profile", "--json"]) == 0
+    rows = [r for r in json.loads(capsys.readouterr().out) if r["table"] == "joint"]
+    assert [r["input_size"] for r in rows] == [320] * 4 and rows[-1]["name"] == "detector + segmenter"

@@ -98,7 +98,8 @@ def main(argv: Sequence[str]) -> int:
               "|value|), or different detections); the file was written but its outputs differ from PyTorch",
               file=sys.stderr)
         return 1
-    print(f"parity OK (raw outputs within {RELATIVE_TOLERANCE:g} of their scale, same detections)")
+    masks = " and masks" if any(row.get("threshold") == "mask" for row in report.detections) else ""
+    print(f"parity OK (raw outputs within {RELATIVE_TOLERANCE:g} of their scale, same detections{masks})")
     if args.int8:
         _write_int8(path, args.calibration, args.calibration_images, images, args.score_threshold,
                     float_head=args.int8_float_head)

@@ -186,7 +186,8 @@ class ParityReport:
     max_abs_diff: dict[str, float] = field(default_factory=dict)
     scale: dict[str, float] = field(default_factory=dict)  # max |reference value| per output
     # Per threshold: `threshold`, detection counts `reference` and `other`, `matched` pairs, unmatched `borderline`
-    # ones (see `compare_runs`), and `identical` (every detection matched or borderline).
+    # ones (see `compare_runs`), and `identical` (every detection matched or borderline). A joint model adds a row
+    # with threshold "mask": its masks' pixel agreement.
     detections: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -218,6 +219,11 @@ class ParityReport:
             lines.append(f"  {name}: max |diff| {value:.3g}, max |value| {self.scale.get(name, 0.0):.3g}, "
                          f"relative {self.relative_diff[name]:.3g}")
         for d in self.detections:
+            if d.get("threshold") == "mask":  # a joint model's masks (`tasks.multitask.inference.compare_masks`)
+                lines.append(f"  masks: {d['agreeing']} of {d['pixels']} pixels agree ({100 * d['agreement']:.3f}%), "
+                             f"borderline {d['borderline']}"
+                             + (f": {'identical' if d['identical'] else 'DIFFERENT'}" if verdict else ""))
+                continue
             lines.append(f"  detections above {d['threshold']}: {names[0]} {d['reference']}, {names[1]} "
                          f"{d['other']}, matched {d['matched']}, borderline {d['borderline']}"
                          + (f": {'identical' if d['identical'] else 'DIFFERENT'}" if verdict else ""))

@@ -117,7 +117,9 @@ def main(argv: Sequence[str]) -> int:
     except BaseException:
         source.close()
         raise
-    print(f"mobilevision predict: {predictor.task} model ({predictor.backend}), {len(predictor.class_names)} classes, "
+    mask_classes = predictor.meta.mask_class_names
+    classes = f"{len(predictor.class_names)} classes" + (f" + {len(mask_classes)} mask classes" if mask_classes else "")
+    print(f"mobilevision predict: {predictor.task} model ({predictor.backend}), {classes}, "
           f"input {predictor.input_size[0]}x{predictor.input_size[1]}, source {source.description} ({source.kind})",
           file=sys.stderr)
     summary = predict_source(predictor, source, args.output, show=args.show, progress=not args.no_progress)

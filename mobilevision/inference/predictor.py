@@ -68,7 +68,9 @@ class Predictor:
     (see `mobilevision.inference.inputs` for the exact rules) returns per image a dict:
         detection: `boxes` float32 [N, 4] (x1 y1 x2 y2 in that image's pixels), `scores` float32 [N], `labels` int64
         [N] (contiguous 1..K), `category_ids` int64 [N] (the dataset's ids), `names` list[str];
-        segmentation: `mask` [H, W] class indices at the image's own size (uint8, int64 beyond 256 classes).
+        segmentation: `mask` [H, W] class indices at the image's own size (uint8, int64 beyond 256 classes);
+        multitask (the joint model): detection's keys and `mask`, the segmentation head's classes
+        (`meta.mask_class_names`), from one forward pass.
     A single input gives a dict, a list gives a list.
     """
 

@@ -235,7 +235,9 @@ def predict_source(predictor: Any, source: Source, output_dir: str | os.PathLike
       dataset's ids for images listed by `listed_images(annotations=...)`) and, for images, `images.json` (COCO
       `images` entries: id, file_name, height, width);
     - `classes.json`: the model's class names (index = label) and, for detection, the dataset category ids, so
-      `mobilevision evaluate` can name the classes.
+      `mobilevision evaluate` can name the classes;
+    - the joint model (multitask) writes all of these: `annotated/` (boxes over the mask overlay), the palette
+      masks, the COCO results, and `mask_class_names` beside the detector's names in classes.json.
     """
     log = log or (lambda message: print(message, file=sys.stderr))
     out = Path(output_dir)

@@ -120,6 +120,9 @@ def run(*, weights: Path, data: Path, calibration: Path, calibration_images: int
 
     torch.set_num_threads(threads)
     model, meta = load_checkpoint(weights)
+    if meta.task not in ("detection", "segmentation"):  # its scoring reads one label space per split
+        raise UserError(f"--weights {weights}: benchmark int8 scores detection or segmentation checkpoints, not "
+                        f"{meta.task} (its fp32 vs int8 check: `mobilevision export --int8`)")
     paths = _images(data, limit)
     calibration_files = calibration_paths(calibration, limit=calibration_images)
     held_out = {p.resolve() for p in paths}

@@ -23,7 +23,9 @@ def calibrate_batchnorm(model: torch.nn.Module, size: tuple[int, int] = (128, 12
     images = torch.randint(0, 256, (8, 3, *size), generator=generator, dtype=torch.uint8)
     model.train()
     with torch.no_grad():
-        if hasattr(model, "forward_raw"):
+        if hasattr(model, "forward_all"):  # the joint model: both heads' BatchNorms
+            model.forward_all(images)
+        elif hasattr(model, "forward_raw"):
             model.forward_raw(images)
         else:
             model(images)
@@ -74,3 +76,33 @@ def segmenter_meta(num_classes: int = 3, input_size: tuple[int, int] = (128, 128
 
 def random_image(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def small_multitask(num_classes: int = 4, seg_num_classes: int = 3, seed: int = 0) -> torch.nn.Module:
+    """An untrained joint model (width 0.35), calibrated and biased like `small_detector`, so both boxes and a mask
+    with several classes come out."""
+    torch.manual_seed(seed)
+    model = build_model("ssdlite_deeplabv3_mobilenet_v2", num_classes=num_classes, seg_num_classes=seg_num_classes,
+                        width_mult=0.35, class_prior=None).eval()
+    calibrate_batchnorm(model, seed=seed)
+    with torch.no_grad():
+        for head in model.head.cls_heads:
+            bias = head[-1].bias.view(-1, num_classes)
+            bias[:, 1] += 2.0
+            bias[:, 2] += 1.0
+        # The mask varies from place to place instead of one class winning everywhere: logits spread out, each
+        # class centred on its mean over a few images.
+        model.seg_head.classifier.weight.mul_(20.0)
+        images = torch.randint(0, 256, (4, 3, 96, 96), generator=torch.Generator().manual_seed(seed + 1))
+        logits = model.forward_all(images.float())[3]
+        model.seg_head.classifier.bias.sub_(logits.mean((0, 2, 3)))
+    return model
+
+
+def multitask_meta(num_classes: int = 4, seg_num_classes: int = 3,
+                   input_size: tuple[int, int] = (128, 128)) -> ModelMeta:
+    return ModelMeta(task="multitask", model_name="ssdlite_deeplabv3_mobilenet_v2",
+                     model_kwargs={"num_classes": num_classes, "seg_num_classes": seg_num_classes, "width_mult": 0.35},
+                     class_names=["background"] + [f"thing{i}" for i in range(1, num_classes)],
+                     category_ids=[0] + [10 * i for i in range(1, num_classes)], input_size=input_size,
+                     mask_class_names=["background"] + [f"region{i}" for i in range(1, seg_num_classes)])

@@ -64,7 +64,8 @@ def calibrate_batchnorm(model: nn.Module, images: Sequence[np.ndarray], *, batch
         m.reset_running_stats()
         m.momentum = None
     model.train()
-    forward = getattr(model, "forward_raw", model)
+    # Every branch's BatchNorms see the images: the joint model's segmentation head too (`forward_all`).
+    forward = getattr(model, "forward_all", None) or getattr(model, "forward_raw", model)
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             forward(torch.from_numpy(np.stack(images[start:start + batch_size])).permute(0, 3, 1, 2).float())

@@ -202,15 +202,17 @@ def format_table(result: dict[str, Any], class_names: Sequence[str] | None = Non
 
 
 def read_classes(pred_dir: Path) -> list[str] | None:
-    """Class names from the `classes.json` that `mobilevision predict` writes (in `pred_dir` or its parent)."""
+    """Class names from the `classes.json` that `mobilevision predict` writes (in `pred_dir` or its parent): the
+    masks' label space, `mask_class_names` when the model also detects (the joint model), else `class_names`."""
     from mobilevision.data.jsonio import load_json
 
     for folder in (pred_dir, pred_dir.parent):
         if (folder / "classes.json").is_file():
             data = load_json(folder / "classes.json")
-            names = data.get("class_names") if isinstance(data, dict) else None
+            key = "mask_class_names" if isinstance(data, dict) and "mask_class_names" in data else "class_names"
+            names = data.get(key) if isinstance(data, dict) else None
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise DatasetError(f"{folder / 'classes.json'}: expected {{'class_names': [str, ...]}}")
+                raise DatasetError(f"{folder / 'classes.json'}: expected {{'{key}': [str, ...]}}")
             return names
     return None
 

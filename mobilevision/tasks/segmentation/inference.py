@@ -102,6 +102,19 @@ def export_module(model: nn.Module) -> nn.Module:
     return _Logits(model)
 
 
+def save_mask(out: Any, name: str, mask: np.ndarray) -> str:
+    """`mask` as a palette PNG `<out>/masks/<name>.png` (what `mobilevision evaluate segmentation` reads); its path."""
+    from pathlib import Path
+
+    from mobilevision.tasks.segmentation.masks import write_palette_png
+
+    if mask.max(initial=0) > 255:
+        raise ValueError("palette PNGs hold at most 256 classes")
+    path = Path(out) / "masks" / f"{name}.png"
+    write_palette_png(path, mask)
+    return str(path)
+
+
 class SegmentationInference:
     """The `Predictor` adapter: whole images, as the evaluation protocol runs them.
 
@@ -153,17 +166,7 @@ class SegmentationInference:
         return []
 
     def save(self, out: Any, name: str, result: dict[str, Any]) -> str | None:
-        """The mask as a palette PNG `masks/<name>.png` (what `mobilevision evaluate segmentation` reads)."""
-        from pathlib import Path
-
-        from mobilevision.tasks.segmentation.masks import write_palette_png
-
-        mask = result["mask"]
-        if mask.max(initial=0) > 255:
-            raise ValueError("palette PNGs hold at most 256 classes")
-        path = Path(out) / "masks" / f"{name}.png"
-        write_palette_png(path, mask)
-        return str(path)
+        return save_mask(out, name, result["mask"])
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         if self.resize_to is not None:
