@@ -57,6 +57,22 @@ def test_shapes_preset_builds_the_demo_models() -> None:
     assert [meta.task for meta in metas] == ["multitask", "detection", "segmentation"]
 
 
+@pytest.mark.parametrize(("config", "models"), [("ssdlite_deeplabv3_shapes", "joint"),
+                                                 ("ssdlite_mobilenetv2_shapes", "detector")])
+def test_shapes_preset_is_the_shipped_configs(config: str, models: str) -> None:
+    """The preset times the demo's models: the same architecture settings as the shipped configs."""
+    import yaml
+
+    from mobilevision.configs import resolve_config
+
+    args = yaml.safe_load(resolve_config(config).read_text())["model"]["init_args"]
+    preset = PRESETS["shapes"]
+    settings = getattr(preset, models)
+    assert args["width_mult"] == preset.width and args["taps"] == settings["taps"]
+    assert args["extra_depths"] == settings["extra_depths"]
+    assert args["default_boxes"] == settings["default_boxes"]
+
+
 def test_trained_checkpoints_in_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     joint = save_checkpoint(tmp_path / "joint.ckpt", small_multitask(), multitask_meta(input_size=(96, 96)))
     det = save_checkpoint(tmp_path / "det.ckpt", small_detector(), detector_meta(input_size=(160, 160)))
