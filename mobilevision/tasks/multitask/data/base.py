@@ -20,10 +20,9 @@ from mobilevision.data.labels import check_label_space, voc_class_of
 from mobilevision.data.report import DefectReport
 from mobilevision.data.seeding import SampleKey
 from mobilevision.errors import DatasetError
+from mobilevision.tasks.detection import transforms as detection_transforms
 from mobilevision.tasks.detection.data.base import DetectionDataset, DetectionMeta, coco_from_dict, collate_detection
 from mobilevision.tasks.detection.transforms import MEAN_FILL
-from mobilevision.tasks.detection.transforms import eval_transforms as detection_eval_transforms
-from mobilevision.tasks.detection.transforms import train_transforms as detection_train_transforms
 from mobilevision.tasks.segmentation.data.base import _Defect
 from mobilevision.tasks.segmentation.masks import VOID, check_labels
 
@@ -32,7 +31,7 @@ Sample = tuple[Tensor, Target]
 # An albumentations Compose or anything with its call convention: f(image=, bboxes=, labels=, mask=) -> same keys.
 Transforms = Any
 
-__all__ = ["MaskDefect", "ConcatMultiTask", "MultiTaskDataset", "collate_multitask", "eval_transforms",
+__all__ = ["ConcatMultiTask", "MaskDefect", "MultiTaskDataset", "collate_multitask", "eval_transforms",
            "label_mapping", "train_transforms"]  # fmt: skip
 
 # One sample's mask cannot be used: `file` is the offending file, `reason` says why (the segmentation readers' type).
@@ -261,7 +260,7 @@ def train_transforms(
     The crop keeps SSD's rule for boxes (an object whose centre leaves the crop is no detection target), while the
     mask keeps every pixel the crop shows, that object's too: it is still right about what those pixels are.
     """
-    return detection_train_transforms(
+    return detection_transforms.train_transforms(
         size, photometric=photometric, zoom_out=zoom_out, max_zoom=max_zoom, min_iou_crop=min_iou_crop, hflip=hflip,
         fill=fill, fill_mask=VOID, seed=seed,
     )  # fmt: skip
@@ -270,7 +269,7 @@ def train_transforms(
 def eval_transforms(size: int | tuple[int, int]) -> A.Compose:
     """Evaluation: image, boxes and mask resized to `size` (square input, as the detector is evaluated); score the
     segmentation against `orig_mask` after resizing the logits back to it."""
-    return detection_eval_transforms(size)
+    return detection_transforms.eval_transforms(size)
 
 
 def collate_multitask(batch: Sequence[Sample | None]) -> tuple[Tensor, list[Target]]:
