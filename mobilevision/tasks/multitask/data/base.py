@@ -131,6 +131,11 @@ class MultiTaskDataset(Dataset, ABC):
         """Sample `index`'s image as the dataset lists it (what a skipped sample is named by)."""
         return self.detection._records[index].file_name
 
+    def mask_name(self, index: int) -> str:
+        """What a mask defect of sample `index` is reported under: its mask file, or (a mask rendered from the
+        annotations) its image."""
+        return self.file_name(index)
+
     @abstractmethod
     def has_mask(self, index: int) -> bool:
         """Whether sample `index` has a mask (known from the annotations, without reading any file)."""
@@ -156,11 +161,11 @@ class MultiTaskDataset(Dataset, ABC):
                 mask = self._read_mask(index, image)
                 if mask.shape != image.shape[:2]:
                     (mh, mw), (ih, iw) = mask.shape[:2], image.shape[:2]
-                    raise MaskDefect(self.file_name(index), f"mask is {mw}x{mh} (WxH) but its image is {iw}x{ih}")
+                    raise MaskDefect(self.mask_name(index), f"mask is {mw}x{mh} (WxH) but its image is {iw}x{ih}")
                 try:
                     mask = check_labels(mask, self.num_mask_classes)
                 except BadSample as error:
-                    raise MaskDefect(self.file_name(index), error.reason) from None
+                    raise MaskDefect(self.mask_name(index), error.reason) from None
             except MaskDefect as defect:
                 self.detection.skip_sample(index, defect.file, defect.reason)
                 return None

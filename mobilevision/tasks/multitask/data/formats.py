@@ -58,12 +58,14 @@ class ShapesMultiTask(MultiTaskDataset):
     def has_mask(self, index: int) -> bool:
         return True  # every image of the layout has its mask file; a missing one is a defect (skipped)
 
+    def mask_name(self, index: int) -> str:
+        return f"masks/{Path(self.file_name(index)).stem}.png"
+
     def _read_mask(self, index: int, image: np.ndarray) -> np.ndarray:
-        name = f"masks/{Path(self.file_name(index)).stem}.png"
         try:
-            return read_index_mask(self.root / name)
+            return read_index_mask(self.root / self.mask_name(index))
         except BadSample as error:
-            raise MaskDefect(name, error.reason) from None
+            raise MaskDefect(self.mask_name(index), error.reason) from None
 
 
 class CocoMultiTask(MultiTaskDataset):
@@ -168,7 +170,6 @@ class VOCMultiTask(MultiTaskDataset):
                 if (year_dir / "SegmentationClass").is_dir():  # read_id_list: DatasetError naming a missing list
                     listed = year_dir / "ImageSets" / "Segmentation" / f"{withhold_masks}.txt"
                     withheld[name] = set(read_id_list(listed))
-        self.voc_root = detection.root
         self._masks: list[Path | None] = []
         n_withheld = 0
         for voc_id in detection.ids:
@@ -200,14 +201,19 @@ class VOCMultiTask(MultiTaskDataset):
     def has_mask(self, index: int) -> bool:
         return self._masks[index] is not None
 
+    def mask_name(self, index: int) -> str:
+        path = self._masks[index]
+        if path is None:
+            return self.file_name(index)
+        if path.suffix == ".mat":
+            return str(path)  # SBD's, outside the VOC folder
+        year = self.file_name(index).split("/", 1)[0]
+        return f"{year}/{path.parent.name}/{path.name}"  # named as the image is: VOC2012/SegmentationClass/<id>.png
+
     def _read_mask(self, index: int, image: np.ndarray) -> np.ndarray:
         path = self._masks[index]
         assert path is not None
         try:
             return read_sbd_mask(path) if path.suffix == ".mat" else read_index_mask(path)
         except BadSample as error:
-            try:
-                name = path.relative_to(self.voc_root).as_posix()
-            except ValueError:
-                name = str(path)
-            raise MaskDefect(name, error.reason) from None
+            raise MaskDefect(self.mask_name(index), error.reason) from None
