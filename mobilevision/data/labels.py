@@ -28,6 +28,12 @@ COCO_TO_VOC: dict[str, str] = {
 }  # fmt: skip
 
 
+def voc_class_of(coco_name: str) -> str | None:
+    """The VOC class a COCO category name stands for (`COCO_TO_VOC`, or a VOC class name used as is), None for
+    every other category: the one rule by which COCO is rendered to VOC masks and VOC boxes join COCO's labels."""
+    return COCO_TO_VOC.get(coco_name, coco_name if coco_name in VOC_CLASSES else None)
+
+
 def with_background(object_classes: Sequence[str]) -> list[str]:
     """`["background", *object_classes]`, refusing a list that already names the background or repeats a class."""
     names = [str(n) for n in object_classes]

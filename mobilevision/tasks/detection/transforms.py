@@ -249,6 +249,13 @@ def _bbox_params() -> A.BboxParams:
     )  # fmt: skip
 
 
+def _resize(height: int, width: int) -> A.Resize:
+    # Masks (multi-task data) are sampled nearest-exact: labels are never blended, and unlike INTER_NEAREST it
+    # samples at pixel centres as INTER_LINEAR does, so the mask does not shift by a pixel against the image.
+    return A.Resize(height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST_EXACT,
+                    area_for_downscale="image")
+
+
 def train_transforms(
     size: int | tuple[int, int],
     *,
@@ -258,30 +265,32 @@ def train_transforms(
     min_iou_crop: bool = True,
     hflip: bool = True,
     fill: tuple[int, int, int] = MEAN_FILL,
+    fill_mask: int = 0,
     seed: int | None = None,
 ) -> A.Compose:
     """SSD training pipeline ending in a `size` x `size` (or (H, W)) image; each step can be switched off.
 
     A lighter recipe for short CPU runs: `zoom_out=False` (or a smaller `max_zoom`) keeps objects larger.
+    A `mask` given with the boxes moves with them (the multi-task data): the zoom-out canvas fills it with
+    `fill_mask` (255, void, for a semantic mask: nothing is known there) and the resize samples it nearest-exact.
     """
     height, width = (size, size) if isinstance(size, int) else size
     steps: list[A.BasicTransform] = []
     if photometric:
         steps.append(PhotometricDistort())
     if zoom_out and max_zoom > 1.0:
-        steps.append(ZoomOut(side_range=(1.0, max_zoom), fill=fill, p=0.5))
+        steps.append(ZoomOut(side_range=(1.0, max_zoom), fill=fill, fill_mask=fill_mask, p=0.5))
     if min_iou_crop:
         steps.append(MinIoURandomCrop())
     if hflip:
         steps.append(A.HorizontalFlip(p=0.5))
     # After a 4x zoom out the shrink to the input size is up to 8x; bilinear sampling would alias small objects away,
     # so shrinking uses INTER_AREA (anti-aliased, like torchvision's antialias=True) and enlarging INTER_LINEAR.
-    steps.append(A.Resize(height, width, interpolation=cv2.INTER_LINEAR, area_for_downscale="image"))
+    steps.append(_resize(height, width))
     return A.Compose(steps, bbox_params=_bbox_params(), seed=seed)
 
 
 def eval_transforms(size: int | tuple[int, int]) -> A.Compose:
-    """Evaluation: a plain resize to `size` x `size` (or (H, W)); boxes follow."""
+    """Evaluation: a plain resize to `size` x `size` (or (H, W)); boxes (and a `mask`, if given) follow."""
     height, width = (size, size) if isinstance(size, int) else size
-    resize = A.Resize(height, width, interpolation=cv2.INTER_LINEAR, area_for_downscale="image")
-    return A.Compose([resize], bbox_params=_bbox_params())
+    return A.Compose([_resize(height, width)], bbox_params=_bbox_params())

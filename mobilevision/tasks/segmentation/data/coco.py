@@ -12,7 +12,7 @@ from pycocotools import mask as coco_mask
 
 from mobilevision.data.decode import BadSample, resolve_inside
 from mobilevision.data.jsonio import is_int, load_json
-from mobilevision.data.labels import COCO_TO_VOC, VOC_CLASSES, with_background
+from mobilevision.data.labels import VOC_CLASSES, voc_class_of, with_background
 from mobilevision.errors import DatasetError
 from mobilevision.tasks.segmentation.data.base import SegmentationDataset, Transform, _Defect, _Sample
 from mobilevision.tasks.segmentation.masks import VOID
@@ -116,7 +116,7 @@ class COCOSemantic(SegmentationDataset):
             except (KeyError, TypeError, ValueError, OverflowError):
                 raise DatasetError(f"{annotation_file}: categories: malformed entry {category!r}") from None
             known_categories.add(cat_id)
-            voc_name = COCO_TO_VOC.get(name, name if name in voc_index and name != "background" else None)
+            voc_name = voc_class_of(name)
             if voc_name is not None:
                 self.category_to_class[cat_id] = voc_index[voc_name]
         images: dict[int, dict[str, Any]] = {}
