@@ -55,6 +55,19 @@ def _data_overrides(text: str, tmp: Path, coco: Path, voc: Path) -> tuple[list[s
                  "--data.init_args.image_size=[96,128]", "--data.init_args.input_size=96"],
                 {"task": "detection", "space": (SHAPES_SPACE[0], list(range(6))), "source": shapes / "val" / "images",
                  "annotations": shapes / "val" / "annotations.json", "gt": shapes / "val" / "annotations.json"})
+    if "ShapesMultiTaskDataModule" in text:
+        shapes = tmp / "shapes"
+        gt = shapes / "val" / "annotations.json"
+        return ([f"--data.init_args.root={shapes}", "--data.init_args.num_train=8", "--data.init_args.num_val=4",
+                 "--data.init_args.image_size=[96,128]", "--data.init_args.input_size=96"],
+                {"task": "multitask", "space": (SHAPES_SPACE[0], list(range(6))), "mask_space": SHAPES_SPACE[0],
+                 "source": shapes / "val" / "images", "annotations": gt, "gt": gt, "mask_gt": shapes / "val" / "masks"})
+    if "CocoVocMultiTaskDataModule" in text:
+        gt = coco / "annotations" / "instances_val2017.json"
+        # Boxes scored against COCO val; the masks by validate (val/miou): no VOC-class PNGs of COCO val exist.
+        return ([f"--data.init_args.root={coco}", f"--data.init_args.voc_root={voc}", "--data.init_args.input_size=128"],
+                {"task": "multitask", "space": COCO_SPACE, "mask_space": VOC_SPACE[0], "source": coco / "val2017",
+                 "annotations": gt, "gt": gt})
     seg_val = {"task": "segmentation", "space": VOC_SPACE, "source": voc / "VOC2012" / "JPEGImages",
                "split_list": voc / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt",
                "gt": voc / "VOC2012" / "SegmentationClass"}
@@ -93,11 +106,15 @@ def test_config_fit_validate_test_predict_evaluate(config: Path, tmp_path: Path,
     assert meta.class_names == names
     assert meta.category_ids == category_ids
     assert model.num_classes == len(names)
+    if "mask_space" in plan:  # the joint model: the segmentation head's own label space too
+        assert meta.mask_class_names == plan["mask_space"]
+        assert model.seg_num_classes == len(plan["mask_space"])
 
     for stage, prefix in (("validate", "val"), ("test", "test")):
         run_cli([stage, *common, f"--ckpt_path={last}"])
         metrics = json.loads((run / f"{stage}_metrics.json").read_text())
-        assert (f"{prefix}/map" if plan["task"] == "detection" else f"{prefix}/miou") in metrics
+        expected = {"detection": ["map"], "segmentation": ["miou"], "multitask": ["map", "miou"]}[plan["task"]]
+        assert all(f"{prefix}/{key}" in metrics for key in expected), metrics
 
     out = tmp_path / "predicted"
     listed = (["--annotations", str(plan["annotations"])] if "annotations" in plan else
@@ -107,7 +124,9 @@ def test_config_fit_validate_test_predict_evaluate(config: Path, tmp_path: Path,
     classes = json.loads((out / "classes.json").read_text())
     assert classes["class_names"] == names
     capsys.readouterr()
-    if plan["task"] == "detection":
+    if "mask_space" in plan:
+        assert classes["mask_class_names"] == plan["mask_space"]
+    if plan["task"] in ("detection", "multitask"):
         predictions = json.loads((out / "predictions.json").read_text())
         gt = json.loads(Path(plan["gt"]).read_text())
         assert {p["image_id"] for p in predictions} <= {image["id"] for image in gt["images"]}
@@ -115,11 +134,12 @@ def test_config_fit_validate_test_predict_evaluate(config: Path, tmp_path: Path,
         assert cli_main(["evaluate", "detection", "--gt", str(plan["gt"]), "--predictions",
                          str(out / "predictions.json"), "--json"]) == 0
         assert "map" in json.loads(capsys.readouterr().out)
-    else:
-        assert cli_main(["evaluate", "segmentation", "--gt", str(plan["gt"]), "--predictions", str(out / "masks"),
-                         *listed, "--json"]) == 0
+    if plan["task"] == "segmentation" or "mask_gt" in plan:
+        mask_names = plan.get("mask_space", names)
+        assert cli_main(["evaluate", "segmentation", "--gt", str(plan.get("mask_gt", plan["gt"])), "--predictions",
+                         str(out / "masks"), *([] if "mask_gt" in plan else listed), "--json"]) == 0
         result = json.loads(capsys.readouterr().out)
-        assert len(result["iou_per_class"]) == len(names)
+        assert len(result["iou_per_class"]) == len(mask_names)
 
     onnx = tmp_path / "model.onnx"
     assert cli_main(["export", "--weights", str(last), "--output", str(onnx)]) == 0  # fails on a parity mismatch

@@ -21,6 +21,7 @@ from tests.test_config_chain import CPU
 REPO = Path(__file__).resolve().parents[1]
 COCO_CONFIG = REPO / "configs/detection/ssdlite_mobilenetv2_coco.yaml"
 VOC_SEG_CONFIG = REPO / "configs/segmentation/deeplabv3_mobilenetv2_voc.yaml"
+MT_CONFIG = REPO / "configs/multitask/ssdlite_deeplabv3_shapes.yaml"
 # From-scratch settings that learn in a few hundred steps (the shapes demo's), instead of the GPU recipes' schedules.
 FAST = ["--model.init_args.optimizer.init_args.lr=0.05", "--model.init_args.schedule.warmup_steps=20",
         "--model.init_args.schedule.warmup_factor=0.1", "--data.init_args.batch_size=4"]  # fmt: skip
@@ -105,3 +106,42 @@ def test_segmentation_predict_then_evaluate_equals_validate(tmp_path: Path, vocd
         assert validated["val/miou"] > 0.1, validated
         assert abs(evaluated["miou"] - validated["val/miou"]) < 1e-6, (strategy, evaluated, validated)
         assert abs(evaluated["pixel_accuracy"] - validated["val/pixel_accuracy"]) < 1e-6
+
+
+@pytest.mark.slow
+def test_multitask_predict_then_evaluate_equals_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The joint model: predict's boxes scored by `evaluate detection` and its PNG masks by `evaluate segmentation`
+    give validate's mAP and mIoU (non-square images, fed at a square input and scored at their own size)."""
+    shapes, run = tmp_path / "shapes", tmp_path / "run"
+    common = ["-c", str(MT_CONFIG), *CPU, f"--data.init_args.root={shapes}", "--data.init_args.num_train=64",
+              "--data.init_args.num_val=12", "--data.init_args.image_size=[96,128]", "--data.init_args.input_size=96",
+              "--data.init_args.batch_size=4", "--model.init_args.ema_decay=null",
+              f"--trainer.default_root_dir={run}"]  # fmt: skip
+    run_cli(["fit", *common, "--trainer.max_steps=150"])
+    last = run / "checkpoints" / "last.ckpt"
+    run_cli(["validate", *common, f"--ckpt_path={last}"])
+    validated = _metrics(run)
+    assert validated["val/map_50"] > 0.05 and validated["val/miou"] > 0.2, validated
+
+    val = shapes / "val"
+    out = tmp_path / "predicted"
+    assert cli_main(["predict", "--weights", str(last), "--source", str(val / "images"), "--annotations",
+                     str(val / "annotations.json"), "--output", str(out), "--score-threshold", "0.01",
+                     "--no-progress"]) == 0
+    masks = [read_index_mask(p) for p in sorted((out / "masks").glob("*.png"))]
+    assert len(masks) == 12 and all(m.shape == (96, 128) for m in masks)
+    assert len(np.unique(np.concatenate([m.ravel() for m in masks]))) > 2  # not a constant predictor
+    capsys.readouterr()
+    assert cli_main(["evaluate", "detection", "--gt", str(val / "annotations.json"), "--predictions",
+                     str(out / "predictions.json"), "--json"]) == 0
+    boxes = json.loads(capsys.readouterr().out)
+    assert cli_main(["evaluate", "segmentation", "--gt", str(val / "masks"), "--predictions", str(out / "masks"),
+                     "--json"]) == 0
+    pixels = json.loads(capsys.readouterr().out)
+    with capsys.disabled():
+        print(f"multitask: validate mAP {validated['val/map']:.4f} / mIoU {validated['val/miou']:.4f}, "
+              f"predict + evaluate {boxes['map']:.4f} / {pixels['miou']:.4f}")
+    for key, value in boxes.items():
+        assert abs(value - validated[f"val/{key}"]) < 1e-4, (key, value, validated[f"val/{key}"])
+    assert abs(pixels["miou"] - validated["val/miou"]) < 1e-6, (pixels, validated)
+    assert abs(pixels["pixel_accuracy"] - validated["val/pixel_accuracy"]) < 1e-6

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mobilevision.data.jsonio import load_json
 from mobilevision.data.labels import VOC_CLASSES
-from mobilevision.data.sampler import train_sampler
+from mobilevision.data.loaders import eval_loader, train_loader
 from mobilevision.data.shapes import CLASSES as SHAPE_CLASSES
 from mobilevision.data.shapes import ShapesSplits
 from mobilevision.errors import DatasetError
@@ -85,17 +84,11 @@ class DetectionDataModule(pl.LightningDataModule):
         return eval_transforms(self.input_size)
 
     def _loader(self, dataset: Dataset, *, train: bool) -> DataLoader:
-        sampler = train_sampler(dataset, self.trainer, self.batch_size) if train else None  # type: ignore[arg-type]
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=train,  # a last batch of one image would break BatchNorm on the 1x1 maps
-            num_workers=self.num_workers,
-            collate_fn=collate_detection,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-        )
+        if train:
+            return train_loader(dataset, self.trainer, batch_size=self.batch_size, num_workers=self.num_workers,
+                                collate_fn=collate_detection)  # fmt: skip
+        return eval_loader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                           collate_fn=collate_detection)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_dataset is not None, "setup('fit') first"

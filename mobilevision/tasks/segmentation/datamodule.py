@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from mobilevision.data.labels import VOC_CLASSES, check_label_space, with_background
-from mobilevision.data.sampler import train_sampler
+from mobilevision.data.loaders import eval_loader, train_loader
 from mobilevision.data.shapes import CLASSES as SHAPE_CLASSES
 from mobilevision.data.shapes import ShapesSplits
 from mobilevision.errors import DatasetError
@@ -85,22 +83,13 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_dataset is not None, "setup('fit') first"
-        sampler = train_sampler(self.train_dataset, self.trainer, self.batch_size)  # type: ignore[arg-type]
-        return DataLoader(
-            self.train_dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-            num_workers=self.num_workers, collate_fn=collate_segmentation, pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-        )  # fmt: skip
+        return train_loader(self.train_dataset, self.trainer, batch_size=self.batch_size,
+                            num_workers=self.num_workers, collate_fn=collate_segmentation)  # fmt: skip
 
     def _eval_loader(self, dataset: Dataset | None) -> DataLoader:
         assert dataset is not None, "setup() first"
-        sampler = None
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
-        return DataLoader(
-            dataset, batch_size=self.eval_batch_size, shuffle=False, sampler=sampler, num_workers=self.num_workers,
-            collate_fn=collate_segmentation, persistent_workers=self.num_workers > 0,
-        )  # fmt: skip
+        return eval_loader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers,
+                           collate_fn=collate_segmentation, each_image_once=True)  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_dataset)
