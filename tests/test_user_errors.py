@@ -1,7 +1,8 @@
 """The mistakes table: every user error is one line on stderr, exit code 2, no traceback, no usage text.
 
 Each row is a real mistake run through the console script in a subprocess (what a user sees). The same rows, with
-their messages, are the README's troubleshooting table: `python -m tests.test_user_errors` prints it.
+their messages, are the troubleshooting table of docs/troubleshooting.md (a few rows in the README):
+`python -m tests.test_user_errors` prints it.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def test_table_has_at_least_fifteen_distinct_mistakes() -> None:
     assert len({m[0] for m in MISTAKES}) == len(MISTAKES) >= 15
 
 
-if __name__ == "__main__":  # the README's table: `python -m tests.test_user_errors`
+if __name__ == "__main__":  # docs/troubleshooting.md's table: `python -m tests.test_user_errors`
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -66,7 +66,7 @@ PRESETS: dict[str, Preset] = {
     "shapes": Preset(
         width=0.5, num_classes=6, mask_classes=6, input_size=224,
         # Two taps + four extra layers (stride 32 down to 1x1 at 224): six maps, as the detector's 3 + 3.
-        joint={"taps": ["layer_8/expansion", "layer_18"], "extra_depths": [256, 256, 256, 128],
+        joint={"taps": ["layer_8/expansion", "layer_18"], "extra_depths": [512, 256, 256, 128],
                "default_boxes": _SHAPES_BOXES},
         detector={"taps": ["layer_8/expansion", "layer_15/expansion", "layer_19"], "extra_depths": [256, 256, 128],
                   "default_boxes": _SHAPES_BOXES},
