@@ -114,23 +114,29 @@ def test_multitask_predict_then_evaluate_equals_validate(tmp_path: Path, capsys:
     give validate's mAP and mIoU (non-square images, fed at a square input and scored at their own size)."""
     shapes, run = tmp_path / "shapes", tmp_path / "run"
     common = ["-c", str(MT_CONFIG), *CPU, f"--data.init_args.root={shapes}", "--data.init_args.num_train=64",
-              "--data.init_args.num_val=12", "--data.init_args.image_size=[96,128]", "--data.init_args.input_size=96",
-              "--data.init_args.batch_size=4", "--model.init_args.ema_decay=null",
+              "--data.init_args.num_val=12", "--data.init_args.image_size=[128,160]", "--data.init_args.input_size=128",
+              "--data.init_args.batch_size=4", "--model.init_args.ema_decay=null", "--model.init_args.seg_weight=1.0",
+              "--model.init_args.width_mult=0.5", "--model.init_args.background_prior=0.5",
               f"--trainer.default_root_dir={run}"]  # fmt: skip
-    run_cli(["fit", *common, "--trainer.max_steps=150"])
+    run_cli(["fit", *common, "--trainer.max_steps=600", "--model.init_args.optimizer.init_args.lr=0.03"])
     last = run / "checkpoints" / "last.ckpt"
     run_cli(["validate", *common, f"--ckpt_path={last}"])
     validated = _metrics(run)
-    assert validated["val/map_50"] > 0.05 and validated["val/miou"] > 0.2, validated
+    # Both heads learned something (all background would be mIoU 0.85 / 6 = 0.14; a weak background prior and a
+    # high lr get this short run past it), and the predictions below vary from box to box and image to image, so
+    # equal scores are not two constants agreeing.
+    assert validated["val/map_50"] > 0.02 and validated["val/miou"] > 0.16, validated
 
     val = shapes / "val"
     out = tmp_path / "predicted"
     assert cli_main(["predict", "--weights", str(last), "--source", str(val / "images"), "--annotations",
                      str(val / "annotations.json"), "--output", str(out), "--score-threshold", "0.01",
                      "--no-progress"]) == 0
+    assert len({round(p["score"], 3) for p in json.loads((out / "predictions.json").read_text())}) > 10
     masks = [read_index_mask(p) for p in sorted((out / "masks").glob("*.png"))]
-    assert len(masks) == 12 and all(m.shape == (96, 128) for m in masks)
-    assert len(np.unique(np.concatenate([m.ravel() for m in masks]))) > 2  # not a constant predictor
+    assert len(masks) == 12 and all(m.shape == (128, 160) for m in masks)
+    foreground = [int((m > 0).sum()) for m in masks]  # not a constant predictor: shapes found, more in some images
+    assert max(foreground) > 0 and len(set(foreground)) > 6, foreground
     capsys.readouterr()
     assert cli_main(["evaluate", "detection", "--gt", str(val / "annotations.json"), "--predictions",
                      str(out / "predictions.json"), "--json"]) == 0

@@ -21,7 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_every_shipped_config_is_listed_once_and_names_are_unique() -> None:
     paths = config_paths()
-    assert {p.parent.name for p in paths} == {"detection", "segmentation"}
+    from mobilevision.tasks.table import TASKS
+
+    assert {p.parent.name for p in paths} == set(TASKS)  # one folder per task of the task table
     assert len(config_names()) == len(paths)  # stems are unique, so a name is enough
     assert "ssdlite_mobilenetv2_shapes" in config_names()
 
