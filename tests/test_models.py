@@ -9,7 +9,8 @@ from mobilevision.profile import count_madds, count_params
 def test_unknown_name_lists_valid_ones() -> None:
     with pytest.raises(ValueError, match="unknown model 'yolo'.*ssdlite_mobilenet_v2.*deeplabv3_mobilenet_v2"):
         build_model("yolo")
-    assert set(MODELS) == {"mobilenet_v2", "ssdlite_mobilenet_v2", "ssd_mobilenet_v2", "deeplabv3_mobilenet_v2"}
+    assert set(MODELS) == {"mobilenet_v2", "ssdlite_mobilenet_v2", "ssd_mobilenet_v2", "deeplabv3_mobilenet_v2",
+                           "ssdlite_deeplabv3_mobilenet_v2"}
 
 
 # The paper's numbers (Tables 4, 6, 7) with the tolerances; MAdds counted with FlopCounterMode / 2.
