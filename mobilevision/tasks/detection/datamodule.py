@@ -51,7 +51,17 @@ class DetectionDataModule(pl.LightningDataModule):
         batch_size: images per process (per GPU) and step.
         num_workers: DataLoader worker processes per process.
         augment: training augmentation switches; `False` for none (resize only).
+
+    A subclass reading other samples (the multi-task model's, with masks) swaps the pipelines, the collate and
+    the distributed evaluation rule through the class attributes below.
     """
+
+    # The transform builders (`train_transforms(size, **Augment switches)`, `eval_transforms(size)`) and the collate.
+    train_pipeline = staticmethod(train_transforms)
+    eval_pipeline = staticmethod(eval_transforms)
+    collate = staticmethod(collate_detection)
+    # Distributed evaluation gives every image to exactly one process (see `mobilevision.data.loaders.eval_loader`).
+    each_image_once = False
 
     def __init__(
         self, *, input_size: int = 320, batch_size: int = 32, num_workers: int = 4, augment: Augment | bool = True
@@ -73,22 +83,22 @@ class DetectionDataModule(pl.LightningDataModule):
 
     def train_transforms(self) -> Any:
         if not self.augment:
-            return eval_transforms(self.input_size)
+            return self.eval_pipeline(self.input_size)
         a = self.augment
-        return train_transforms(
+        return self.train_pipeline(
             self.input_size, photometric=a.photometric, zoom_out=a.zoom_out, max_zoom=a.max_zoom,
             min_iou_crop=a.min_iou_crop, hflip=a.hflip,
         )  # fmt: skip
 
     def eval_transforms(self) -> Any:
-        return eval_transforms(self.input_size)
+        return self.eval_pipeline(self.input_size)
 
     def _loader(self, dataset: Dataset, *, train: bool) -> DataLoader:
         if train:
             return train_loader(dataset, self.trainer, batch_size=self.batch_size, num_workers=self.num_workers,
-                                collate_fn=collate_detection)  # fmt: skip
+                                collate_fn=self.collate)  # fmt: skip
         return eval_loader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                           collate_fn=collate_detection)  # fmt: skip
+                           collate_fn=self.collate, each_image_once=self.each_image_once)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_dataset is not None, "setup('fit') first"

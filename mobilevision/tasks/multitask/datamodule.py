@@ -12,16 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
-from torch.utils.data import DataLoader, Dataset
 
 from mobilevision.data.labels import VOC_CLASSES, check_label_space, with_background
-from mobilevision.data.loaders import eval_loader, train_loader
 from mobilevision.data.shapes import CLASSES as SHAPE_CLASSES
 from mobilevision.data.shapes import ShapesSplits
 from mobilevision.errors import DatasetError
 from mobilevision.tasks.detection.data import DetectionMeta, check_voc_layout
-from mobilevision.tasks.detection.datamodule import Augment, _categories
+from mobilevision.tasks.detection.datamodule import DetectionDataModule, _categories
 from mobilevision.tasks.multitask.data import (
     CocoMultiTask,
     ConcatMultiTask,
@@ -33,72 +30,29 @@ from mobilevision.tasks.multitask.data import (
 )
 
 
-class MultiTaskDataModule(pl.LightningDataModule):
-    """What every multi-task DataModule shares: transforms, loaders and both label spaces.
+class MultiTaskDataModule(DetectionDataModule):
+    """What every multi-task DataModule shares: a detection DataModule (input size, batch size, workers, the SSD
+    augmentation's switches, loaders) whose samples carry masks, and both label spaces.
 
     Args:
-        input_size: square side images are resized to (the model's input size; linked by the CLI).
-        batch_size: images per process and step (training and evaluation).
-        num_workers: DataLoader worker processes per process.
+        input_size, batch_size, num_workers: as `DetectionDataModule` (batch_size for training and evaluation).
         augment: the SSD training augmentation's switches (`detection.datamodule.Augment`, the mask moving with
             the boxes); `False` for none (resize only).
     """
 
-    meta: DetectionMeta
+    train_pipeline = staticmethod(train_transforms)
+    eval_pipeline = staticmethod(eval_transforms)
+    collate = staticmethod(collate_multitask)
+    # Every image exactly once over the processes, so the summed segmentation confusion matrix counts each once
+    # (the box results are keyed by image id either way).
+    each_image_once = True
     mask_class_names: list[str]
-
-    def __init__(
-        self, *, input_size: int = 320, batch_size: int = 32, num_workers: int = 4, augment: Augment | bool = True
-    ) -> None:
-        super().__init__()
-        self.input_size = input_size
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.augment = Augment() if augment is True else augment
-        self.train_dataset: Dataset | None = None
-        self.val_dataset: Any = None
-        self.test_dataset: Any = None
-
-    @property
-    def num_classes(self) -> int:
-        """The detector's classes including background."""
-        return self.meta.num_classes
 
     @property
     def num_mask_classes(self) -> int:
         """The segmentation head's classes including background (checked: background first, no name twice)."""
         check_label_space(self.mask_class_names, source=f"{type(self).__name__} mask classes")
         return len(self.mask_class_names)
-
-    def train_transforms(self) -> Any:
-        if not self.augment:
-            return eval_transforms(self.input_size)
-        a = self.augment
-        return train_transforms(
-            self.input_size, photometric=a.photometric, zoom_out=a.zoom_out, max_zoom=a.max_zoom,
-            min_iou_crop=a.min_iou_crop, hflip=a.hflip,
-        )  # fmt: skip
-
-    def eval_transforms(self) -> Any:
-        return eval_transforms(self.input_size)
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_dataset is not None, "setup('fit') first"
-        return train_loader(self.train_dataset, self.trainer, batch_size=self.batch_size,
-                            num_workers=self.num_workers, collate_fn=collate_multitask)  # fmt: skip
-
-    def _eval_loader(self, dataset: Dataset | None) -> DataLoader:
-        assert dataset is not None, "setup() first"
-        # Distributed: every image exactly once over the processes, so the summed segmentation confusion matrix
-        # counts each once (the box results are keyed by image id either way).
-        return eval_loader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                           collate_fn=collate_multitask, each_image_once=True)  # fmt: skip
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.val_dataset)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.test_dataset if self.test_dataset is not None else self.val_dataset)
 
 
 class ShapesMultiTaskDataModule(MultiTaskDataModule):
