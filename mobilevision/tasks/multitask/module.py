@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -27,8 +26,8 @@ from mobilevision.checkpoint import default_class_names
 from mobilevision.tasks.detection.evaluation import rescale_boxes, to_coco_results
 from mobilevision.tasks.detection.module import DetectionTask
 from mobilevision.tasks.multitask.model import MULTITASK_EXTRA_DEPTHS, MULTITASK_TAPS, MultiTaskModel
-from mobilevision.tasks.segmentation.evaluation import format_table, scores
 from mobilevision.tasks.segmentation.masks import VOID
+from mobilevision.tasks.segmentation.module import log_mask_scores
 
 LOSS_WEIGHTINGS = ("fixed", "uncertainty")
 
@@ -192,25 +191,13 @@ class MultiTaskTask(DetectionTask):
                                         align_corners=False)  # fmt: skip
                 confusion.update(resized.argmax(1), reference.unsqueeze(0))
 
-    def _log_scores(self, confusion: MulticlassConfusionMatrix, prefix: str) -> None:
-        matrix = confusion.compute()  # summed over all processes by torchmetrics
-        confusion.reset()
-        if self.trainer.sanity_checking:
-            return
-        self._last_confusion[prefix] = matrix.cpu().numpy()
-        result = scores(matrix.cpu().numpy())
-        self.log(f"{prefix}/miou", result["miou"] or 0.0, prog_bar=True)
-        self.log(f"{prefix}/pixel_accuracy", result["pixel_accuracy"] or 0.0)
-        rank_zero_info(f"\n{prefix} segmentation, epoch {self.current_epoch}:\n"
-                       + format_table(result, self.mask_class_names))  # fmt: skip
-
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
-        self._log_scores(self.val_confusion, "val")
+        log_mask_scores(self, self.val_confusion, "val", self.mask_class_names, self._last_confusion)
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
-        self._log_scores(self.test_confusion, "test")
+        log_mask_scores(self, self.test_confusion, "test", self.mask_class_names, self._last_confusion)
 
     def plot_evaluation(self, folder: Path, *, split: str = "val") -> list[Path]:
         """The detector's precision-recall curves and the segmentation confusion matrix of the last evaluation."""

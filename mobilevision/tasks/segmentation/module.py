@@ -22,6 +22,22 @@ from mobilevision.tasks.segmentation.masks import VOID
 from mobilevision.tasks.segmentation.model import Segmenter
 
 
+def log_mask_scores(task: BaseTask, confusion: MulticlassConfusionMatrix, prefix: str, class_names: list[str],
+                    last: dict[str, Any]) -> None:
+    """End of an evaluation: `prefix`/miou and `prefix`/pixel_accuracy of the confusion matrix (summed over all
+    processes by torchmetrics) logged, the per-class table printed, the matrix kept in `last[prefix]` for the
+    task's `plot_evaluation`; the matrix is reset. Nothing is logged during Lightning's sanity check."""
+    matrix = confusion.compute()
+    confusion.reset()
+    if task.trainer.sanity_checking:
+        return
+    last[prefix] = matrix.cpu().numpy()
+    result = scores(last[prefix])
+    task.log(f"{prefix}/miou", result["miou"] or 0.0, prog_bar=True)
+    task.log(f"{prefix}/pixel_accuracy", result["pixel_accuracy"] or 0.0)
+    rank_zero_info(f"\n{prefix} segmentation, epoch {task.current_epoch}:\n" + format_table(result, class_names))
+
+
 class SegmentationTask(BaseTask):
     """Train Mobile DeepLabv3.
 
@@ -223,23 +239,11 @@ class SegmentationTask(BaseTask):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self(images).argmax(1)
 
-    def _log_scores(self, confusion: MulticlassConfusionMatrix, prefix: str) -> None:
-        matrix = confusion.compute()  # summed over all processes by torchmetrics
-        confusion.reset()
-        if self.trainer.sanity_checking:
-            return
-        self._last_confusion[prefix] = matrix.cpu().numpy()  # for `plot_evaluation`
-        result = scores(matrix.cpu().numpy())
-        self.log(f"{prefix}/miou", result["miou"] or 0.0, prog_bar=True)
-        self.log(f"{prefix}/pixel_accuracy", result["pixel_accuracy"] or 0.0)
-        rank_zero_info(f"\n{prefix} segmentation, epoch {self.current_epoch}:\n"
-                       + format_table(result, self.class_names))
-
     def on_validation_epoch_end(self) -> None:
-        self._log_scores(self.val_confusion, "val")
+        log_mask_scores(self, self.val_confusion, "val", self.class_names, self._last_confusion)
 
     def on_test_epoch_end(self) -> None:
-        self._log_scores(self.test_confusion, "test")
+        log_mask_scores(self, self.test_confusion, "test", self.class_names, self._last_confusion)
 
     def plot_evaluation(self, folder: Path, *, split: str = "val") -> list[Path]:
         """The confusion matrix (rows: true class, normalised) of the last `split` evaluation."""
