@@ -209,7 +209,9 @@ class BaseTask(pl.LightningModule):
         Every process still takes part in the gradient all-reduce, so distributed training does not hang; a batch
         of one image is dropped too, since BatchNorm cannot normalise the 1x1 maps of a single image.
         """
-        return sum((p.sum() for p in self.model.parameters() if p.requires_grad), torch.zeros((), device=self.device)) * 0.0
+        # self.parameters(), not self.model's: a task's own trained parameters (loss weights, auxiliary classifiers)
+        # take part in the all-reduce too.
+        return sum((p.sum() for p in self.parameters() if p.requires_grad), torch.zeros((), device=self.device)) * 0.0
 
     def guard_loss(self, loss: Tensor, files: list[str]) -> Tensor | None:
         """Return `loss`, or None (the step is skipped) when it is not finite on any process.
