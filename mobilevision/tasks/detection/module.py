@@ -24,7 +24,6 @@ from mobilevision.tasks.detection.data import DetectionMeta
 from mobilevision.tasks.detection.evaluation import evaluate_coco, format_metrics, rescale_boxes, to_coco_results
 from mobilevision.tasks.detection.loss import MultiBoxLoss
 from mobilevision.tasks.detection.model import Detector
-from mobilevision.tasks.detection.semantic import SemanticLoss
 
 METRIC_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large",
                "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large")  # fmt: skip
@@ -50,10 +49,6 @@ class DetectionTask(BaseTask):
             `MultiBoxLoss`); the defaults are SSD's (IoU 0.5, hard negative mining, smooth L1).
         score_threshold, nms_threshold, detections_per_image: evaluation post-processing (COCO protocol: low
             threshold, 100 detections).
-        semantic_weight: weight of the training-only dense semantic loss (`detection.semantic.SemanticLoss`: a 1x1
-            classifier per tapped map predicts the class under each cell, from the samples' masks when the data
-            carries them, else painted from the boxes); 0 (default) turns it off. Not part of the model: nothing
-            is exported, inference costs nothing more.
         builder_kwargs: more keyword arguments of the model builder, for builders with more options (the
             multi-task model's segmentation head); stored in checkpoints with the others.
         optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last, init_from: see `BaseTask`.
@@ -85,7 +80,6 @@ class DetectionTask(BaseTask):
         score_threshold: float = 0.01,
         nms_threshold: float = 0.6,
         detections_per_image: int = 100,
-        semantic_weight: float = 0.0,
         builder_kwargs: dict[str, Any] | None = None,
         optimizer: OptimizerFactory | None = None,
         schedule: LRSchedule | None = None,
@@ -122,13 +116,6 @@ class DetectionTask(BaseTask):
             boxes_per_location=self.model.default_boxes.num_anchors, classification=classification,
             focal_gamma=focal_gamma, focal_alpha=focal_alpha, box_loss=box_loss, box_weight=box_weight,
         )
-        if semantic_weight < 0:
-            raise ValueError(f"semantic_weight must be >= 0, got {semantic_weight}")
-        self.semantic_weight = semantic_weight
-        self.semantic: SemanticLoss | None = None
-        if semantic_weight > 0:
-            channels = self.model.backbone.out_channels
-            self.semantic = SemanticLoss([channels[t] for t in self.model.taps], self.model.num_classes)
         self.meta: DetectionMeta | None = None
         self._results: dict[int, list[dict[str, Any]]] = {}
         self._last_evaluation: dict[str, tuple[Any, list[dict[str, Any]], list[int]]] = {}
@@ -145,13 +132,6 @@ class DetectionTask(BaseTask):
                     f"{self.model.num_classes}; set model.num_classes={meta.num_classes}"
                 )
             self.meta = meta
-        mask_names = getattr(datamodule, "mask_class_names", None)
-        boxes_names = self.label_meta.class_names
-        if self.semantic is not None and mask_names is not None and list(mask_names) != list(boxes_names):
-            raise ValueError(
-                f"semantic_weight: the data's masks label {list(mask_names)} but the boxes {list(boxes_names)}; "
-                "the semantic loss needs masks in the detector's label space"
-            )
 
     @property
     def label_meta(self) -> DetectionMeta:
@@ -186,19 +166,13 @@ class DetectionTask(BaseTask):
         images, targets = batch
         if images.shape[0] < 2:
             return self.empty_step_loss()
-        batch_size = images.shape[0]
-        features = self.model.backbone(self.model.normalize(images))
-        outputs, anchors, level_sizes = self.model.detect(features, images)
+        outputs, anchors, level_sizes = self.model.forward_levels(images)
         losses = self.criterion(outputs, anchors, targets, level_sizes)
-        loss = losses["loss"]
-        if self.semantic is not None:
-            semantic = self.semantic([features[t] for t in self.model.taps], targets, tuple(images.shape[-2:]))
-            loss = loss + self.semantic_weight * semantic
-            self.log("train/loss_semantic", semantic, batch_size=batch_size)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        batch_size = images.shape[0]
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
         self.log("train/loss_box", losses["loss_box"], batch_size=batch_size)
         self.log("train/loss_cls", losses["loss_cls"], batch_size=batch_size)
-        return self.guard_loss(loss, [str(t.get("file", t.get("image_id"))) for t in targets])
+        return self.guard_loss(losses["loss"], [str(t.get("file", t.get("image_id"))) for t in targets])
 
     def _eval_step(self, batch: tuple[Tensor, list[dict[str, Any]]], prefix: str) -> None:
         images, targets = batch
@@ -217,12 +191,6 @@ class DetectionTask(BaseTask):
             image_id = int(target["image_id"])
             # Keyed by image: DistributedSampler repeats images to even out ranks; each image counts once.
             self._results[image_id] = to_coco_results([detection], [image_id], meta)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        optimizer = super().configure_optimizers()
-        if self.semantic is not None:
-            optimizer.add_param_group({"params": list(self.semantic.parameters())})
-        return optimizer
 
     def validation_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> None:
         self._eval_step(batch, "val")
