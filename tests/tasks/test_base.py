@@ -151,3 +151,19 @@ def test_tasks_start_residual_blocks_as_identities_unless_told_not_to() -> None:
         assert all((g == 1).all() for g in gammas(task))
         # An initialisation only: not part of what a checkpoint needs to rebuild the model.
         assert "zero_init_residual" not in task.model_kwargs
+
+
+def test_an_empty_step_joins_every_trained_parameter_of_the_task() -> None:
+    """A batch that lost its samples returns a zero loss joined to every trained parameter, the task's own included
+    (the joint model's learned loss weights): under DDP each must receive a gradient to all-reduce."""
+    from mobilevision.tasks.multitask.module import MultiTaskTask
+
+    task = MultiTaskTask(num_classes=4, seg_num_classes=4, width_mult=0.35, input_size=64, loss_weighting="uncertainty",
+                         ema_decay=0.9)
+    loss = task.empty_step_loss()
+    loss.backward()
+    assert float(loss) == 0.0
+    trained = [(name, p) for name, p in task.named_parameters() if p.requires_grad]
+    assert any(name == "log_vars" for name, _ in trained)
+    assert all(p.grad is not None and not p.grad.any() for _, p in trained)
+    assert all(p.grad is None for p in task.ema_model.parameters())  # the EMA copy is not trained
