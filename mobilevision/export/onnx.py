@@ -18,6 +18,7 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,14 +145,16 @@ def read_metadata(model: str | os.PathLike[str] | bytes) -> tuple[ModelMeta, dic
     return meta, {key: json.loads(value) for key, value in props.items() if key != META_KEY}
 
 
-def make_session(model: str | os.PathLike[str] | bytes, *, num_threads: int | None = None, device: str = "cpu") -> Any:
+def make_session(model: str | os.PathLike[str] | bytes, *, num_threads: int | None = None, device: str = "cpu",
+                 options_hook: Callable[[Any], None] | None = None) -> Any:
     """An onnxruntime session with the options measured to be fastest here.
 
     Graph optimisation level ALL (constant folding, Conv+BN+activation fusion, NCHWc blocked layouts on x86: more
     than twice as fast as level EXTENDED on the SSDLite graph at one thread),
     sequential execution (the graph is a chain; parallel execution only adds scheduling), and
     `intra_op_num_threads` = `num_threads` (None: `torch.get_num_threads()`, so one setting, `OMP_NUM_THREADS` or
-    `torch.set_num_threads`, governs both backends).
+    `torch.set_num_threads`, governs both backends). `options_hook(options)` may add to the options before the
+    session is made (the profiler of `benchmark onnx-ops`).
     """
     import onnxruntime as ort
 
@@ -161,6 +164,8 @@ def make_session(model: str | os.PathLike[str] | bytes, *, num_threads: int | No
     options.inter_op_num_threads = 1
     options.intra_op_num_threads = int(num_threads) if num_threads is not None else torch.get_num_threads()
     options.log_severity_level = 3
+    if options_hook is not None:
+        options_hook(options)
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
