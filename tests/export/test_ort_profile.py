@@ -9,7 +9,7 @@ import pytest
 from mobilevision.checkpoint import save_checkpoint
 from mobilevision.cli import main
 from mobilevision.export.ort_profile import profile
-from tests.inference.models_for_tests import detector_meta, small_detector
+from tests.inference.models_for_tests import detector_meta, segmenter_meta, small_detector, small_segmenter
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +41,10 @@ def test_cli_prints_a_table_per_model_and_refuses_a_missing_file(detector_onnx: 
     assert "det.onnx input [1, 3, 96, 96]" in out and "convolutions: " in out and "%" in out
     assert main(["benchmark", "onnx-ops", str(tmp_path / "nope.onnx")]) == 2
     assert "nope.onnx: file not found" in capsys.readouterr().err
+
+
+def test_a_graph_of_dynamic_size_runs_at_its_exported_size_or_the_given_one(tmp_path: Path) -> None:
+    ckpt = save_checkpoint(tmp_path / "seg.ckpt", small_segmenter(), segmenter_meta(input_size=(64, 96)))
+    assert main(["export", "--weights", str(ckpt)]) == 0
+    assert profile(tmp_path / "seg.onnx", repeats=2)["input"] == [1, 3, 64, 96]
+    assert profile(tmp_path / "seg.onnx", repeats=2, size=(32, 48))["input"] == [1, 3, 32, 48]
