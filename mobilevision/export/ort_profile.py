@@ -1,8 +1,8 @@
 """`mobilevision benchmark onnx-ops MODEL.onnx [MODEL.onnx ...]`: where an ONNX model's time goes in onnxruntime.
 
 Each model runs in the session `Predictor` uses (`make_session`: graph optimisation level ALL, sequential, the given
-threads) with onnxruntime's own profiler on, on a random input of the graph's shape (dynamic axes set to 1, or
-`--size H W`). Printed per model: kernel time per run by operator type, convolutions split by kind (depthwise,
+threads) with onnxruntime's own profiler on, on a random input of the graph's shape (batch 1; a graph of dynamic
+size at `--size H W`, else at the size it was exported for). Printed per model: kernel time per run by operator type, convolutions split by kind (depthwise,
 1x1, other: read from the *optimised* graph, whose node names the profiler reports), and the median run time.
 Kernel time is what the operators cost; run time adds onnxruntime's per-node overhead.
 
