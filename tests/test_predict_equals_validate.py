@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,6 +30,19 @@ FAST = ["--model.init_args.optimizer.init_args.lr=0.05", "--model.init_args.sche
 
 def _metrics(run: Path) -> dict[str, float]:
     return json.loads((run / "validate_metrics.json").read_text())
+
+
+def _evaluate(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    """`mobilevision evaluate ARGS --json`, its printed numbers."""
+    capsys.readouterr()
+    assert cli_main(["evaluate", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _assert_box_scores_equal(evaluated: dict[str, float], validated: dict[str, float]) -> None:
+    """The 12 COCO numbers of `evaluate detection` equal validate's `val/...` ones."""
+    for key, value in evaluated.items():
+        assert abs(value - validated[f"val/{key}"]) < 1e-4, (key, value, validated[f"val/{key}"])
 
 
 @pytest.mark.slow
@@ -53,17 +67,13 @@ def test_detection_predict_then_evaluate_equals_validate(tmp_path: Path, coco201
     out = tmp_path / "predicted"
     assert cli_main(["predict", "--weights", str(last), "--source", str(coco / "val2017"), "--annotations", str(gt),
                      "--output", str(out), "--score-threshold", "0.01", "--no-progress"]) == 0
-    capsys.readouterr()
     predictions = json.loads((out / "predictions.json").read_text())
     assert len({round(p["score"], 3) for p in predictions}) > 10  # not a constant predictor
-    assert cli_main(["evaluate", "detection", "--gt", str(gt), "--predictions", str(out / "predictions.json"),
-                     "--json"]) == 0
-    evaluated = json.loads(capsys.readouterr().out)
+    evaluated = _evaluate(capsys, "detection", "--gt", str(gt), "--predictions", str(out / "predictions.json"))
     with capsys.disabled():
         print(f"detection: validate mAP {validated['val/map']:.4f} / AP50 {validated['val/map_50']:.4f}, "
               f"predict + evaluate {evaluated['map']:.4f} / {evaluated['map_50']:.4f}")
-    for key, value in evaluated.items():
-        assert abs(value - validated[f"val/{key}"]) < 1e-4, (key, value, validated[f"val/{key}"])
+    _assert_box_scores_equal(evaluated, validated)
 
 
 @pytest.mark.slow
@@ -96,10 +106,8 @@ def test_segmentation_predict_then_evaluate_equals_validate(tmp_path: Path, vocd
         assert len(masks) == 3 and [m.shape for m in masks] == gt_shapes  # whole images, at their own size
         assert any(h != w for h, w in gt_shapes)
         assert len(np.unique(np.concatenate([m.ravel() for m in masks]))) > 2  # not a constant predictor
-        capsys.readouterr()
-        assert cli_main(["evaluate", "segmentation", "--gt", str(voc / "VOC2012" / "SegmentationClass"),
-                         "--predictions", str(out / "masks"), "--split-list", str(val_list), "--json"]) == 0
-        evaluated = json.loads(capsys.readouterr().out)
+        evaluated = _evaluate(capsys, "segmentation", "--gt", str(voc / "VOC2012" / "SegmentationClass"),
+                              "--predictions", str(out / "masks"), "--split-list", str(val_list))
         with capsys.disabled():
             print(f"segmentation {predict_args or 'OS16 single scale'}: validate mIoU {validated['val/miou']:.4f}, "
                   f"predict + evaluate {evaluated['miou']:.4f}")
@@ -137,17 +145,12 @@ def test_multitask_predict_then_evaluate_equals_validate(tmp_path: Path, capsys:
     assert len(masks) == 12 and all(m.shape == (128, 160) for m in masks)
     foreground = [int((m > 0).sum()) for m in masks]  # not a constant predictor: shapes found, more in some images
     assert max(foreground) > 0 and len(set(foreground)) > 6, foreground
-    capsys.readouterr()
-    assert cli_main(["evaluate", "detection", "--gt", str(val / "annotations.json"), "--predictions",
-                     str(out / "predictions.json"), "--json"]) == 0
-    boxes = json.loads(capsys.readouterr().out)
-    assert cli_main(["evaluate", "segmentation", "--gt", str(val / "masks"), "--predictions", str(out / "masks"),
-                     "--json"]) == 0
-    pixels = json.loads(capsys.readouterr().out)
+    boxes = _evaluate(capsys, "detection", "--gt", str(val / "annotations.json"), "--predictions",
+                      str(out / "predictions.json"))
+    pixels = _evaluate(capsys, "segmentation", "--gt", str(val / "masks"), "--predictions", str(out / "masks"))
     with capsys.disabled():
         print(f"multitask: validate mAP {validated['val/map']:.4f} / mIoU {validated['val/miou']:.4f}, "
               f"predict + evaluate {boxes['map']:.4f} / {pixels['miou']:.4f}")
-    for key, value in boxes.items():
-        assert abs(value - validated[f"val/{key}"]) < 1e-4, (key, value, validated[f"val/{key}"])
+    _assert_box_scores_equal(boxes, validated)
     assert abs(pixels["miou"] - validated["val/miou"]) < 1e-6, (pixels, validated)
     assert abs(pixels["pixel_accuracy"] - validated["val/pixel_accuracy"]) < 1e-6
