@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mobilevision.errors import UserError
+from mobilevision.errors import UserError, WeightsError
 
 WARMUP = 3  # runs before the measured ones
 
@@ -93,7 +93,6 @@ def profile(model: Path, *, repeats: int = 50, threads: int = 1,
 
 
 def _exported_size(model: Path) -> tuple[int, int]:
-    from mobilevision.errors import WeightsError
     from mobilevision.export.onnx import read_metadata
 
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
 from mobilevision.data.labels import VOC_CLASSES, check_label_space, with_background
 from mobilevision.data.shapes import CLASSES as SHAPE_CLASSES
 from mobilevision.data.shapes import ShapesSplits
