@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_MINUTES ?= 5
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast lint format clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,19 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/mobilevision demo --out $(DEMO_OUT) --minutes $(DEMO_MINUTES)
 
-test: $(STAMP)
+# ruff (lint and format check) first: a style finding fails in seconds, before the 15-minute suite.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: lint
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: lint
 	$(PY) -m pytest -q -m "not slow"
 
 clean:

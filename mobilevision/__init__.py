@@ -17,8 +17,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["build_model", "Predictor", "MODELS", "train", "TrainResult", "config_paths", "resolve_config",
-           "__version__"]
+__all__ = [
+    "build_model",
+    "Predictor",
+    "MODELS",
+    "train",
+    "TrainResult",
+    "config_paths",
+    "resolve_config",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from mobilevision.inference.predictor import Predictor

@@ -94,8 +94,16 @@ class ModelMeta:
     def from_dict(cls, data: Mapping[str, Any]) -> ModelMeta:
         if not isinstance(data, Mapping):
             raise WeightsError(f"checkpoint metadata must be a mapping, got {type(data).__name__}")
-        known = {"task", "model_name", "model_kwargs", "class_names", "category_ids", "input_size", "inference",
-                 "mask_class_names"}
+        known = {
+            "task",
+            "model_name",
+            "model_kwargs",
+            "class_names",
+            "category_ids",
+            "input_size",
+            "inference",
+            "mask_class_names",
+        }
         missing = {"task", "model_name"} - set(data)
         if missing:
             raise WeightsError(f"checkpoint metadata lacks {sorted(missing)}")
@@ -108,15 +116,22 @@ class ModelMeta:
                 category_ids=None if data.get("category_ids") is None else [int(i) for i in data["category_ids"]],
                 input_size=tuple(data.get("input_size") or (320, 320)),  # type: ignore[arg-type]
                 inference=dict(data.get("inference") or {}),
-                mask_class_names=None if data.get("mask_class_names") is None
+                mask_class_names=None
+                if data.get("mask_class_names") is None
                 else [str(n) for n in data["mask_class_names"]],
             )
         except (TypeError, ValueError) as error:
             raise WeightsError(f"invalid checkpoint metadata ({error}); keys: {sorted(set(data) & known)}") from None
 
     @classmethod
-    def for_model(cls, model: nn.Module, *, model_name: str = "", model_kwargs: dict[str, Any] | None = None,
-                  input_size: tuple[int, int] | None = None) -> ModelMeta:
+    def for_model(
+        cls,
+        model: nn.Module,
+        *,
+        model_name: str = "",
+        model_kwargs: dict[str, Any] | None = None,
+        input_size: tuple[int, int] | None = None,
+    ) -> ModelMeta:
         """Metadata for a bare model (no dataset): its task from the task table, classes named "background",
         "class_1", ..., and the task's default input size.
 
@@ -129,10 +144,15 @@ class ModelMeta:
         num_classes = int(model.num_classes)  # type: ignore[arg-type]
         names = default_class_names(num_classes)
         mask_classes = getattr(model, "seg_num_classes", None)
-        return cls(task=task.name, model_name=model_name, model_kwargs=dict(model_kwargs or {}), class_names=names,
-                   category_ids=list(range(num_classes)) if task.category_ids else None,
-                   input_size=input_size or task.default_input_size,
-                   mask_class_names=None if mask_classes is None else default_class_names(int(mask_classes)))
+        return cls(
+            task=task.name,
+            model_name=model_name,
+            model_kwargs=dict(model_kwargs or {}),
+            class_names=names,
+            category_ids=list(range(num_classes)) if task.category_ids else None,
+            input_size=input_size or task.default_input_size,
+            mask_class_names=None if mask_classes is None else default_class_names(int(mask_classes)),
+        )
 
 
 def default_class_names(num_classes: int) -> list[str]:
@@ -146,8 +166,10 @@ def refusal_cause(error: BaseException) -> str:
     message starts with a paragraph about its defaults, which would bury it."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     after = [lines[i + 1] for i, line in enumerate(lines[:-1]) if line.endswith("WeightsUnpickler error:")]
-    return next((line for line in lines if "GLOBAL" in line.upper()),
-                after[0] if after else lines[0] if lines else type(error).__name__)  # fmt: skip
+    return next(
+        (line for line in lines if "GLOBAL" in line.upper()),
+        after[0] if after else lines[0] if lines else type(error).__name__,
+    )
 
 
 def safe_torch_load(path: str | os.PathLike[str]) -> Any:
@@ -165,28 +187,34 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
         unsafe = "weights only load failed" in str(error).lower() or "unsupported global" in str(error).lower()
         reason = (
             "it holds pickled objects other than tensors and plain containers (possibly code), refused unread"
-            if unsafe else "not a readable torch checkpoint"
+            if unsafe
+            else "not a readable torch checkpoint"
         )
         raise WeightsError(f"{path}: {reason} ({cause})") from None
 
 
-def extract_state_dict(state: Mapping[str, Any], model_keys: set[str], *, source: str = "checkpoint") -> dict[str, Tensor]:
+def extract_state_dict(
+    state: Mapping[str, Any], model_keys: set[str], *, source: str = "checkpoint"
+) -> dict[str, Tensor]:
     """The network's weights out of a LightningModule state_dict: EMA copy if present, else `model.`.
 
     Raises:
         WeightsError: when no prefix yields exactly the model's keys (the message lists what differs).
     """
     for prefix in _PREFIXES:
-        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if sub and set(sub) == model_keys:
             return sub
-    sub = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    sub = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     if not sub:
-        raise WeightsError(f"{source}: no weights under 'model.' or 'ema_model.' in its state_dict "
-                           f"(first keys: {list(state)[:5]})")
+        raise WeightsError(
+            f"{source}: no weights under 'model.' or 'ema_model.' in its state_dict (first keys: {list(state)[:5]})"
+        )
     missing, unexpected = sorted(model_keys - set(sub)), sorted(set(sub) - model_keys)
-    raise WeightsError(f"{source}: weights do not fit the model: {len(missing)} missing keys (first: {missing[:5]}), "
-                       f"{len(unexpected)} unexpected keys (first: {unexpected[:5]})")
+    raise WeightsError(
+        f"{source}: weights do not fit the model: {len(missing)} missing keys (first: {missing[:5]}), "
+        f"{len(unexpected)} unexpected keys (first: {unexpected[:5]})"
+    )
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelMeta]:
@@ -220,12 +248,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelMeta]
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as error:  # shape mismatches
-        raise WeightsError(f"{path}: weights do not fit {meta.model_name}: {str(error).splitlines()[-1].strip()}") from None
+        raise WeightsError(
+            f"{path}: weights do not fit {meta.model_name}: {str(error).splitlines()[-1].strip()}"
+        ) from None
     return model.eval(), meta
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: ModelMeta, *,
-                    ema_model: nn.Module | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike[str], model: nn.Module, meta: ModelMeta, *, ema_model: nn.Module | None = None
+) -> Path:
     """Write `model` (and an optional EMA copy) in the layout `load_checkpoint` reads, atomically.
 
     The file is also a valid Lightning checkpoint body (`state_dict` with `model.` prefixes), so tests and users can
@@ -234,16 +265,22 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: ModelM
     state = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
     if ema_model is not None:
         state.update({f"ema_model.{k}": v.detach().cpu() for k, v in ema_model.state_dict().items()})
-    payload = {META_KEY: meta.to_dict(), "state_dict": state, "pytorch-lightning_version": "n/a",
-               "epoch": 0, "global_step": 0}
+    payload = {
+        META_KEY: meta.to_dict(),
+        "state_dict": state,
+        "pytorch-lightning_version": "n/a",
+        "epoch": 0,
+        "global_step": 0,
+    }
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
 
 
-def model_from_name(name: str, *, num_classes: int | None = None, width_mult: float | None = None,
-                    purpose: str = "used") -> tuple[nn.Module, ModelMeta]:
+def model_from_name(
+    name: str, *, num_classes: int | None = None, width_mult: float | None = None, purpose: str = "used"
+) -> tuple[nn.Module, ModelMeta]:
     """An untrained detector or segmenter by `build_model` name, with its metadata (for `--model NAME` options).
 
     Raises:

@@ -15,7 +15,11 @@ from mobilevision.errors import UserError
 # name -> (module, function, one-line help). Each function takes the remaining argv and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "configs": ("mobilevision.configs", "main", "list the shipped configs, or copy one out for editing"),
-    "demo": ("mobilevision.tasks.demo", "main", "train, evaluate and run the models on generated data (what `make demo` runs)"),
+    "demo": (
+        "mobilevision.tasks.demo",
+        "main",
+        "train, evaluate and run the models on generated data (what `make demo` runs)",
+    ),
     "profile": ("mobilevision.profile", "main", "parameters and MAdds of the paper's configurations"),
     "data": ("mobilevision.tasks.data_cli", "main", "generate the synthetic shapes set, check a dataset"),
     "evaluate": ("mobilevision.evaluate", "main", "score a predictions file against ground truth"),

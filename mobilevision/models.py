@@ -32,23 +32,27 @@ WIDTH_RANGE: tuple[float, float] = (0.35, 1.4)
 OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
 
 
-def check_arguments(
-    builder: str, *, num_classes: int, width_mult: float, output_stride: int | None = None
-) -> None:
+def check_arguments(builder: str, *, num_classes: int, width_mult: float, output_stride: int | None = None) -> None:
     """Raise `InvalidValueError` quoting the value when an argument is outside what the builder supports."""
     low, high = WIDTH_RANGE
     if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not low <= width_mult <= high:
-        raise InvalidValueError(f"{builder}: width_mult must be between {low} and {high} (the paper's range), "
-                                f"got {width_mult!r}")  # fmt: skip
+        raise InvalidValueError(
+            f"{builder}: width_mult must be between {low} and {high} (the paper's range), got {width_mult!r}"
+        )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise InvalidValueError(f"{builder}: num_classes must be an integer >= 2 (background included), "
-                                f"got {num_classes!r}")  # fmt: skip
+        raise InvalidValueError(
+            f"{builder}: num_classes must be an integer >= 2 (background included), got {num_classes!r}"
+        )
     if output_stride is not None and output_stride not in OUTPUT_STRIDES:
         raise InvalidValueError(f"{builder}: output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
 
 
 def mobilenet_v2(
-    *, num_classes: int = 1000, width_mult: float = 1.0, weights: str | os.PathLike[str] | None = None, dropout: float = 0.2
+    *,
+    num_classes: int = 1000,
+    width_mult: float = 1.0,
+    weights: str | os.PathLike[str] | None = None,
+    dropout: float = 0.2,
 ) -> MobileNetV2:
     """The ImageNet classifier (paper Table 4); state_dict keys are torchvision's."""
     check_arguments("mobilenet_v2", num_classes=num_classes, width_mult=width_mult)
@@ -71,7 +75,10 @@ def _detector(
     if isinstance(default_boxes, dict):  # as stored in checkpoints: plain values
         default_boxes = DefaultBoxes(**{k: tuple(v) if isinstance(v, list) else v for k, v in default_boxes.items()})
     backbone = MobileNetV2(
-        num_classes=None, width_mult=width_mult, out_taps=tuple(taps), weights=weights,
+        num_classes=None,
+        width_mult=width_mult,
+        out_taps=tuple(taps),
+        weights=weights,
         zero_init_residual=zero_init_residual,
     )
     default_boxes = default_boxes or DefaultBoxes(num_maps=len(backbone.out_taps) + len(extra_depths))
@@ -108,9 +115,15 @@ def ssdlite_mobilenet_v2(
     `zero_init_residual` starts residual blocks as identities (see `MobileNetV2`), for training from random weights.
     """
     return _detector(
-        separable=True, num_classes=num_classes, width_mult=width_mult, weights=weights,
-        default_boxes=default_boxes, extra_depths=extra_depths, taps=taps,
-        zero_init_residual=zero_init_residual, **detector_kwargs,
+        separable=True,
+        num_classes=num_classes,
+        width_mult=width_mult,
+        weights=weights,
+        default_boxes=default_boxes,
+        extra_depths=extra_depths,
+        taps=taps,
+        zero_init_residual=zero_init_residual,
+        **detector_kwargs,
     )
 
 
@@ -127,9 +140,15 @@ def ssd_mobilenet_v2(
 ) -> Detector:
     """MobileNetV2 + classic SSD head with regular 3x3 convolutions (the paper's Table 5 comparison)."""
     return _detector(
-        separable=False, num_classes=num_classes, width_mult=width_mult, weights=weights,
-        default_boxes=default_boxes, extra_depths=extra_depths, taps=taps,
-        zero_init_residual=zero_init_residual, **detector_kwargs,
+        separable=False,
+        num_classes=num_classes,
+        width_mult=width_mult,
+        weights=weights,
+        default_boxes=default_boxes,
+        extra_depths=extra_depths,
+        taps=taps,
+        zero_init_residual=zero_init_residual,
+        **detector_kwargs,
     )
 
 
@@ -145,10 +164,15 @@ def deeplabv3_mobilenet_v2(
     zero_init_residual: bool = False,
 ) -> Segmenter:
     """Mobile DeepLabv3 on the second-last map (paper Table 7). `atrous_rates=()` is the reduced, on-device head."""
-    check_arguments("deeplabv3_mobilenet_v2", num_classes=num_classes, width_mult=width_mult,
-                    output_stride=output_stride)
+    check_arguments(
+        "deeplabv3_mobilenet_v2", num_classes=num_classes, width_mult=width_mult, output_stride=output_stride
+    )
     backbone = MobileNetV2(
-        num_classes=None, width_mult=width_mult, output_stride=output_stride, out_taps=(DEEPLAB_TAP,), weights=weights,
+        num_classes=None,
+        width_mult=width_mult,
+        output_stride=output_stride,
+        out_taps=(DEEPLAB_TAP,),
+        weights=weights,
         zero_init_residual=zero_init_residual,
     )
     head = DeepLabV3Head(

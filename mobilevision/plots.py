@@ -140,8 +140,13 @@ def plot_pr_curves(
         value = ap[k] if ap is not None and ap[k] is not None else mean_precision[k]
         axes.plot(recall, p, linewidth=1.2, label=f"{class_names[k]} (AP {value:.3f})")
     shown = "" if len(ordered) == len(valid) else f", {len(ordered)} of {len(valid)} classes"
-    axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
-             title=f"precision-recall per class ({iou_label}{shown})")  # fmt: skip
+    axes.set(
+        xlabel="recall",
+        ylabel="precision",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        title=f"precision-recall per class ({iou_label}{shown})",
+    )
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, loc="lower left")
     return _save(figure, out)
@@ -169,8 +174,15 @@ def plot_confusion_matrix(
         for i in range(k):
             for j in range(k):
                 if normalised[i, j] >= 0.005:
-                    axes.text(j, i, f"{100 * normalised[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                              color="white" if normalised[i, j] > 0.5 else "black")  # fmt: skip
+                    axes.text(
+                        j,
+                        i,
+                        f"{100 * normalised[i, j]:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if normalised[i, j] > 0.5 else "black",
+                    )
     return _save(figure, out)
 
 
@@ -224,9 +236,12 @@ class PlotCallback(pl.Callback):
 
         def curves() -> None:
             root = Path(trainer.default_root_dir)
-            path = plot_training_curves(self._out(trainer) / "training_curves.png",
-                                        metrics_csv=_csv_logger_metrics(trainer), curve_csv=root / "curve.csv",
-                                        title=type(pl_module).__name__)  # fmt: skip
+            path = plot_training_curves(
+                self._out(trainer) / "training_curves.png",
+                metrics_csv=_csv_logger_metrics(trainer),
+                curve_csv=root / "curve.csv",
+                title=type(pl_module).__name__,
+            )
             if path is not None:
                 self.written.append(path)
 

@@ -79,8 +79,15 @@ def count_mf_madds(model: nn.Module, input_size: int, scales: Sequence[float] = 
     return sum(2 * count_madds(model, max(1, round(input_size * s))) for s in scales)
 
 
-def _row(table: str, name: str, size: int, paper: tuple[float | None, float | None], note: str = "",
-         mf: bool = False, **kwargs: Any) -> Row:
+def _row(
+    table: str,
+    name: str,
+    size: int,
+    paper: tuple[float | None, float | None],
+    note: str = "",
+    mf: bool = False,
+    **kwargs: Any,
+) -> Row:
     model = _build_meta(name, **kwargs)
     madds = count_mf_madds(model, size) if mf else count_madds(model, size)
     return Row(table, _label(name, kwargs, mf), size, count_params(model) / 1e6, madds / 1e9, *paper, note)
@@ -113,44 +120,101 @@ def paper_rows() -> list[Row]:
     """Every configuration of the paper's Tables 4 to 7 that this package builds."""
     return [
         _row("4", "mobilenet_v2", 224, (3.4, 0.300)),
-        _row("4", "mobilenet_v2", 224, (6.9, 0.585), width_mult=1.4,
-             note="TF-slim's own release lists 6.06M params for this network; the paper's 6.9M is not reproduced by "
-                  "any reference implementation"),
+        _row(
+            "4",
+            "mobilenet_v2",
+            224,
+            (6.9, 0.585),
+            width_mult=1.4,
+            note="TF-slim's own release lists 6.06M params for this network; the paper's 6.9M is not reproduced by "
+            "any reference implementation",
+        ),
         _head_row("ssd_mobilenet_v2", 320, (14.8, 1.25), "regular 3x3 convs in extra layers and predictors"),
-        _head_row("ssdlite_mobilenet_v2", 320, (2.1, 0.35),
-                  "params match; the paper's 0.35B likely counts more than the head (e.g. layer 19 and the "
-                  "backbone part SSD adds), which the paper does not specify"),
+        _head_row(
+            "ssdlite_mobilenet_v2",
+            320,
+            (2.1, 0.35),
+            "params match; the paper's 0.35B likely counts more than the head (e.g. layer 19 and the "
+            "backbone part SSD adds), which the paper does not specify",
+        ),
         _row("6", "ssdlite_mobilenet_v2", 320, (4.3, 0.8), num_classes=81),
-        _row("7", "deeplabv3_mobilenet_v2", 512, (4.52, 5.8), num_classes=21, output_stride=16,
-             atrous_rates=(6, 12, 18)),
-        _row("7", "deeplabv3_mobilenet_v2", 513, (4.52, 5.8), num_classes=21, output_stride=16,
-             atrous_rates=(6, 12, 18), note="513x513: the TF reference's crop size"),
-        _row("7", "deeplabv3_mobilenet_v2", 513, (4.52, 387.0), num_classes=21, output_stride=8,
-             atrous_rates=(12, 24, 36), mf=True),
+        _row(
+            "7", "deeplabv3_mobilenet_v2", 512, (4.52, 5.8), num_classes=21, output_stride=16, atrous_rates=(6, 12, 18)
+        ),
+        _row(
+            "7",
+            "deeplabv3_mobilenet_v2",
+            513,
+            (4.52, 5.8),
+            num_classes=21,
+            output_stride=16,
+            atrous_rates=(6, 12, 18),
+            note="513x513: the TF reference's crop size",
+        ),
+        _row(
+            "7",
+            "deeplabv3_mobilenet_v2",
+            513,
+            (4.52, 387.0),
+            num_classes=21,
+            output_stride=8,
+            atrous_rates=(12, 24, 36),
+            mf=True,
+        ),
         _row("7", "deeplabv3_mobilenet_v2", 512, (2.11, 2.75), num_classes=21, output_stride=16, atrous_rates=()),
-        _row("7", "deeplabv3_mobilenet_v2", 513, (2.11, 2.75), num_classes=21, output_stride=16, atrous_rates=(),
-             note="513x513: the TF reference's crop size; this is where the paper's 2.75B comes from"),
-        _row("7", "deeplabv3_mobilenet_v2", 513, (2.11, 152.6), num_classes=21, output_stride=8, atrous_rates=(),
-             mf=True),
+        _row(
+            "7",
+            "deeplabv3_mobilenet_v2",
+            513,
+            (2.11, 2.75),
+            num_classes=21,
+            output_stride=16,
+            atrous_rates=(),
+            note="513x513: the TF reference's crop size; this is where the paper's 2.75B comes from",
+        ),
+        _row(
+            "7", "deeplabv3_mobilenet_v2", 513, (2.11, 152.6), num_classes=21, output_stride=8, atrous_rates=(), mf=True
+        ),
     ]
 
 
-def joint_rows(input_size: int = 320, *, num_classes: int = 81, mask_classes: int = 21,
-               width_mult: float = 1.0) -> list[Row]:
+def joint_rows(
+    input_size: int = 320, *, num_classes: int = 81, mask_classes: int = 21, width_mult: float = 1.0
+) -> list[Row]:
     """The joint model (SSDLite + Mobile DeepLabv3 on one backbone pass) beside the two separate models it replaces,
     at the same width and input (the paper's settings by default: 81 detector classes, 21 mask classes, 320), and
     the two together. No paper numbers: the paper has no joint model."""
     width = {} if width_mult == 1.0 else {"width_mult": width_mult}
-    joint = _row("joint", "ssdlite_deeplabv3_mobilenet_v2", input_size, (None, None), num_classes=num_classes,
-                 seg_num_classes=mask_classes, **width)
+    joint = _row(
+        "joint",
+        "ssdlite_deeplabv3_mobilenet_v2",
+        input_size,
+        (None, None),
+        num_classes=num_classes,
+        seg_num_classes=mask_classes,
+        **width,
+    )
     joint.name = _label("ssdlite_deeplabv3_mobilenet_v2", width) + f" ({num_classes} + {mask_classes} classes)"
     detector = _row("joint", "ssdlite_mobilenet_v2", input_size, (None, None), num_classes=num_classes, **width)
-    segmenter = _row("joint", "deeplabv3_mobilenet_v2", input_size, (None, None), num_classes=mask_classes,
-                     output_stride=16, atrous_rates=(), **width)
-    both = Row("joint", "detector + segmenter", input_size, detector.params_m + segmenter.params_m,
-               detector.madds_b + segmenter.madds_b,
-               note=f"the joint model has {joint.params_m / (detector.params_m + segmenter.params_m):.2f}x their "
-                    f"parameters and {joint.madds_b / (detector.madds_b + segmenter.madds_b):.2f}x their MAdds")
+    segmenter = _row(
+        "joint",
+        "deeplabv3_mobilenet_v2",
+        input_size,
+        (None, None),
+        num_classes=mask_classes,
+        output_stride=16,
+        atrous_rates=(),
+        **width,
+    )
+    both = Row(
+        "joint",
+        "detector + segmenter",
+        input_size,
+        detector.params_m + segmenter.params_m,
+        detector.madds_b + segmenter.madds_b,
+        note=f"the joint model has {joint.params_m / (detector.params_m + segmenter.params_m):.2f}x their "
+        f"parameters and {joint.madds_b / (detector.madds_b + segmenter.madds_b):.2f}x their MAdds",
+    )
     return [joint, detector, segmenter, both]
 
 
@@ -160,8 +224,17 @@ def format_table(rows: Sequence[Row]) -> str:
 
     header = ("table", "model", "input", "params M", "paper", "diff %", "MAdds B", "paper", "diff %")
     body = [
-        (r.table, r.name, str(r.input_size), f"{r.params_m:.3f}", num(r.paper_params_m, ".2f"),
-         num(r.params_diff, "+.1f"), f"{r.madds_b:.3f}", num(r.paper_madds_b, ".3f"), num(r.madds_diff, "+.1f"))
+        (
+            r.table,
+            r.name,
+            str(r.input_size),
+            f"{r.params_m:.3f}",
+            num(r.paper_params_m, ".2f"),
+            num(r.params_diff, "+.1f"),
+            f"{r.madds_b:.3f}",
+            num(r.paper_madds_b, ".3f"),
+            num(r.madds_diff, "+.1f"),
+        )
         for r in rows
     ]
     widths = [max(len(x) for x in col) for col in zip(header, *body)]

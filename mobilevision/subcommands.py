@@ -1,4 +1,5 @@
-"""Second-level dispatch for commands with sub-commands (`data`, `evaluate`, `benchmark`): explicit tables, lazy imports."""
+"""Second-level dispatch for commands with sub-commands (`data`, `evaluate`, `benchmark`): explicit tables, lazy
+imports."""
 
 from __future__ import annotations
 

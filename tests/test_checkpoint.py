@@ -8,7 +8,13 @@ import torch
 
 from mobilevision.checkpoint import ModelMeta, load_checkpoint, save_checkpoint
 from mobilevision.errors import WeightsError
-from tests.inference.models_for_tests import detector_meta, random_image, small_detector, small_segmenter, segmenter_meta
+from tests.inference.models_for_tests import (
+    detector_meta,
+    random_image,
+    segmenter_meta,
+    small_detector,
+    small_segmenter,
+)
 
 
 class _Evil:
@@ -25,9 +31,14 @@ def _evil_checkpoint(tmp_path: Path, suffix: str = ".ckpt") -> tuple[Path, Path]
     marker = tmp_path / "MARKER"
     path = tmp_path / f"evil{suffix}"
     model = small_detector(force=False)
-    torch.save({"mobilevision": detector_meta().to_dict(),
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                "hyper_parameters": {"payload": _Evil(marker)}}, path)
+    torch.save(
+        {
+            "mobilevision": detector_meta().to_dict(),
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "hyper_parameters": {"payload": _Evil(marker)},
+        },
+        path,
+    )
     return path, marker
 
 
@@ -126,16 +137,41 @@ def test_pickled_code_never_runs_predict_cli(tmp_path: Path, capsys: pytest.Capt
 
     path, marker = _evil_checkpoint(tmp_path)
     write_image(tmp_path / "img.png", random_image())
-    code = main(["predict", "--weights", str(path), "--source", str(tmp_path / "img.png"),
-                 "--output", str(tmp_path / "out"), "--no-progress"])
+    code = main(
+        [
+            "predict",
+            "--weights",
+            str(path),
+            "--source",
+            str(tmp_path / "img.png"),
+            "--output",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "evil.ckpt" in err and "Traceback" not in err
     assert not marker.exists()
     # The same payload passed to `--model NAME --weights FILE` goes through the weights-only loader too.
-    code = main(["predict", "--model", "ssdlite_mobilenet_v2", "--num-classes", "4", "--width-mult", "0.35",
-                 "--weights", str(path), "--source", str(tmp_path / "img.png"), "--output", str(tmp_path / "out"),
-                 "--no-progress"])
+    code = main(
+        [
+            "predict",
+            "--model",
+            "ssdlite_mobilenet_v2",
+            "--num-classes",
+            "4",
+            "--width-mult",
+            "0.35",
+            "--weights",
+            str(path),
+            "--source",
+            str(tmp_path / "img.png"),
+            "--output",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     assert code == 2 and not marker.exists()
 
 
@@ -166,7 +202,11 @@ def test_real_lightning_checkpoint_loads_weights_only(tmp_path: Path) -> None:
 
     images = torch.randint(0, 256, (2, 3, 96, 96), dtype=torch.uint8).float()
     trainer = lightning.Trainer(
-        max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         default_root_dir=tmp_path,
         callbacks=[lightning.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True)],
     )

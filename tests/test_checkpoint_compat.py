@@ -18,8 +18,11 @@ from mobilevision.training import run_cli
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "checkpoints"
 REPO = Path(__file__).resolve().parents[1]
-OLD_DETECTOR = ["--model.init_args.taps=[layer_15/expansion,layer_18]", "--model.init_args.extra_depths=[32,32]",
-                "--model.init_args.default_boxes.num_maps=4"]
+OLD_DETECTOR = [
+    "--model.init_args.taps=[layer_15/expansion,layer_18]",
+    "--model.init_args.extra_depths=[32,32]",
+    "--model.init_args.default_boxes.num_maps=4",
+]
 
 
 def _unpack(name: str, folder: Path) -> Path:
@@ -28,8 +31,10 @@ def _unpack(name: str, folder: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("name", "task"), [("detection_2026-11-29.ckpt.xz", "detection"),
-                                            ("segmentation_2026-11-29.ckpt.xz", "segmentation")])
+@pytest.mark.parametrize(
+    ("name", "task"),
+    [("detection_2026-11-29.ckpt.xz", "detection"), ("segmentation_2026-11-29.ckpt.xz", "segmentation")],
+)
 def test_old_checkpoint_predicts_and_exports(name: str, task: str, tmp_path: Path) -> None:
     path = _unpack(name, tmp_path)
     model, meta = load_checkpoint(path)
@@ -47,14 +52,32 @@ def test_old_checkpoint_predicts_and_exports(name: str, task: str, tmp_path: Pat
     assert onnx_result.keys() == result.keys()
 
 
-@pytest.mark.parametrize(("name", "config", "extra"), [
-    ("detection_2026-11-29.ckpt.xz", "configs/detection/ssdlite_mobilenetv2_shapes.yaml", OLD_DETECTOR),
-    ("segmentation_2026-11-29.ckpt.xz", "configs/segmentation/deeplabv3_mobilenetv2_shapes.yaml", [])])
+@pytest.mark.parametrize(
+    ("name", "config", "extra"),
+    [
+        ("detection_2026-11-29.ckpt.xz", "configs/detection/ssdlite_mobilenetv2_shapes.yaml", OLD_DETECTOR),
+        ("segmentation_2026-11-29.ckpt.xz", "configs/segmentation/deeplabv3_mobilenetv2_shapes.yaml", []),
+    ],
+)
 def test_old_checkpoint_validates(name: str, config: str, extra: list[str], tmp_path: Path) -> None:
     path = _unpack(name, tmp_path)
-    run_cli(["validate", "-c", str(REPO / config), f"--data.init_args.root={tmp_path / 'shapes'}",
-             "--data.init_args.num_train=4", "--data.init_args.num_val=4", "--data.init_args.image_size=[64,64]",
-             "--data.init_args.input_size=64", "--data.init_args.num_workers=0", "--model.init_args.width_mult=0.35",
-             "--trainer.logger=false", "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
-             f"--ckpt_path={path}", *extra])
+    run_cli(
+        [
+            "validate",
+            "-c",
+            str(REPO / config),
+            f"--data.init_args.root={tmp_path / 'shapes'}",
+            "--data.init_args.num_train=4",
+            "--data.init_args.num_val=4",
+            "--data.init_args.image_size=[64,64]",
+            "--data.init_args.input_size=64",
+            "--data.init_args.num_workers=0",
+            "--model.init_args.width_mult=0.35",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--ckpt_path={path}",
+            *extra,
+        ]
+    )
     assert (tmp_path / "validate_metrics.json").is_file()

@@ -1,10 +1,10 @@
 """Every shipped config, run as a user runs it, on data laid out like the real dataset it names:
 `fit` a few steps -> `validate` -> `test` -> `predict` on the validation images -> `evaluate` what predict wrote ->
 `export` to ONNX (with its parity check) and predict again from the exported file.
-
-One parametrized test over the shipped configs (`mobilevision.configs.config_paths()`): a new config is covered by adding it (and, for a new DataModule, one line in
-`_data_overrides`). The GPU recipes run on the CPU with one process, fp32, no SyncBatchNorm, backbone weights off and
-a small width and input, which changes how fast they run, not which code they run.
+ One parametrized test over the shipped configs (`mobilevision.configs.config_paths()`): a new config is covered by
+adding it (and, for a new DataModule, one line in `_data_overrides`). The GPU recipes run on the CPU with one process,
+fp32, no SyncBatchNorm, backbone weights off and a small width and input, which changes how fast they run, not which
+code they run.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from mobilevision.checkpoint import load_checkpoint
-from mobilevision.configs import config_paths
 from mobilevision.cli import main as cli_main
+from mobilevision.configs import config_paths
 from mobilevision.data.labels import VOC_CLASSES, with_background
 from mobilevision.data.shapes import CLASSES as SHAPE_CLASSES
 from mobilevision.training import run_cli
@@ -29,68 +29,143 @@ COCO_SPACE = (["background", *(name for _, name, _ in COCO_CATEGORIES)], [0, *(c
 VOC_SPACE = (with_background(VOC_CLASSES), None)
 SHAPES_SPACE = (with_background(SHAPE_CLASSES), None)
 
-CPU = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto", "--trainer.sync_batchnorm=false",
-       "--trainer.precision=32-true", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-       "--trainer.enable_model_summary=false", "--trainer.num_sanity_val_steps=0", "--trainer.max_time=null",
-       "--model.init_args.backbone_weights=null", "--model.init_args.width_mult=0.35",
-       "--data.init_args.num_workers=0", "--data.init_args.batch_size=2"]  # fmt: skip
+CPU = [
+    "--trainer.accelerator=cpu",
+    "--trainer.devices=1",
+    "--trainer.strategy=auto",
+    "--trainer.sync_batchnorm=false",
+    "--trainer.precision=32-true",
+    "--trainer.logger=false",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.num_sanity_val_steps=0",
+    "--trainer.max_time=null",
+    "--model.init_args.backbone_weights=null",
+    "--model.init_args.width_mult=0.35",
+    "--data.init_args.num_workers=0",
+    "--data.init_args.batch_size=2",
+]
 
 
 def _data_overrides(text: str, tmp: Path, coco: Path, voc: Path) -> tuple[list[str], dict]:
     """Overrides pointing a config at the miniature data, and how to predict and evaluate on its validation split."""
     if "detection.datamodule.CocoDataModule" in text:
         gt = coco / "annotations" / "instances_val2017.json"
-        return ([f"--data.init_args.root={coco}", "--data.init_args.input_size=128"],
-                {"task": "detection", "space": COCO_SPACE, "source": coco / "val2017", "annotations": gt, "gt": gt})
+        return (
+            [f"--data.init_args.root={coco}", "--data.init_args.input_size=128"],
+            {"task": "detection", "space": COCO_SPACE, "source": coco / "val2017", "annotations": gt, "gt": gt},
+        )
     if "detection.datamodule.VOCDataModule" in text:
         gt = tmp / "voc07_test.json"
-        assert cli_main(["data", "to-coco", "--root", str(voc), "--split", "test", "--year", "2007",
-                         "--out", str(gt)]) == 0
-        return ([f"--data.init_args.root={voc}", "--data.init_args.input_size=128"],
-                {"task": "detection", "space": (VOC_SPACE[0], list(range(21))), "source": voc, "annotations": gt,
-                 "gt": gt})
+        assert (
+            cli_main(["data", "to-coco", "--root", str(voc), "--split", "test", "--year", "2007", "--out", str(gt)])
+            == 0
+        )
+        return (
+            [f"--data.init_args.root={voc}", "--data.init_args.input_size=128"],
+            {"task": "detection", "space": (VOC_SPACE[0], list(range(21))), "source": voc, "annotations": gt, "gt": gt},
+        )
     if "detection.datamodule.ShapesDataModule" in text:
         shapes = tmp / "shapes"
-        return ([f"--data.init_args.root={shapes}", "--data.init_args.num_train=8", "--data.init_args.num_val=4",
-                 "--data.init_args.image_size=[96,128]", "--data.init_args.input_size=96"],
-                {"task": "detection", "space": (SHAPES_SPACE[0], list(range(6))), "source": shapes / "val" / "images",
-                 "annotations": shapes / "val" / "annotations.json", "gt": shapes / "val" / "annotations.json"})
+        return (
+            [
+                f"--data.init_args.root={shapes}",
+                "--data.init_args.num_train=8",
+                "--data.init_args.num_val=4",
+                "--data.init_args.image_size=[96,128]",
+                "--data.init_args.input_size=96",
+            ],
+            {
+                "task": "detection",
+                "space": (SHAPES_SPACE[0], list(range(6))),
+                "source": shapes / "val" / "images",
+                "annotations": shapes / "val" / "annotations.json",
+                "gt": shapes / "val" / "annotations.json",
+            },
+        )
     if "ShapesMultiTaskDataModule" in text:
         shapes = tmp / "shapes"
         gt = shapes / "val" / "annotations.json"
-        return ([f"--data.init_args.root={shapes}", "--data.init_args.num_train=8", "--data.init_args.num_val=4",
-                 "--data.init_args.image_size=[96,128]", "--data.init_args.input_size=96"],
-                {"task": "multitask", "space": (SHAPES_SPACE[0], list(range(6))), "mask_space": SHAPES_SPACE[0],
-                 "source": shapes / "val" / "images", "annotations": gt, "gt": gt, "mask_gt": shapes / "val" / "masks"})
+        return (
+            [
+                f"--data.init_args.root={shapes}",
+                "--data.init_args.num_train=8",
+                "--data.init_args.num_val=4",
+                "--data.init_args.image_size=[96,128]",
+                "--data.init_args.input_size=96",
+            ],
+            {
+                "task": "multitask",
+                "space": (SHAPES_SPACE[0], list(range(6))),
+                "mask_space": SHAPES_SPACE[0],
+                "source": shapes / "val" / "images",
+                "annotations": gt,
+                "gt": gt,
+                "mask_gt": shapes / "val" / "masks",
+            },
+        )
     if "CocoVocMultiTaskDataModule" in text:
         gt = coco / "annotations" / "instances_val2017.json"
         # Boxes scored against COCO val; the masks by validate (val/miou): no VOC-class PNGs of COCO val exist.
-        return ([f"--data.init_args.root={coco}", f"--data.init_args.voc_root={voc}", "--data.init_args.input_size=128"],
-                {"task": "multitask", "space": COCO_SPACE, "mask_space": VOC_SPACE[0], "source": coco / "val2017",
-                 "annotations": gt, "gt": gt})
-    seg_val = {"task": "segmentation", "space": VOC_SPACE, "source": voc / "VOC2012" / "JPEGImages",
-               "split_list": voc / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt",
-               "gt": voc / "VOC2012" / "SegmentationClass"}
+        return (
+            [f"--data.init_args.root={coco}", f"--data.init_args.voc_root={voc}", "--data.init_args.input_size=128"],
+            {
+                "task": "multitask",
+                "space": COCO_SPACE,
+                "mask_space": VOC_SPACE[0],
+                "source": coco / "val2017",
+                "annotations": gt,
+                "gt": gt,
+            },
+        )
+    seg_val = {
+        "task": "segmentation",
+        "space": VOC_SPACE,
+        "source": voc / "VOC2012" / "JPEGImages",
+        "split_list": voc / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt",
+        "gt": voc / "VOC2012" / "SegmentationClass",
+    }
     small = ["--data.init_args.input_size=96", "--data.init_args.eval_batch_size=2"]
     if "VOCSegmentationDataModule" in text:
         return [f"--data.init_args.root={voc}", *small], seg_val
     if "COCOSegmentationDataModule" in text:
-        return ([f"--data.init_args.train_images={coco / 'train2017'}",
-                 f"--data.init_args.train_annotations={coco / 'annotations' / 'instances_train2017.json'}",
-                 f"--data.init_args.voc_root={voc}", *small], seg_val)
+        return (
+            [
+                f"--data.init_args.train_images={coco / 'train2017'}",
+                f"--data.init_args.train_annotations={coco / 'annotations' / 'instances_train2017.json'}",
+                f"--data.init_args.voc_root={voc}",
+                *small,
+            ],
+            seg_val,
+        )
     if "ShapesSegmentationDataModule" in text:
         shapes = tmp / "shapes"
-        return ([f"--data.init_args.root={shapes}", "--data.init_args.num_train=8", "--data.init_args.num_val=4",
-                 "--data.init_args.image_size=[96,128]", *small],
-                {"task": "segmentation", "space": SHAPES_SPACE, "source": shapes / "val" / "images",
-                 "gt": shapes / "val" / "masks"})
+        return (
+            [
+                f"--data.init_args.root={shapes}",
+                "--data.init_args.num_train=8",
+                "--data.init_args.num_val=4",
+                "--data.init_args.image_size=[96,128]",
+                *small,
+            ],
+            {
+                "task": "segmentation",
+                "space": SHAPES_SPACE,
+                "source": shapes / "val" / "images",
+                "gt": shapes / "val" / "masks",
+            },
+        )
     raise AssertionError("a config with a DataModule this test does not know: add it to _data_overrides")
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_config_fit_validate_test_predict_evaluate(config: Path, tmp_path: Path, coco2017: tuple[Path, dict],
-                                                    vocdevkit: tuple[Path, dict],
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_fit_validate_test_predict_evaluate(
+    config: Path,
+    tmp_path: Path,
+    coco2017: tuple[Path, dict],
+    vocdevkit: tuple[Path, dict],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     data_args, plan = _data_overrides(config.read_text(), tmp_path, coco2017[0], vocdevkit[0])
     run = tmp_path / "run"
     common = ["-c", str(config), *CPU, *data_args, f"--trainer.default_root_dir={run}"]
@@ -117,10 +192,31 @@ def test_config_fit_validate_test_predict_evaluate(config: Path, tmp_path: Path,
         assert all(f"{prefix}/{key}" in metrics for key in expected), metrics
 
     out = tmp_path / "predicted"
-    listed = (["--annotations", str(plan["annotations"])] if "annotations" in plan else
-              ["--split-list", str(plan["split_list"])] if "split_list" in plan else [])
-    assert cli_main(["predict", "--weights", str(last), "--source", str(plan["source"]), *listed,
-                     "--output", str(out), "--score-threshold", "0.01", "--no-progress"]) == 0
+    listed = (
+        ["--annotations", str(plan["annotations"])]
+        if "annotations" in plan
+        else ["--split-list", str(plan["split_list"])]
+        if "split_list" in plan
+        else []
+    )
+    assert (
+        cli_main(
+            [
+                "predict",
+                "--weights",
+                str(last),
+                "--source",
+                str(plan["source"]),
+                *listed,
+                "--output",
+                str(out),
+                "--score-threshold",
+                "0.01",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     classes = json.loads((out / "classes.json").read_text())
     assert classes["class_names"] == names
     capsys.readouterr()
@@ -131,19 +227,60 @@ def test_config_fit_validate_test_predict_evaluate(config: Path, tmp_path: Path,
         gt = json.loads(Path(plan["gt"]).read_text())
         assert {p["image_id"] for p in predictions} <= {image["id"] for image in gt["images"]}
         assert {p["category_id"] for p in predictions} <= {c["id"] for c in gt["categories"]}
-        assert cli_main(["evaluate", "detection", "--gt", str(plan["gt"]), "--predictions",
-                         str(out / "predictions.json"), "--json"]) == 0
+        assert (
+            cli_main(
+                [
+                    "evaluate",
+                    "detection",
+                    "--gt",
+                    str(plan["gt"]),
+                    "--predictions",
+                    str(out / "predictions.json"),
+                    "--json",
+                ]
+            )
+            == 0
+        )
         assert "map" in json.loads(capsys.readouterr().out)
     if plan["task"] == "segmentation" or "mask_gt" in plan:
         mask_names = plan.get("mask_space", names)
-        assert cli_main(["evaluate", "segmentation", "--gt", str(plan.get("mask_gt", plan["gt"])), "--predictions",
-                         str(out / "masks"), *([] if "mask_gt" in plan else listed), "--json"]) == 0
+        assert (
+            cli_main(
+                [
+                    "evaluate",
+                    "segmentation",
+                    "--gt",
+                    str(plan.get("mask_gt", plan["gt"])),
+                    "--predictions",
+                    str(out / "masks"),
+                    *([] if "mask_gt" in plan else listed),
+                    "--json",
+                ]
+            )
+            == 0
+        )
         result = json.loads(capsys.readouterr().out)
         assert len(result["iou_per_class"]) == len(mask_names)
 
     onnx = tmp_path / "model.onnx"
     assert cli_main(["export", "--weights", str(last), "--output", str(onnx)]) == 0  # fails on a parity mismatch
     exported = tmp_path / "predicted_onnx"
-    assert cli_main(["predict", "--weights", str(onnx), "--source", str(plan["source"]), *listed,
-                     "--output", str(exported), "--score-threshold", "0.01", "--no-progress"]) == 0
+    assert (
+        cli_main(
+            [
+                "predict",
+                "--weights",
+                str(onnx),
+                "--source",
+                str(plan["source"]),
+                *listed,
+                "--output",
+                str(exported),
+                "--score-threshold",
+                "0.01",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert json.loads((exported / "classes.json").read_text())["class_names"] == names

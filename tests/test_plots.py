@@ -49,15 +49,25 @@ def test_confusion_matrix_handles_empty_rows(tmp_path: Path) -> None:
 def test_fit_then_validate_writes_the_pictures(tmp_path: Path, config: str) -> None:
     from mobilevision.training import run_cli
 
-    tiny = [f"--data.init_args.root={tmp_path / 'shapes'}", "--data.init_args.num_train=8",
-            "--data.init_args.num_val=4", "--data.init_args.image_size=[64,64]", "--data.init_args.input_size=64",
-            "--data.init_args.batch_size=4", "--model.init_args.width_mult=0.35", "--trainer.max_time=null",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-            f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"]  # fmt: skip
+    tiny = [
+        f"--data.init_args.root={tmp_path / 'shapes'}",
+        "--data.init_args.num_train=8",
+        "--data.init_args.num_val=4",
+        "--data.init_args.image_size=[64,64]",
+        "--data.init_args.input_size=64",
+        "--data.init_args.batch_size=4",
+        "--model.init_args.width_mult=0.35",
+        "--trainer.max_time=null",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]
     run_cli(["fit", "-c", str(_config(config)), *tiny, "--trainer.max_epochs=2", "--trainer.log_every_n_steps=1"])
     plots = tmp_path / "plots"
-    expected = {"training_curves.png"} | ({"val_pr_curves.png", "val_pr_curves_iou50.png"}
-                                          if "ssdlite" in config else {"val_confusion_matrix.png"})  # fmt: skip
+    expected = {"training_curves.png"} | (
+        {"val_pr_curves.png", "val_pr_curves_iou50.png"} if "ssdlite" in config else {"val_confusion_matrix.png"}
+    )
     assert {p.name for p in plots.iterdir()} == expected
     for path in plots.iterdir():
         path.unlink()

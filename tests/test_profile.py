@@ -29,7 +29,9 @@ def test_joint_model_beside_the_two_it_replaces() -> None:
 
     joint, detector, segmenter, both = joint_rows(160, num_classes=5, mask_classes=3, width_mult=0.5)
     assert "ssdlite_deeplabv3_mobilenet_v2" in joint.name and both.name == "detector + segmenter"
-    assert both.madds_b == detector.madds_b + segmenter.madds_b and both.params_m == detector.params_m + segmenter.params_m
+    assert (
+        both.madds_b == detector.madds_b + segmenter.madds_b and both.params_m == detector.params_m + segmenter.params_m
+    )
     # One backbone pass: cheaper than the pair, dearer than either alone (both heads are counted, not just boxes).
     assert max(detector.madds_b, segmenter.madds_b) < joint.madds_b < both.madds_b
 

@@ -65,8 +65,14 @@ def coco_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def voc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty VOCdevkit layout: what the VOC DataModules check at construction (no image is read there)."""
     root = tmp_path_factory.mktemp("voc") / "VOCdevkit"
-    for folder in ("VOC2007/Annotations", "VOC2007/ImageSets/Main", "VOC2007/JPEGImages", "VOC2012/JPEGImages",
-                   "VOC2012/SegmentationClass", "VOC2012/ImageSets/Segmentation"):  # fmt: skip
+    for folder in (
+        "VOC2007/Annotations",
+        "VOC2007/ImageSets/Main",
+        "VOC2007/JPEGImages",
+        "VOC2012/JPEGImages",
+        "VOC2012/SegmentationClass",
+        "VOC2012/ImageSets/Segmentation",
+    ):
         (root / folder).mkdir(parents=True)
     (root / "VOC2007/ImageSets/Main/test.txt").write_text("")
     (root / "VOC2012/ImageSets/Segmentation/val.txt").write_text("")
@@ -99,9 +105,11 @@ def test_every_config_instantiates(
     if "VOCDataModule" in text or "VOCSegmentationDataModule" in text:
         args.append(f"--data.init_args.root={voc_root}")
     if "COCOSegmentationDataModule" in text:
-        args += [f"--data.init_args.train_images={coco_root / 'train2017'}",
-                 f"--data.init_args.train_annotations={coco_root / 'annotations/instances_train2017.json'}",
-                 f"--data.init_args.voc_root={voc_root}"]  # fmt: skip
+        args += [
+            f"--data.init_args.train_images={coco_root / 'train2017'}",
+            f"--data.init_args.train_annotations={coco_root / 'annotations/instances_train2017.json'}",
+            f"--data.init_args.voc_root={voc_root}",
+        ]
     if any(name in text for name in ("ShapesDataModule", "ShapesSegmentationDataModule", "ShapesMultiTaskDataModule")):
         args.append(f"--data.init_args.root={tmp_path / 'shapes'}")
     cli = run_cli(args, run=False)
@@ -118,15 +126,34 @@ def test_every_config_instantiates(
 
 @pytest.mark.parametrize("config", [DET_SHAPES, SEG_SHAPES, MT_SHAPES], ids=["detection", "segmentation", "multitask"])
 def test_fast_dev_run_generates_data_and_runs(config: Path, tmp_path: Path) -> None:
-    run_cli(["fit", "-c", str(config), *_tiny_shapes(tmp_path / "shapes"), f"--trainer.default_root_dir={tmp_path}",
-             "--trainer.fast_dev_run=true", "--trainer.logger=false"])
+    run_cli(
+        [
+            "fit",
+            "-c",
+            str(config),
+            *_tiny_shapes(tmp_path / "shapes"),
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.fast_dev_run=true",
+            "--trainer.logger=false",
+        ]
+    )
     assert (tmp_path / "shapes" / "train" / "annotations.json").is_file()
 
 
 def _fit(root: Path, config: Path, *extra: str, steps: int = 15) -> subprocess.CompletedProcess[str]:
-    cmd = [*_cli(), "fit", "-c", str(config), *_tiny_shapes(root / "shapes"), f"--trainer.default_root_dir={root}",
-           f"--trainer.max_steps={steps}", "--trainer.deterministic=true", "--checkpoint.every_n_train_steps=3",
-           "--trainer.logger=false", *extra]  # fmt: skip
+    cmd = [
+        *_cli(),
+        "fit",
+        "-c",
+        str(config),
+        *_tiny_shapes(root / "shapes"),
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.max_steps={steps}",
+        "--trainer.deterministic=true",
+        "--checkpoint.every_n_train_steps=3",
+        "--trainer.logger=false",
+        *extra,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
 
 
@@ -186,9 +213,19 @@ def test_sigkill_and_resume_gives_the_same_weights(tmp_path: Path, config: Path)
     resumed = tmp_path / "resumed"
     shutil.copytree(reference / "shapes", resumed / "shapes")  # same data; generation is deterministic anyway
     last = resumed / "checkpoints" / "last.ckpt"
-    base = [*_cli(), "fit", "-c", str(config), *_tiny_shapes(resumed / "shapes"),
-            f"--trainer.default_root_dir={resumed}", f"--trainer.max_steps={steps}", "--trainer.deterministic=true",
-            "--checkpoint.every_n_train_steps=3", "--trainer.logger=false", *extra]  # fmt: skip
+    base = [
+        *_cli(),
+        "fit",
+        "-c",
+        str(config),
+        *_tiny_shapes(resumed / "shapes"),
+        f"--trainer.default_root_dir={resumed}",
+        f"--trainer.max_steps={steps}",
+        "--trainer.deterministic=true",
+        "--checkpoint.every_n_train_steps=3",
+        "--trainer.logger=false",
+        *extra,
+    ]
     # Checkpoints land at steps 3, 5 (epoch end), 6, 9, 10 (epoch end), 12: the kills resume from mid-epoch and,
     # depending on timing, epoch-end checkpoints.
     for i, step in enumerate([3, 7, 10]):
@@ -210,10 +247,19 @@ def test_sigkill_and_resume_gives_the_same_weights(tmp_path: Path, config: Path)
 
 
 def _validate(root: Path, config: Path, ckpt: Path, devices: int) -> dict[str, float]:
-    cmd = [*_cli(), "validate", "-c", str(config), *_tiny_shapes(root.parent / "shapes", num_val=10),
-           f"--trainer.default_root_dir={root}", f"--ckpt_path={ckpt}", "--trainer.logger=false",
-           f"--trainer.devices={devices}", "--trainer.strategy=" + ("ddp" if devices > 1 else "auto"),
-           "--data.init_args.batch_size=3"]  # fmt: skip
+    cmd = [
+        *_cli(),
+        "validate",
+        "-c",
+        str(config),
+        *_tiny_shapes(root.parent / "shapes", num_val=10),
+        f"--trainer.default_root_dir={root}",
+        f"--ckpt_path={ckpt}",
+        "--trainer.logger=false",
+        f"--trainer.devices={devices}",
+        "--trainer.strategy=" + ("ddp" if devices > 1 else "auto"),
+        "--data.init_args.batch_size=3",
+    ]
     if config == SEG_SHAPES:
         cmd.append("--data.init_args.eval_batch_size=3")
     else:
@@ -225,9 +271,11 @@ def _validate(root: Path, config: Path, ckpt: Path, devices: int) -> dict[str, f
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("config", "keys"), [(DET_SHAPES, ["val/map"]), (SEG_SHAPES, ["val/miou"]),
-                                             (MT_SHAPES, ["val/map", "val/miou"])],
-                         ids=["detection", "segmentation", "multitask"])
+@pytest.mark.parametrize(
+    ("config", "keys"),
+    [(DET_SHAPES, ["val/map"]), (SEG_SHAPES, ["val/miou"]), (MT_SHAPES, ["val/map", "val/miou"])],
+    ids=["detection", "segmentation", "multitask"],
+)
 def test_two_process_ddp_validation_equals_one_process(tmp_path: Path, config: Path, keys: list[str]) -> None:
     out = _fit(tmp_path, config, steps=30)  # enough for a detector to score some boxes right (mAP ~0.01)
     assert out.returncode == 0, out.stderr[-3000:]

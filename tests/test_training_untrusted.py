@@ -28,8 +28,13 @@ class _Payload:
 
 def _evil_checkpoint(path: Path, marker: Path) -> Path:
     # Shaped like a Lightning checkpoint so nothing but the payload can be the reason for a refusal.
-    payload = {"state_dict": {"model.w": torch.zeros(1)}, "epoch": 0, "global_step": 0,
-               "hyper_parameters": {"x": _Payload(f"touch {marker}")}, "pytorch-lightning_version": "2.6.0"}  # fmt: skip
+    payload = {
+        "state_dict": {"model.w": torch.zeros(1)},
+        "epoch": 0,
+        "global_step": 0,
+        "hyper_parameters": {"x": _Payload(f"touch {marker}")},
+        "pytorch-lightning_version": "2.6.0",
+    }
     torch.save(payload, path)
     return path
 
@@ -40,15 +45,28 @@ def _cli() -> list[str]:
 
 
 def _tiny(root: Path) -> list[str]:
-    return [f"--data.init_args.root={root / 'shapes'}", "--data.init_args.num_train=8", "--data.init_args.num_val=4",
-            "--data.init_args.image_size=[64,64]", "--data.init_args.input_size=64", "--data.init_args.batch_size=4",
-            "--data.init_args.num_workers=0", "--model.init_args.width_mult=0.35", "--trainer.max_time=null",
-            "--trainer.max_steps=2", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-            f"--trainer.default_root_dir={root}"]  # fmt: skip
+    return [
+        f"--data.init_args.root={root / 'shapes'}",
+        "--data.init_args.num_train=8",
+        "--data.init_args.num_val=4",
+        "--data.init_args.image_size=[64,64]",
+        "--data.init_args.input_size=64",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.num_workers=0",
+        "--model.init_args.width_mult=0.35",
+        "--trainer.max_time=null",
+        "--trainer.max_steps=2",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={root}",
+    ]
 
 
-@pytest.mark.parametrize(("command", "where"), [("fit", "file"), ("validate", "file"), ("fit", "last")],
-                         ids=["fit", "validate", "fit-resume-last"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("command", "where"),
+    [("fit", "file"), ("validate", "file"), ("fit", "last")],
+    ids=["fit", "validate", "fit-resume-last"],
+)
 def test_pickled_code_in_ckpt_path_never_runs(tmp_path: Path, command: str, where: str) -> None:
     marker = tmp_path / "MARKER"
     if where == "last":
@@ -59,8 +77,14 @@ def test_pickled_code_in_ckpt_path_never_runs(tmp_path: Path, command: str, wher
     else:
         evil = ckpt_arg = _evil_checkpoint(tmp_path / "EVIL.ckpt", marker)
     args = [*_cli(), command, "-c", str(DET_SHAPES), *_tiny(tmp_path), f"--ckpt_path={ckpt_arg}"]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})  # fmt: skip
+    out = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"},
+    )
     assert not marker.exists(), "the checkpoint's payload ran"
     assert out.returncode == 2, out.stderr[-3000:]
     assert "Traceback" not in out.stderr, out.stderr[-3000:]

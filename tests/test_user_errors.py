@@ -53,8 +53,15 @@ def _files(root: Path) -> dict[str, Path]:
     (paths["voc_no_masks"] / "VOC2012" / "JPEGImages").mkdir(parents=True)
     (paths["voc_det_no_lists"] / "VOC2007" / "Annotations").mkdir(parents=True)
     paths["garbage_ckpt"].write_bytes(b"\x00garbage" * 10)
-    paths["gt"].write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}],
-                                       "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    paths["gt"].write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}],
+                "annotations": [],
+                "categories": [{"id": 1, "name": "a"}],
+            }
+        )
+    )
     paths["not_json"].write_text("{oops")
     import numpy as np
     from PIL import Image
@@ -65,54 +72,161 @@ def _files(root: Path) -> dict[str, Path]:
 
 # (id, argv built from the files, a fragment the one line must contain). Order: what a new user meets first.
 MISTAKES: list[tuple[str, Callable[[dict[str, Path]], list[str]], str]] = [
-    ("config name typo", lambda f: ["fit", "-c", "ssdlite_mobilenetv2_shapse"], "did you mean ssdlite_mobilenetv2_shapes"),
+    (
+        "config name typo",
+        lambda f: ["fit", "-c", "ssdlite_mobilenetv2_shapse"],
+        "did you mean ssdlite_mobilenetv2_shapes",
+    ),
     ("config path typo", lambda f: ["fit", "-c", "configs/detection/ssdlite_mobilenet_shapes.yaml"], "no such file"),
     ("config is a folder", lambda f: ["fit", "--config", str(f["folder"])], "is a folder"),
     ("config is not YAML", lambda f: ["fit", "-c", str(f["bad_yaml"])], "broken.yaml"),
-    ("COCO root empty", lambda f: ["fit", "-c", "ssdlite_mobilenetv2_coco", "--data.init_args.root="], "`root` is empty"),
-    ("COCO root missing", lambda f: ["fit", "-c", "ssdlite_mobilenetv2_coco", f"--data.init_args.root={f['folder']}/coco"],
-     "is not a folder"),
-    ("COCO annotations not JSON", lambda f: ["validate", "-c", "ssdlite_mobilenetv2_coco",
-                                             f"--data.init_args.root={f['coco_bad_json']}"], "malformed JSON"),
-    ("VOC root without SegmentationClass", lambda f: ["fit", "-c", "deeplabv3_mobilenetv2_voc",
-                                                      f"--data.init_args.root={f['voc_no_masks']}"], "SegmentationClass"),
-    ("VOC detection root without split lists", lambda f: ["fit", "-c", "ssdlite_mobilenetv2_voc",
-                                                          f"--data.init_args.root={f['voc_det_no_lists']}"],
-     "split file not found"),
-    ("output root is a file", lambda f: ["fit", "-c", "ssdlite_mobilenetv2_shapes",
-                                         f"--trainer.default_root_dir={f['file']}"], "is a file, not a folder"),
-    ("output root under a file", lambda f: ["fit", "-c", "ssdlite_mobilenetv2_shapes",
-                                            f"--trainer.default_root_dir={f['file']}/run"], "is a file, not a folder"),
-    ("width_mult outside the paper's range", lambda f: ["fit", "-c", "ssdlite_mobilenetv2_shapes",
-                                                         "--model.init_args.width_mult=2.0",
-                                                         f"--data.init_args.root={f['folder']}/shapes"],
-     "width_mult must be between 0.35 and 1.4"),
-    ("config value a builder refuses", lambda f: ["fit", "-c", "ssdlite_mobilenetv2_shapes",
-                                                   "--model.init_args.taps=[layer_99]",
-                                                   f"--data.init_args.root={f['folder']}/shapes"],
-     "invalid configuration: unknown taps ['layer_99']"),
-    ("checkpoint missing", lambda f: ["validate", "-c", "ssdlite_mobilenetv2_shapes", f"--ckpt_path={f['folder']}/x.ckpt",
-                                      f"--data.init_args.root={f['folder']}/shapes",
-                                      f"--trainer.default_root_dir={f['folder']}/run"], "no such file"),
-    ("checkpoint not a checkpoint", lambda f: ["validate", "-c", "ssdlite_mobilenetv2_shapes",
-                                               f"--ckpt_path={f['garbage_ckpt']}"], "refusing checkpoint"),
-    ("predict weights missing", lambda f: ["predict", "--weights", f"{f['folder']}/model.ckpt", "--source",
-                                           str(f["image"]), "--output", f"{f['folder']}/out"], "model.ckpt"),
-    ("predict source missing", lambda f: ["predict", "--weights", str(f["garbage_ckpt"]), "--source",
-                                          f"{f['folder']}/nope.jpg", "--output", f"{f['folder']}/out"], "nope.jpg"),
-    ("predict output is a file", lambda f: ["predict", "--model", "ssdlite_mobilenet_v2", "--source", str(f["image"]),
-                                            "--output", str(f["file"])], "is a file, not a folder"),
-    ("predict weights not a checkpoint", lambda f: ["predict", "--weights", str(f["garbage_ckpt"]), "--source",
-                                                    str(f["image"]), "--output", f"{f['folder']}/out"], "garbage.ckpt"),
-    ("evaluate ground truth missing", lambda f: ["evaluate", "detection", "--gt", f"{f['folder']}/gt.json",
-                                                 "--predictions", str(f["not_json"])], "gt.json"),
-    ("evaluate predictions not JSON", lambda f: ["evaluate", "detection", "--gt", str(f["gt"]), "--predictions",
-                                                 str(f["not_json"])], "predictions.json"),
+    (
+        "COCO root empty",
+        lambda f: ["fit", "-c", "ssdlite_mobilenetv2_coco", "--data.init_args.root="],
+        "`root` is empty",
+    ),
+    (
+        "COCO root missing",
+        lambda f: ["fit", "-c", "ssdlite_mobilenetv2_coco", f"--data.init_args.root={f['folder']}/coco"],
+        "is not a folder",
+    ),
+    (
+        "COCO annotations not JSON",
+        lambda f: ["validate", "-c", "ssdlite_mobilenetv2_coco", f"--data.init_args.root={f['coco_bad_json']}"],
+        "malformed JSON",
+    ),
+    (
+        "VOC root without SegmentationClass",
+        lambda f: ["fit", "-c", "deeplabv3_mobilenetv2_voc", f"--data.init_args.root={f['voc_no_masks']}"],
+        "SegmentationClass",
+    ),
+    (
+        "VOC detection root without split lists",
+        lambda f: ["fit", "-c", "ssdlite_mobilenetv2_voc", f"--data.init_args.root={f['voc_det_no_lists']}"],
+        "split file not found",
+    ),
+    (
+        "output root is a file",
+        lambda f: ["fit", "-c", "ssdlite_mobilenetv2_shapes", f"--trainer.default_root_dir={f['file']}"],
+        "is a file, not a folder",
+    ),
+    (
+        "output root under a file",
+        lambda f: ["fit", "-c", "ssdlite_mobilenetv2_shapes", f"--trainer.default_root_dir={f['file']}/run"],
+        "is a file, not a folder",
+    ),
+    (
+        "width_mult outside the paper's range",
+        lambda f: [
+            "fit",
+            "-c",
+            "ssdlite_mobilenetv2_shapes",
+            "--model.init_args.width_mult=2.0",
+            f"--data.init_args.root={f['folder']}/shapes",
+        ],
+        "width_mult must be between 0.35 and 1.4",
+    ),
+    (
+        "config value a builder refuses",
+        lambda f: [
+            "fit",
+            "-c",
+            "ssdlite_mobilenetv2_shapes",
+            "--model.init_args.taps=[layer_99]",
+            f"--data.init_args.root={f['folder']}/shapes",
+        ],
+        "invalid configuration: unknown taps ['layer_99']",
+    ),
+    (
+        "checkpoint missing",
+        lambda f: [
+            "validate",
+            "-c",
+            "ssdlite_mobilenetv2_shapes",
+            f"--ckpt_path={f['folder']}/x.ckpt",
+            f"--data.init_args.root={f['folder']}/shapes",
+            f"--trainer.default_root_dir={f['folder']}/run",
+        ],
+        "no such file",
+    ),
+    (
+        "checkpoint not a checkpoint",
+        lambda f: ["validate", "-c", "ssdlite_mobilenetv2_shapes", f"--ckpt_path={f['garbage_ckpt']}"],
+        "refusing checkpoint",
+    ),
+    (
+        "predict weights missing",
+        lambda f: [
+            "predict",
+            "--weights",
+            f"{f['folder']}/model.ckpt",
+            "--source",
+            str(f["image"]),
+            "--output",
+            f"{f['folder']}/out",
+        ],
+        "model.ckpt",
+    ),
+    (
+        "predict source missing",
+        lambda f: [
+            "predict",
+            "--weights",
+            str(f["garbage_ckpt"]),
+            "--source",
+            f"{f['folder']}/nope.jpg",
+            "--output",
+            f"{f['folder']}/out",
+        ],
+        "nope.jpg",
+    ),
+    (
+        "predict output is a file",
+        lambda f: [
+            "predict",
+            "--model",
+            "ssdlite_mobilenet_v2",
+            "--source",
+            str(f["image"]),
+            "--output",
+            str(f["file"]),
+        ],
+        "is a file, not a folder",
+    ),
+    (
+        "predict weights not a checkpoint",
+        lambda f: [
+            "predict",
+            "--weights",
+            str(f["garbage_ckpt"]),
+            "--source",
+            str(f["image"]),
+            "--output",
+            f"{f['folder']}/out",
+        ],
+        "garbage.ckpt",
+    ),
+    (
+        "evaluate ground truth missing",
+        lambda f: ["evaluate", "detection", "--gt", f"{f['folder']}/gt.json", "--predictions", str(f["not_json"])],
+        "gt.json",
+    ),
+    (
+        "evaluate predictions not JSON",
+        lambda f: ["evaluate", "detection", "--gt", str(f["gt"]), "--predictions", str(f["not_json"])],
+        "predictions.json",
+    ),
     ("export weights missing", lambda f: ["export", "--weights", f"{f['folder']}/model.ckpt"], "model.ckpt"),
-    ("configs copy unknown name", lambda f: ["configs", "copy", "ssdlite_mobilenetv2_vco"],
-     "did you mean ssdlite_mobilenetv2_voc"),
-    ("configs copy onto an existing file", lambda f: ["configs", "copy", "ssdlite_mobilenetv2_voc", str(f["file"])],
-     "already exists"),
+    (
+        "configs copy unknown name",
+        lambda f: ["configs", "copy", "ssdlite_mobilenetv2_vco"],
+        "did you mean ssdlite_mobilenetv2_voc",
+    ),
+    (
+        "configs copy onto an existing file",
+        lambda f: ["configs", "copy", "ssdlite_mobilenetv2_voc", str(f["file"])],
+        "already exists",
+    ),
     ("demo with no time", lambda f: ["demo", "--minutes", "0", "--out", f"{f['folder']}/demo"], "--minutes"),
     ("unknown command", lambda f: ["trian"], "unknown command"),
 ]
@@ -129,8 +243,9 @@ def run_mistake(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("argv", "fragment"), [(m[1], m[2]) for m in MISTAKES], ids=[m[0] for m in MISTAKES])
-def test_mistake_is_one_line_exit_2(files: dict[str, Path], argv: Callable[[dict[str, Path]], list[str]],
-                                    fragment: str) -> None:
+def test_mistake_is_one_line_exit_2(
+    files: dict[str, Path], argv: Callable[[dict[str, Path]], list[str]], fragment: str
+) -> None:
     out = run_mistake(argv(files), cwd=files["folder"])
     lines = out.stderr.splitlines()
     assert "Traceback" not in out.stderr and "usage:" not in out.stderr, out.stderr[-3000:]

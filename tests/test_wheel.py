@@ -23,13 +23,18 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("wheel")
     source = work / "src"
     source.mkdir()
-    shutil.copytree(REPO / "mobilevision", source / "mobilevision", symlinks=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    shutil.copytree(
+        REPO / "mobilevision", source / "mobilevision", symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", str(source), "-w", str(work / "dist")],
-                   check=True, capture_output=True, cwd=work)  # fmt: skip
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", str(source), "-w", str(work / "dist")],
+        check=True,
+        capture_output=True,
+        cwd=work,
+    )
     (wheel,) = (work / "dist").glob("mobilevision-*.whl")
     target = work / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True, capture_output=True)
@@ -39,8 +44,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _run(target: Path, cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env.update(PYTHONPATH=str(target), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    return subprocess.run([str(target / "bin" / "mobilevision"), *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [str(target / "bin" / "mobilevision"), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout
+    )
 
 
 @pytest.mark.slow

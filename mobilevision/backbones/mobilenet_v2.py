@@ -35,9 +35,7 @@ INVERTED_RESIDUAL_SETTING: tuple[tuple[int, int, int, int], ...] = (
 # residual that has one (layers 3 to 18). "layer_15/expansion" (576 channels at width 1.0, output stride 16) is
 # SSDLite's first feature map (paper section 6.2); "layer_18" (320 channels) is Mobile DeepLabv3's input.
 TAP_NAMES: tuple[str, ...] = tuple(
-    name
-    for n in range(1, 20)
-    for name in ((f"layer_{n}/expansion",) if 3 <= n <= 18 else ()) + (f"layer_{n}",)
+    name for n in range(1, 20) for name in ((f"layer_{n}/expansion",) if 3 <= n <= 18 else ()) + (f"layer_{n}",)
 )
 
 
@@ -172,9 +170,7 @@ class MobileNetV2(nn.Module):
         plan = stride_plan(output_stride)
         input_channels = make_divisible(32 * width_mult, round_nearest)
         self.last_channels = make_divisible(1280 * max(1.0, width_mult), round_nearest)
-        layers: list[nn.Module] = [
-            Conv2dNormActivation(3, input_channels, stride=2, activation_layer=nn.ReLU6)
-        ]
+        layers: list[nn.Module] = [Conv2dNormActivation(3, input_channels, stride=2, activation_layer=nn.ReLU6)]
         channels = {"layer_1": input_channels}
         strides = {"layer_1": 2}
         current_stride = 2
@@ -193,7 +189,9 @@ class MobileNetV2(nn.Module):
                 channels[name], strides[name] = out_channels, current_stride
                 layers.append(block)
                 input_channels = out_channels
-        layers.append(Conv2dNormActivation(input_channels, self.last_channels, kernel_size=1, activation_layer=nn.ReLU6))
+        layers.append(
+            Conv2dNormActivation(input_channels, self.last_channels, kernel_size=1, activation_layer=nn.ReLU6)
+        )
         channels["layer_19"], strides["layer_19"] = self.last_channels, current_stride
         self.features = nn.Sequential(*layers)
 
@@ -274,8 +272,11 @@ class MobileNetV2(nn.Module):
         factor = {}
         for index, (stride, dilation) in enumerate(plan[: len(self.features) - 1]):
             depthwise = self.features[index + 1].conv[-3][0]
-            depthwise.stride, depthwise.dilation, depthwise.padding = (stride, stride), (dilation, dilation), (
-                dilation, dilation)
+            depthwise.stride, depthwise.dilation, depthwise.padding = (
+                (stride, stride),
+                (dilation, dilation),
+                (dilation, dilation),
+            )
         current = 2
         for index, (stride, _) in enumerate(plan):
             name = f"layer_{index + 2}"

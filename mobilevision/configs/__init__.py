@@ -136,6 +136,8 @@ def main(argv: Sequence[str]) -> int:
     width = max(len(p.stem) for p in paths)
     for path in paths:
         print(f"{path.stem:<{width}}  {path.parent.name:<12}  {_first_comment(path)}")
-    print(f"\n{len(paths)} configs in {CONFIG_DIR}. Use one with `mobilevision fit -c NAME`, "
-          "or `mobilevision configs copy NAME` to edit a copy.")  # fmt: skip
+    print(
+        f"\n{len(paths)} configs in {CONFIG_DIR}. Use one with `mobilevision fit -c NAME`, "
+        "or `mobilevision configs copy NAME` to edit a copy."
+    )
     return 0

@@ -78,8 +78,9 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) ->
     return read_image_in_frame(path, None, max_pixels=max_pixels)[0]
 
 
-def read_image_in_frame(path: str | os.PathLike[str], stated_size: tuple[int, int] | None, *,
-                        max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, bool]:
+def read_image_in_frame(
+    path: str | os.PathLike[str], stated_size: tuple[int, int] | None, *, max_pixels: int = MAX_PIXELS
+) -> tuple[np.ndarray, bool]:
     """Read an image in the frame its annotation was made in: `stated_size` (width, height) is the size the
     annotation file gives (COCO's width/height, VOC's <size>, a mask's size).
 
@@ -109,8 +110,9 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return decode_image_in_frame(data, None, max_pixels=max_pixels)[0]
 
 
-def decode_image_in_frame(data: bytes, stated_size: tuple[int, int] | None, *,
-                          max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, bool]:
+def decode_image_in_frame(
+    data: bytes, stated_size: tuple[int, int] | None, *, max_pixels: int = MAX_PIXELS
+) -> tuple[np.ndarray, bool]:
     """Decode encoded image bytes; see `read_image_in_frame`."""
     if not data:
         raise BadSample("empty file (0 bytes)")

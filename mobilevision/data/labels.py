@@ -14,18 +14,52 @@ BACKGROUND = "background"
 
 # PASCAL VOC's 20 object classes in the devkit's order: segmentation mask value i + 1 is VOC_CLASSES[i].
 VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
-    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 
 # COCO category names -> VOC class names (the 20 VOC classes are COCO categories under other names); every other
 # COCO category is background when COCO is rendered to VOC's label space (the paper's pre-training).
 COCO_TO_VOC: dict[str, str] = {
-    "airplane": "aeroplane", "bicycle": "bicycle", "bird": "bird", "boat": "boat", "bottle": "bottle",
-    "bus": "bus", "car": "car", "cat": "cat", "chair": "chair", "cow": "cow", "dining table": "diningtable",
-    "dog": "dog", "horse": "horse", "motorcycle": "motorbike", "person": "person", "potted plant": "pottedplant",
-    "sheep": "sheep", "couch": "sofa", "train": "train", "tv": "tvmonitor",
-}  # fmt: skip
+    "airplane": "aeroplane",
+    "bicycle": "bicycle",
+    "bird": "bird",
+    "boat": "boat",
+    "bottle": "bottle",
+    "bus": "bus",
+    "car": "car",
+    "cat": "cat",
+    "chair": "chair",
+    "cow": "cow",
+    "dining table": "diningtable",
+    "dog": "dog",
+    "horse": "horse",
+    "motorcycle": "motorbike",
+    "person": "person",
+    "potted plant": "pottedplant",
+    "sheep": "sheep",
+    "couch": "sofa",
+    "train": "train",
+    "tv": "tvmonitor",
+}
 
 
 def voc_class_of(coco_name: str) -> str | None:

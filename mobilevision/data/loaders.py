@@ -23,18 +23,33 @@ def _generator() -> torch.Generator:
     return torch.Generator().manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)))
 
 
-def train_loader(dataset: Dataset, trainer: Any, *, batch_size: int, num_workers: int,
-                 collate_fn: Callable[[list[Any]], Any]) -> DataLoader:
+def train_loader(
+    dataset: Dataset, trainer: Any, *, batch_size: int, num_workers: int, collate_fn: Callable[[list[Any]], Any]
+) -> DataLoader:
     """Shuffled by the resumable sampler (`mobilevision.data.sampler.train_sampler`), the last incomplete batch
     dropped (a batch of one image breaks BatchNorm on a detector's 1x1 maps)."""
     sampler = train_sampler(dataset, trainer, batch_size)  # type: ignore[arg-type]
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers,
-                      collate_fn=collate_fn, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=num_workers > 0, generator=_generator())  # fmt: skip
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+        generator=_generator(),
+    )
 
 
-def eval_loader(dataset: Dataset, *, batch_size: int, num_workers: int, collate_fn: Callable[[list[Any]], Any],
-                each_image_once: bool = False) -> DataLoader:
+def eval_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    num_workers: int,
+    collate_fn: Callable[[list[Any]], Any],
+    each_image_once: bool = False,
+) -> DataLoader:
     """In order. `each_image_once`: under distributed evaluation every image goes to exactly one process (a summed
     confusion matrix must count each once); otherwise Lightning's sampler may repeat a few images to even out the
     processes (results keyed by image id do not mind)."""
@@ -43,6 +58,14 @@ def eval_loader(dataset: Dataset, *, batch_size: int, num_workers: int, collate_
         from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
         sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)  # type: ignore[arg-type]
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=num_workers,
-                      collate_fn=collate_fn, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=num_workers > 0, generator=_generator())  # fmt: skip
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+        generator=_generator(),
+    )

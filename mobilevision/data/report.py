@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 

@@ -161,18 +161,30 @@ def generate_shapes(
     if out.exists() and not overwrite:
         raise UserError(f"{out}: already exists (choose another folder or pass overwrite / --overwrite)")
     manifest = _manifest(
-        num_images=num_images, seed=seed, image_size=None if size_range else image_size, size_range=size_range,
-        objects=objects, empty_fraction=empty_fraction, min_object_size=min_object_size,
+        num_images=num_images,
+        seed=seed,
+        image_size=None if size_range else image_size,
+        size_range=size_range,
+        objects=objects,
+        empty_fraction=empty_fraction,
+        min_object_size=min_object_size,
         max_object_fraction=max_object_fraction,
-    )  # fmt: skip
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         _generate_into(
-            tmp / "set", num_images=num_images, seed=seed, image_size=image_size, size_range=size_range,
-            objects=objects, empty_fraction=empty_fraction, min_object_size=min_object_size,
-            max_object_fraction=max_object_fraction, manifest=manifest,
-        )  # fmt: skip
+            tmp / "set",
+            num_images=num_images,
+            seed=seed,
+            image_size=image_size,
+            size_range=size_range,
+            objects=objects,
+            empty_fraction=empty_fraction,
+            min_object_size=min_object_size,
+            max_object_fraction=max_object_fraction,
+            manifest=manifest,
+        )
         _install(tmp / "set", out, manifest, overwrite=overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -202,9 +214,14 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
 def is_complete(root: str | os.PathLike[str], **kwargs: Any) -> bool:
     """True when `root` holds a finished set generated with exactly these `generate_shapes` keyword arguments."""
     defaults = {
-        "seed": 0, "image_size": (256, 256), "size_range": None, "objects": (1, 8), "empty_fraction": 0.03,
-        "min_object_size": 12.0, "max_object_fraction": 0.6,
-    }  # fmt: skip
+        "seed": 0,
+        "image_size": (256, 256),
+        "size_range": None,
+        "objects": (1, 8),
+        "empty_fraction": 0.03,
+        "min_object_size": 12.0,
+        "max_object_fraction": 0.6,
+    }
     params = {**defaults, **kwargs}
     if params["size_range"] is not None:
         params["image_size"] = None

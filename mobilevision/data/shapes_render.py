@@ -60,8 +60,17 @@ def _background(height: int, width: int, rng: np.random.Generator) -> np.ndarray
             centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
             axes = (int(rng.integers(5, max(6, width // 3))), int(rng.integers(5, max(6, height // 3))))
             start = float(rng.uniform(0, 360))
-            cv2.ellipse(canvas, centre, axes, float(rng.uniform(0, 180)), start, start + rng.uniform(40, 200),
-                        colour, thickness, cv2.LINE_AA)  # fmt: skip
+            cv2.ellipse(
+                canvas,
+                centre,
+                axes,
+                float(rng.uniform(0, 180)),
+                start,
+                start + rng.uniform(40, 200),
+                colour,
+                thickness,
+                cv2.LINE_AA,
+            )
         else:
             steps = rng.normal(0, 8, size=(int(rng.integers(4, 12)), 2)).cumsum(0)
             points = (steps + [rng.uniform(0, width), rng.uniform(0, height)]).astype(np.int32)
@@ -142,13 +151,13 @@ def render_image(
             # The whole shape's box (occluded parts included), widened to every pixel we labelled: cv2's
             # anti-aliased fill can reach a fraction of a pixel past the exact outline.
             ys, xs = np.nonzero(inside)
-            box = [max(min(float(polygon[:, 0].min()), cx1 + float(xs.min())), 0.0),
-                   max(min(float(polygon[:, 1].min()), cy1 + float(ys.min())), 0.0),
-                   min(max(float(polygon[:, 0].max()), cx1 + float(xs.max()) + 1), float(width)),
-                   min(max(float(polygon[:, 1].max()), cy1 + float(ys.max()) + 1), float(height))]  # fmt: skip
-            objects.append(
-                {"category_id": category, "box": box, "full_area": full_area, "visible": int(inside.sum())}
-            )
+            box = [
+                max(min(float(polygon[:, 0].min()), cx1 + float(xs.min())), 0.0),
+                max(min(float(polygon[:, 1].min()), cy1 + float(ys.min())), 0.0),
+                min(max(float(polygon[:, 0].max()), cx1 + float(xs.max()) + 1), float(width)),
+                min(max(float(polygon[:, 1].max()), cy1 + float(ys.max()) + 1), float(height)),
+            ]
+            objects.append({"category_id": category, "box": box, "full_area": full_area, "visible": int(inside.sum())})
             break
     # Sensor-like noise and an occasional blur over the whole picture, shapes included.
     image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(rng.uniform(2, 10))
@@ -157,5 +166,3 @@ def render_image(
     rgb = np.clip(image, 0, 255).astype(np.uint8)
     categories = np.array([0] + [o["category_id"] for o in objects], np.uint8)
     return rgb, categories[instances], objects
-
-

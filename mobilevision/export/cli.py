@@ -45,18 +45,40 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--format", choices=("onnx",), default="onnx")
     parser.add_argument("--output", type=Path, default=None, help="output file (default: next to the weights, .onnx)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="input size of the graph (default: the checkpoint's)")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="input size of the graph (default: the checkpoint's)",
+    )
     parser.add_argument("--score-threshold", type=float, default=0.3, help="threshold of the detection parity check")
-    parser.add_argument("--int8", action="store_true", help="also write a statically quantized model (QDQ, int8 "
-                        "per-channel weights, uint8 activations) next to the output: NAME.int8.onnx")
-    parser.add_argument("--calibration", type=Path, default=None,
-                        help="with --int8: folder of calibration images (or a dataset split with images/)")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write a statically quantized model (QDQ, int8 "
+        "per-channel weights, uint8 activations) next to the output: NAME.int8.onnx",
+    )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="with --int8: folder of calibration images (or a dataset split with images/)",
+    )
     parser.add_argument("--calibration-images", type=int, default=64, help="with --int8: images used (first N)")
-    parser.add_argument("--int8-float-head", action="store_true", help="with --int8: keep the output convolutions "
-                        "(box/class predictors, segmentation classifier) in float: slightly closer to fp32, slower")
-    parser.add_argument("--parity-images", default=None, help="image, folder or glob whose first 4 images the parity "
-                        "check uses as well as generated ones (default: generated only)")
+    parser.add_argument(
+        "--int8-float-head",
+        action="store_true",
+        help="with --int8: keep the output convolutions "
+        "(box/class predictors, segmentation classifier) in float: slightly closer to fp32, slower",
+    )
+    parser.add_argument(
+        "--parity-images",
+        default=None,
+        help="image, folder or glob whose first 4 images the parity "
+        "check uses as well as generated ones (default: generated only)",
+    )
     args = parser.parse_args(list(argv))
     if (args.weights is None) == (args.model is None):
         parser.error("give exactly one of --weights CKPT or --model NAME")
@@ -78,8 +100,9 @@ def main(argv: Sequence[str]) -> int:
         model, meta = load_checkpoint(args.weights)
         output = args.output or args.weights.with_suffix(".onnx")
     else:
-        model, meta = model_from_name(args.model, num_classes=args.num_classes, width_mult=args.width_mult,
-                                      purpose="exported")
+        model, meta = model_from_name(
+            args.model, num_classes=args.num_classes, width_mult=args.width_mult, purpose="exported"
+        )
         output = args.output or Path(f"{args.model}.onnx")
     if output.suffix.lower() != ".onnx":
         parser.error(f"--output must end in .onnx, got {output}")
@@ -90,24 +113,38 @@ def main(argv: Sequence[str]) -> int:
     images = parity_images(input_size)  # type: ignore[arg-type]
     if args.parity_images:
         images = torch.cat([images, _user_images(args.parity_images, input_size)])  # type: ignore[arg-type]
-    report = parity_check(model, make_session(path), input_size=input_size,  # type: ignore[arg-type]
-                          thresholds=(args.score_threshold, 0.01), images=images)
+    report = parity_check(
+        model,
+        make_session(path),
+        input_size=input_size,  # type: ignore[arg-type]
+        thresholds=(args.score_threshold, 0.01),
+        images=images,
+    )
     print(report.format())
     if not report.ok(RELATIVE_TOLERANCE):
-        print(f"mobilevision export: parity check FAILED (relative tolerance {RELATIVE_TOLERANCE:g} of max(1, max "
-              "|value|), or different detections); the file was written but its outputs differ from PyTorch",
-              file=sys.stderr)
+        print(
+            f"mobilevision export: parity check FAILED (relative tolerance {RELATIVE_TOLERANCE:g} of max(1, max "
+            "|value|), or different detections); the file was written but its outputs differ from PyTorch",
+            file=sys.stderr,
+        )
         return 1
     masks = " and masks" if any(row.get("threshold") == "mask" for row in report.detections) else ""
     print(f"parity OK (raw outputs within {RELATIVE_TOLERANCE:g} of their scale, same detections{masks})")
     if args.int8:
-        _write_int8(path, args.calibration, args.calibration_images, images, args.score_threshold,
-                    float_head=args.int8_float_head)
+        _write_int8(
+            path,
+            args.calibration,
+            args.calibration_images,
+            images,
+            args.score_threshold,
+            float_head=args.int8_float_head,
+        )
     return 0
 
 
-def _write_int8(fp32: Path, calibration: Path, limit: int, images: torch.Tensor, threshold: float, *,
-               float_head: bool = False) -> Path:
+def _write_int8(
+    fp32: Path, calibration: Path, limit: int, images: torch.Tensor, threshold: float, *, float_head: bool = False
+) -> Path:
     """Quantize `fp32` into NAME.int8.onnx and print how far its outputs and detections are from fp32's on the
     parity images (information, not a gate: int8 is approximate by design; accuracy is measured by
     `mobilevision benchmark int8`)."""
@@ -119,8 +156,19 @@ def _write_int8(fp32: Path, calibration: Path, limit: int, images: torch.Tensor,
     quantize_onnx(fp32, output, paths, float_head_outputs=float_head)
     meta, metadata = read_metadata(output)
     print(f"wrote {output} (int8 QDQ, per-channel weights, calibrated on {len(paths)} images of {calibration})")
-    report = session_parity(make_session(fp32), make_session(output), images=images, task=meta.task,
-                            metadata=metadata, input_size=meta.input_size, thresholds=(threshold,), iou=0.8)
-    print(report.format(("fp32", "int8"), verdict=False,
-                        title="int8 check (approximate by design; detections paired at IoU >= 0.8)"))
+    report = session_parity(
+        make_session(fp32),
+        make_session(output),
+        images=images,
+        task=meta.task,
+        metadata=metadata,
+        input_size=meta.input_size,
+        thresholds=(threshold,),
+        iou=0.8,
+    )
+    print(
+        report.format(
+            ("fp32", "int8"), verdict=False, title="int8 check (approximate by design; detections paired at IoU >= 0.8)"
+        )
+    )
     return output

@@ -36,8 +36,9 @@ INPUT_NAME = "images"
 MIN_OPSET = 17
 
 
-def export_bytes(model: nn.Module, meta: ModelMeta, *, opset: int = MIN_OPSET,
-                 input_size: tuple[int, int] | None = None) -> bytes:
+def export_bytes(
+    model: nn.Module, meta: ModelMeta, *, opset: int = MIN_OPSET, input_size: tuple[int, int] | None = None
+) -> bytes:
     """Serialised ONNX model (with metadata) of `model` at `input_size` (default: `meta.input_size`)."""
     import onnx
 
@@ -57,8 +58,17 @@ def export_bytes(model: nn.Module, meta: ModelMeta, *, opset: int = MIN_OPSET,
         # The legacy (TorchScript) exporter: our graphs have no data-dependent control flow; tracer warnings are
         # about constant outputs (a detector's default boxes), which are constants of a fixed input size by design.
         warnings.simplefilter("ignore")
-        torch.onnx.export(wrapped, (dummy,), buffer, opset_version=opset, input_names=[INPUT_NAME],
-                          output_names=list(outputs), dynamic_axes=dynamic, dynamo=False, do_constant_folding=True)
+        torch.onnx.export(
+            wrapped,
+            (dummy,),
+            buffer,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=list(outputs),
+            dynamic_axes=dynamic,
+            dynamo=False,
+            do_constant_folding=True,
+        )
     proto = onnx.load_from_string(buffer.getvalue())
     if task.constant_outputs:
         with torch.no_grad():
@@ -111,14 +121,25 @@ def _freeze_output(proto: Any, output: str, value: np.ndarray) -> None:
 
     drop = set(branch_nodes(proto.graph, output))
     kept = [node for i, node in enumerate(proto.graph.node) if i not in drop]
-    constant = helper.make_node("Constant", [], [output], name=f"{output}_constant",
-                                value=numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32)))
+    constant = helper.make_node(
+        "Constant",
+        [],
+        [output],
+        name=f"{output}_constant",
+        value=numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32)),
+    )
     del proto.graph.node[:]
     proto.graph.node.extend([constant, *kept])
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike[str], meta: ModelMeta, *, opset: int = MIN_OPSET,
-                input_size: tuple[int, int] | None = None) -> Path:
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    meta: ModelMeta,
+    *,
+    opset: int = MIN_OPSET,
+    input_size: tuple[int, int] | None = None,
+) -> Path:
     """Export to `path` atomically (temp file + rename); see the module docstring for the graph's interface."""
     data = export_bytes(model, meta, opset=opset, input_size=input_size)
     path = Path(path)
@@ -133,20 +154,33 @@ def read_metadata(model: str | os.PathLike[str] | bytes) -> tuple[ModelMeta, dic
     import onnx
 
     try:
-        proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model), load_external_data=False)
+        proto = (
+            onnx.load_from_string(model)
+            if isinstance(model, bytes)
+            else onnx.load(str(model), load_external_data=False)
+        )
     except Exception as error:  # noqa: BLE001 - protobuf decode errors
-        raise WeightsError(f"{model if not isinstance(model, bytes) else '<bytes>'}: not a readable ONNX model "
-                           f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+        raise WeightsError(
+            f"{model if not isinstance(model, bytes) else '<bytes>'}: not a readable ONNX model "
+            f"({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+        ) from None
     props = {p.key: p.value for p in proto.metadata_props}
     if META_KEY not in props:
-        raise WeightsError(f"{model if not isinstance(model, bytes) else '<bytes>'}: ONNX model without mobilevision "
-                           "metadata; export it with `mobilevision export`")
+        raise WeightsError(
+            f"{model if not isinstance(model, bytes) else '<bytes>'}: ONNX model without mobilevision "
+            "metadata; export it with `mobilevision export`"
+        )
     meta = ModelMeta.from_dict(json.loads(props[META_KEY]))
     return meta, {key: json.loads(value) for key, value in props.items() if key != META_KEY}
 
 
-def make_session(model: str | os.PathLike[str] | bytes, *, num_threads: int | None = None, device: str = "cpu",
-                 options_hook: Callable[[Any], None] | None = None) -> Any:
+def make_session(
+    model: str | os.PathLike[str] | bytes,
+    *,
+    num_threads: int | None = None,
+    device: str = "cpu",
+    options_hook: Callable[[Any], None] | None = None,
+) -> Any:
     """An onnxruntime session with the options measured to be fastest here.
 
     Graph optimisation level ALL (constant folding, Conv+BN+activation fusion, NCHWc blocked layouts on x86: more
@@ -216,22 +250,29 @@ class ParityReport:
         """Raw outputs within `tolerance` relative to their scale, and the same detections at every threshold."""
         return self.max_relative_diff <= tolerance and self.detections_identical
 
-    def format(self, names: tuple[str, str] = ("torch", "onnxruntime"), *, title: str = "parity check",
-               verdict: bool = True) -> str:
+    def format(
+        self, names: tuple[str, str] = ("torch", "onnxruntime"), *, title: str = "parity check", verdict: bool = True
+    ) -> str:
         """The report as lines; `verdict=False` leaves out identical/DIFFERENT (for int8, approximate by design)."""
         lines = [f"{title}, {names[0]} vs {names[1]}:"]
         for name, value in self.max_abs_diff.items():
-            lines.append(f"  {name}: max |diff| {value:.3g}, max |value| {self.scale.get(name, 0.0):.3g}, "
-                         f"relative {self.relative_diff[name]:.3g}")
+            lines.append(
+                f"  {name}: max |diff| {value:.3g}, max |value| {self.scale.get(name, 0.0):.3g}, "
+                f"relative {self.relative_diff[name]:.3g}"
+            )
         for d in self.detections:
             if d.get("threshold") == "mask":  # a joint model's masks (`tasks.multitask.inference.compare_masks`)
-                lines.append(f"  masks: {d['agreeing']} of {d['pixels']} pixels agree ({100 * d['agreement']:.3f}%), "
-                             f"borderline {d['borderline']}"
-                             + (f": {'identical' if d['identical'] else 'DIFFERENT'}" if verdict else ""))
+                lines.append(
+                    f"  masks: {d['agreeing']} of {d['pixels']} pixels agree ({100 * d['agreement']:.3f}%), "
+                    f"borderline {d['borderline']}"
+                    + (f": {'identical' if d['identical'] else 'DIFFERENT'}" if verdict else "")
+                )
                 continue
-            lines.append(f"  detections above {d['threshold']}: {names[0]} {d['reference']}, {names[1]} "
-                         f"{d['other']}, matched {d['matched']}, borderline {d['borderline']}"
-                         + (f": {'identical' if d['identical'] else 'DIFFERENT'}" if verdict else ""))
+            lines.append(
+                f"  detections above {d['threshold']}: {names[0]} {d['reference']}, {names[1]} "
+                f"{d['other']}, matched {d['matched']}, borderline {d['borderline']}"
+                + (f": {'identical' if d['identical'] else 'DIFFERENT'}" if verdict else "")
+            )
         return "\n".join(lines)
 
 
@@ -259,8 +300,16 @@ def parity_images(input_size: tuple[int, int], num_images: int = 2, *, seed: int
     return torch.from_numpy(np.stack(images[:num_images])).permute(0, 3, 1, 2).float().contiguous()
 
 
-def parity_check(model: nn.Module, session: Any, *, input_size: tuple[int, int], thresholds: tuple[float, ...] = (0.3,),
-                 num_images: int = 3, seed: int = 0, images: Tensor | None = None) -> ParityReport:
+def parity_check(
+    model: nn.Module,
+    session: Any,
+    *,
+    input_size: tuple[int, int],
+    thresholds: tuple[float, ...] = (0.3,),
+    num_images: int = 3,
+    seed: int = 0,
+    images: Tensor | None = None,
+) -> ParityReport:
     """Run the same images (default `parity_images`) through `model` (PyTorch, eval) and `session`; compare raw
     outputs (relative to their scale) and what the task makes of them (a detector's detections at each threshold:
     the task table's `compare` hook).
@@ -273,23 +322,43 @@ def parity_check(model: nn.Module, session: Any, *, input_size: tuple[int, int],
     task = task_of_model(model)
     with torch.no_grad():
         reference = list(load(task.export_module)(model)(images))
-    other = [torch.from_numpy(np.asarray(o)) for o in session.run(list(task.onnx_outputs), {INPUT_NAME: images.numpy()})]
+    other = [
+        torch.from_numpy(np.asarray(o)) for o in session.run(list(task.onnx_outputs), {INPUT_NAME: images.numpy()})
+    ]
     return compare_outputs(task, reference, other, source=model, input_size=input_size, thresholds=thresholds)
 
 
-def session_parity(reference: Any, other: Any, *, images: Tensor, task: str, metadata: dict[str, Any],
-                   input_size: tuple[int, int], thresholds: tuple[float, ...] = (0.3,), **compare: Any) -> ParityReport:
+def session_parity(
+    reference: Any,
+    other: Any,
+    *,
+    images: Tensor,
+    task: str,
+    metadata: dict[str, Any],
+    input_size: tuple[int, int],
+    thresholds: tuple[float, ...] = (0.3,),
+    **compare: Any,
+) -> ParityReport:
     """`parity_check` for two onnxruntime sessions of the same network (fp32 vs int8) on float [N, 3, H, W] images;
     `metadata` is the exported file's (`read_metadata`), holding what the task's comparison needs."""
     spec = get_task(task)
     feed = {INPUT_NAME: images.float().numpy()}
     runs = [[torch.from_numpy(np.asarray(o)) for o in s.run(list(spec.onnx_outputs), feed)] for s in (reference, other)]
-    return compare_outputs(spec, runs[0], runs[1], source=metadata, input_size=input_size, thresholds=thresholds,
-                           **compare)
+    return compare_outputs(
+        spec, runs[0], runs[1], source=metadata, input_size=input_size, thresholds=thresholds, **compare
+    )
 
 
-def compare_outputs(task: Task, reference: list[Tensor], other: list[Tensor], *, source: Any,
-                    input_size: tuple[int, int], thresholds: tuple[float, ...] = (), **compare: Any) -> ParityReport:
+def compare_outputs(
+    task: Task,
+    reference: list[Tensor],
+    other: list[Tensor],
+    *,
+    source: Any,
+    input_size: tuple[int, int],
+    thresholds: tuple[float, ...] = (),
+    **compare: Any,
+) -> ParityReport:
     """Raw-output differences of two runs (outputs in `task.onnx_outputs` order), plus the task's own comparison of
     their results when it declares one (`source`: the torch model, or an exported file's metadata)."""
     report = ParityReport()
@@ -297,6 +366,7 @@ def compare_outputs(task: Task, reference: list[Tensor], other: list[Tensor], *,
         report.max_abs_diff[name] = float((ref.float() - got.float()).abs().max())
         report.scale[name] = float(ref.float().abs().max())
     if task.compare is not None:
-        report.detections = load(task.compare)(source, reference, other, input_size=input_size,
-                                               thresholds=thresholds, **compare)
+        report.detections = load(task.compare)(
+            source, reference, other, input_size=input_size, thresholds=thresholds, **compare
+        )
     return report

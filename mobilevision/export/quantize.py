@@ -119,8 +119,14 @@ def _output_convs(model: Any, skip: Sequence[str] = ("anchors",)) -> list[str]:
     return sorted(found)
 
 
-def quantize_onnx(fp32: str | os.PathLike[str], output: str | os.PathLike[str], calibration: Sequence[Path], *,
-                  per_channel: bool = True, float_head_outputs: bool = False) -> Path:
+def quantize_onnx(
+    fp32: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    calibration: Sequence[Path],
+    *,
+    per_channel: bool = True,
+    float_head_outputs: bool = False,
+) -> Path:
     """Write a statically quantized (QDQ, int8 weights per channel, uint8 activations) copy of the mobilevision
     ONNX model `fp32` to `output`, atomically; see the module docstring.
 
@@ -132,8 +138,13 @@ def quantize_onnx(fp32: str | os.PathLike[str], output: str | os.PathLike[str], 
         UserError: no calibration image could be read.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from mobilevision.inference.predictor import Predictor
@@ -153,10 +164,18 @@ def quantize_onnx(fp32: str | os.PathLike[str], output: str | os.PathLike[str], 
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "quantized.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared))
-        quantize_static(str(prepared), str(quantized), _Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(OP_TYPES),
-                        nodes_to_exclude=_output_convs(graph) if float_head_outputs else [])
+        quantize_static(
+            str(prepared),
+            str(quantized),
+            _Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            op_types_to_quantize=list(OP_TYPES),
+            nodes_to_exclude=_output_convs(graph) if float_head_outputs else [],
+        )
         used = len(reader.paths) - len(reader.skipped)
         if used == 0:
             raise UserError(f"none of the {len(reader.paths)} calibration images could be read")
@@ -164,9 +183,18 @@ def quantize_onnx(fp32: str | os.PathLike[str], output: str | os.PathLike[str], 
     del proto.metadata_props[:]
     for prop in source.metadata_props:
         proto.metadata_props.add(key=prop.key, value=prop.value)
-    proto.metadata_props.add(key=QUANTIZATION_KEY, value=json.dumps(
-        {"format": "QDQ", "weights": "int8, per channel" if per_channel else "int8, per tensor",
-         "activations": "uint8", "calibration": "MinMax", "calibration_images": used}))
+    proto.metadata_props.add(
+        key=QUANTIZATION_KEY,
+        value=json.dumps(
+            {
+                "format": "QDQ",
+                "weights": "int8, per channel" if per_channel else "int8, per tensor",
+                "activations": "uint8",
+                "calibration": "MinMax",
+                "calibration_images": used,
+            }
+        ),
+    )
     proto.producer_name = "mobilevision"
     path = Path(output)
     with atomic_path(path) as tmp_path:

@@ -64,9 +64,7 @@ class DeepLabV3Head(nn.Module):
         ]
         branches.append(_ImagePooling(in_channels, channels))
         self.branches = nn.ModuleList(branches)
-        self.project = Conv2dNormActivation(
-            channels * len(branches), channels, kernel_size=1, activation_layer=nn.ReLU
-        )
+        self.project = Conv2dNormActivation(channels * len(branches), channels, kernel_size=1, activation_layer=nn.ReLU)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         self.atrous_rates = tuple(atrous_rates)

@@ -20,9 +20,7 @@ EXTRA_DEPTHS: tuple[int, ...] = (512, 256, 256, 128)
 def _separable(in_channels: int, out_channels: int, *, stride: int = 1) -> nn.Sequential:
     # Section 6.2: a regular 3x3 conv replaced by 3x3 depthwise + BN + ReLU6 and a 1x1 projection + BN + ReLU6.
     return nn.Sequential(
-        Conv2dNormActivation(
-            in_channels, in_channels, stride=stride, groups=in_channels, activation_layer=nn.ReLU6
-        ),
+        Conv2dNormActivation(in_channels, in_channels, stride=stride, groups=in_channels, activation_layer=nn.ReLU6),
         Conv2dNormActivation(in_channels, out_channels, kernel_size=1, activation_layer=nn.ReLU6),
     )
 
@@ -33,9 +31,7 @@ def _extra_layer(in_channels: int, out_channels: int, *, separable: bool) -> nn.
     reduce = Conv2dNormActivation(in_channels, mid, kernel_size=1, activation_layer=nn.ReLU6)
     if separable:
         return nn.Sequential(reduce, *_separable(mid, out_channels, stride=2))
-    return nn.Sequential(
-        reduce, Conv2dNormActivation(mid, out_channels, stride=2, activation_layer=nn.ReLU6)
-    )
+    return nn.Sequential(reduce, Conv2dNormActivation(mid, out_channels, stride=2, activation_layer=nn.ReLU6))
 
 
 def _predictor(in_channels: int, out_channels: int, *, separable: bool) -> nn.Sequential:

@@ -21,33 +21,69 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a model on an image, a folder, a glob, a video file, a camera index or a stream URL.",
     )
     which = parser.add_argument_group("model (one of --weights or --model)")
-    which.add_argument("--weights", type=Path, help="a mobilevision checkpoint (.ckpt/.pt) or an exported .onnx file; "
-                       "with --model, a plain state_dict for that model")
+    which.add_argument(
+        "--weights",
+        type=Path,
+        help="a mobilevision checkpoint (.ckpt/.pt) or an exported .onnx file; "
+        "with --model, a plain state_dict for that model",
+    )
     which.add_argument("--model", help="a model name from build_model (untrained unless --weights is given)")
     which.add_argument("--num-classes", type=int, default=None, help="classes incl. background, with --model")
     which.add_argument("--width-mult", type=float, default=None, help="width multiplier, with --model")
     parser.add_argument("--source", required=True, help="image, folder, glob, video file, camera index or URL")
-    listed = parser.add_argument_group("dataset lists (predict on a split, to evaluate; --source is then its image "
-                                       "folder)").add_mutually_exclusive_group()
-    listed.add_argument("--annotations", type=Path, help="a COCO-format json: predict on its images, and write their "
-                        "ids into predictions.json (file_name is relative to --source)")
-    listed.add_argument("--split-list", type=Path, help="a split list (VOC ImageSets/.../val.txt): predict on "
-                        "<source>/<id>.jpg for each id; masks are named by id")
+    listed = parser.add_argument_group(
+        "dataset lists (predict on a split, to evaluate; --source is then its image folder)"
+    ).add_mutually_exclusive_group()
+    listed.add_argument(
+        "--annotations",
+        type=Path,
+        help="a COCO-format json: predict on its images, and write their "
+        "ids into predictions.json (file_name is relative to --source)",
+    )
+    listed.add_argument(
+        "--split-list",
+        type=Path,
+        help="a split list (VOC ImageSets/.../val.txt): predict on "
+        "<source>/<id>.jpg for each id; masks are named by id",
+    )
     seg = parser.add_argument_group("segmentation (default: as the checkpoint was evaluated)")
-    seg.add_argument("--output-stride", type=int, choices=(8, 16, 32), default=None,
-                     help="run the backbone at this output stride (the paper's OS=8 rows; torch backend)")
-    seg.add_argument("--mf", action=argparse.BooleanOptionalAction, default=None,
-                     help="the paper's MF inference: scales 0.5-1.75 and left-right flips, probabilities averaged")
+    seg.add_argument(
+        "--output-stride",
+        type=int,
+        choices=(8, 16, 32),
+        default=None,
+        help="run the backbone at this output stride (the paper's OS=8 rows; torch backend)",
+    )
+    seg.add_argument(
+        "--mf",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the paper's MF inference: scales 0.5-1.75 and left-right flips, probabilities averaged",
+    )
     parser.add_argument("--output", type=Path, required=True, help="folder for the outputs (created)")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="detection score threshold (0.3)")
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
-                        help="default: onnxruntime for .onnx files, torch otherwise")
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="network input size (default: the checkpoint's)")
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default=None,
+        help="default: onnxruntime for .onnx files, torch otherwise",
+    )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="network input size (default: the checkpoint's)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds without a frame before a video, camera "
-                        "or stream counts as stalled (10)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds without a frame before a video, camera or stream counts as stalled (10)",
+    )
     parser.add_argument("--show", action="store_true", help="also show the predictions in a window")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -57,16 +93,23 @@ def build_predictor(args: argparse.Namespace):  # noqa: ANN201 - Predictor, impo
     """The Predictor the arguments describe (loading only through weights-only paths)."""
     from mobilevision.inference.predictor import Predictor
 
-    options = {"backend": args.backend, "score_threshold": args.score_threshold, "device": args.device,
-               "input_size": tuple(args.input_size) if args.input_size else None, "num_threads": args.threads,
-               "output_stride": args.output_stride, "multi_scale_flip": args.mf}
+    options = {
+        "backend": args.backend,
+        "score_threshold": args.score_threshold,
+        "device": args.device,
+        "input_size": tuple(args.input_size) if args.input_size else None,
+        "num_threads": args.threads,
+        "output_stride": args.output_stride,
+        "multi_scale_flip": args.mf,
+    }
     if args.model is None:
         return Predictor(args.weights, **options)
     from mobilevision.backbones.mobilenet_v2 import load_state_dict_file
     from mobilevision.checkpoint import model_from_name
 
-    model, meta = model_from_name(args.model, num_classes=args.num_classes, width_mult=args.width_mult,
-                                  purpose="run by predict")
+    model, meta = model_from_name(
+        args.model, num_classes=args.num_classes, width_mult=args.width_mult, purpose="run by predict"
+    )
     kwargs = meta.model_kwargs
     if args.weights is not None:
         if args.weights.suffix.lower() == ".onnx":
@@ -75,9 +118,10 @@ def build_predictor(args: argparse.Namespace):  # noqa: ANN201 - Predictor, impo
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as error:
-            raise WeightsError(f"{args.weights}: weights do not fit {args.model} {kwargs}: "
-                               f"{str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else error}"
-                               ) from None
+            raise WeightsError(
+                f"{args.weights}: weights do not fit {args.model} {kwargs}: "
+                f"{str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else error}"
+            ) from None
     return Predictor(model.eval(), meta=meta, **options)
 
 
@@ -119,9 +163,11 @@ def main(argv: Sequence[str]) -> int:
         raise
     mask_classes = predictor.meta.mask_class_names
     classes = f"{len(predictor.class_names)} classes" + (f" + {len(mask_classes)} mask classes" if mask_classes else "")
-    print(f"mobilevision predict: {predictor.task} model ({predictor.backend}), {classes}, "
-          f"input {predictor.input_size[0]}x{predictor.input_size[1]}, source {source.description} ({source.kind})",
-          file=sys.stderr)
+    print(
+        f"mobilevision predict: {predictor.task} model ({predictor.backend}), {classes}, "
+        f"input {predictor.input_size[0]}x{predictor.input_size[1]}, source {source.description} ({source.kind})",
+        file=sys.stderr,
+    )
     summary = predict_source(predictor, source, args.output, show=args.show, progress=not args.no_progress)
     print(summary.format(), file=sys.stderr)
     return summary.exit_code

@@ -23,8 +23,9 @@ def class_color(label: int) -> tuple[int, int, int]:
     return int(r), int(g), int(b)
 
 
-def draw_detections(image: np.ndarray, result: Mapping[str, Any], *, thickness: int | None = None,
-                    show_scores: bool = True) -> np.ndarray:
+def draw_detections(
+    image: np.ndarray, result: Mapping[str, Any], *, thickness: int | None = None, show_scores: bool = True
+) -> np.ndarray:
     """A copy of `image` with each box of `result` (Predictor output: boxes [N, 4], scores, labels, names) drawn
     with a filled caption "name score"."""
     canvas = np.ascontiguousarray(image).copy()
@@ -45,8 +46,9 @@ def draw_detections(image: np.ndarray, result: Mapping[str, Any], *, thickness: 
         cv2.rectangle(canvas, (x1, top), (x1 + tw + 2, top + th + baseline + 2), color, -1)
         # Dark text on light colours, white on dark: readable on any palette entry.
         text_color = (0, 0, 0) if sum(color) > 380 else (255, 255, 255)
-        cv2.putText(canvas, caption, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_color, 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            canvas, caption, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_color, 1, cv2.LINE_AA
+        )
     return canvas
 
 
@@ -69,8 +71,9 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, *, alpha: float = 0.5) -> 
     return np.where((np.asarray(mask) != 0)[..., None], blended, image)
 
 
-def legend_strip(labels: Sequence[int], class_names: Sequence[str], width: int, *, row_height: int = 18,
-                 background: int = 255) -> np.ndarray:
+def legend_strip(
+    labels: Sequence[int], class_names: Sequence[str], width: int, *, row_height: int = 18, background: int = 255
+) -> np.ndarray:
     """A white strip `width` pixels wide listing `labels` as a colour swatch (the mask palette's colour) and the
     class name, wrapped over as many rows as needed. RGB uint8 (rows * row_height, width, 3)."""
     entries = []
@@ -93,14 +96,28 @@ def legend_strip(labels: Sequence[int], class_names: Sequence[str], width: int, 
             colour = tuple(int(v) for v in _PALETTE[np.clip(label, 0, 255)])
             cv2.rectangle(strip, (x, y + 3), (x + row_height - 6, y + row_height - 4), colour, -1)
             cv2.rectangle(strip, (x, y + 3), (x + row_height - 6, y + row_height - 4), (0, 0, 0), 1)
-            cv2.putText(strip, name, (x + row_height, y + row_height - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
-                        cv2.LINE_AA)  # fmt: skip
+            cv2.putText(
+                strip,
+                name,
+                (x + row_height, y + row_height - 5),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.4,
+                (0, 0, 0),
+                1,
+                cv2.LINE_AA,
+            )
             x += span
     return strip
 
 
-def overlay_with_legend(image: np.ndarray, mask: np.ndarray, class_names: Sequence[str], *, alpha: float = 0.5,
-                        labels: Sequence[int] | None = None) -> np.ndarray:
+def overlay_with_legend(
+    image: np.ndarray,
+    mask: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    alpha: float = 0.5,
+    labels: Sequence[int] | None = None,
+) -> np.ndarray:
     """`overlay_mask` with a legend strip below naming the classes present in `mask` (or `labels`, to give several
     overlays the same legend), background and void left out."""
     present = labels if labels is not None else [int(v) for v in np.unique(mask) if 0 < int(v) < 255]
@@ -110,8 +127,15 @@ def overlay_with_legend(image: np.ndarray, mask: np.ndarray, class_names: Sequen
     return np.concatenate([overlay, legend_strip(present, class_names, overlay.shape[1])], axis=0)
 
 
-def contact_sheet(images: Sequence[np.ndarray], cols: int = 4, *, cell_size: tuple[int, int] | None = None,
-                  pad: int = 4, background: int = 255, captions: Sequence[str] | None = None) -> np.ndarray:
+def contact_sheet(
+    images: Sequence[np.ndarray],
+    cols: int = 4,
+    *,
+    cell_size: tuple[int, int] | None = None,
+    pad: int = 4,
+    background: int = 255,
+    captions: Sequence[str] | None = None,
+) -> np.ndarray:
     """A grid image of `images` (RGB uint8, any sizes), `cols` per row, row-major.
 
     Each image is scaled to fit its cell (default cell: the largest image's size scaled so the cell is at most
@@ -147,12 +171,28 @@ def contact_sheet(images: Sequence[np.ndarray], cols: int = 4, *, cell_size: tup
         r, c = divmod(i, cols)
         y = pad + r * (ch + pad) + (ch - h) // 2
         x = pad + c * (cw + pad) + (cw - w) // 2
-        sheet[y:y + h, x:x + w] = tile[..., :3]
+        sheet[y : y + h, x : x + w] = tile[..., :3]
         if captions is not None and captions[i]:
-            cv2.putText(sheet, str(captions[i]), (pad + c * (cw + pad) + 3, pad + r * (ch + pad) + 14),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 2, cv2.LINE_AA)
-            cv2.putText(sheet, str(captions[i]), (pad + c * (cw + pad) + 3, pad + r * (ch + pad) + 14),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.putText(
+                sheet,
+                str(captions[i]),
+                (pad + c * (cw + pad) + 3, pad + r * (ch + pad) + 14),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.45,
+                (0, 0, 0),
+                2,
+                cv2.LINE_AA,
+            )
+            cv2.putText(
+                sheet,
+                str(captions[i]),
+                (pad + c * (cw + pad) + 3, pad + r * (ch + pad) + 14),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.45,
+                (255, 255, 255),
+                1,
+                cv2.LINE_AA,
+            )
     return sheet
 
 

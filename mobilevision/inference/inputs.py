@@ -45,7 +45,9 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-ImageInput: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarray | Image.Image | torch.Tensor"
+ImageInput: TypeAlias = (
+    "str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarray | Image.Image | torch.Tensor"
+)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -76,22 +78,31 @@ def split_inputs(inputs: Any) -> tuple[list[Any], bool]:
     if _is_tensor(inputs) and inputs.dim() == 4:
         return list(inputs.unbind(0)), False
     if isinstance(inputs, np.ndarray) and inputs.ndim == 4:
-        raise InputError(f"a 4-D numpy array {inputs.shape} is not an image; pass a list of (H, W, 3) arrays, "
-                         "or a torch tensor (N, C, H, W)")  # fmt: skip
-    if isinstance(inputs, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)) or _is_pil(inputs) \
-            or _is_tensor(inputs):
+        raise InputError(
+            f"a 4-D numpy array {inputs.shape} is not an image; pass a list of (H, W, 3) arrays, "
+            "or a torch tensor (N, C, H, W)"
+        )
+    if (
+        isinstance(inputs, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray))
+        or _is_pil(inputs)
+        or _is_tensor(inputs)
+    ):
         return [inputs], True
     if isinstance(inputs, (list, tuple)):
         items = list(inputs)
     elif isinstance(inputs, dict) or not hasattr(inputs, "__iter__"):
-        raise InputError(f"cannot read a {type(inputs).__name__} as an image: pass a path, URL, bytes, PIL image, "
-                         "numpy array, torch tensor, or a list of them")  # fmt: skip
+        raise InputError(
+            f"cannot read a {type(inputs).__name__} as an image: pass a path, URL, bytes, PIL image, "
+            "numpy array, torch tensor, or a list of them"
+        )
     else:
         items = list(inputs)
     for item in items:
         if _is_tensor(item) and item.dim() == 4:
-            raise InputError(f"a batch tensor {tuple(item.shape)} inside a list: pass the batch alone, or a list "
-                             "of (C, H, W) tensors")  # fmt: skip
+            raise InputError(
+                f"a batch tensor {tuple(item.shape)} inside a list: pass the batch alone, or a list "
+                "of (C, H, W) tensors"
+            )
     return items, False
 
 
@@ -114,8 +125,10 @@ def load_input(item: Any, *, max_url_bytes: int = MAX_URL_BYTES, url_timeout: fl
         return _from_tensor(item)
     if isinstance(item, np.ndarray):
         return _from_numpy(item)
-    raise InputError(f"cannot read a {type(item).__name__} as an image: pass a path, URL, bytes, PIL image, "
-                     "numpy array (H, W, 3) or torch tensor (C, H, W)")  # fmt: skip
+    raise InputError(
+        f"cannot read a {type(item).__name__} as an image: pass a path, URL, bytes, PIL image, "
+        "numpy array (H, W, 3) or torch tensor (C, H, W)"
+    )
 
 
 def fetch_url(url: str, *, max_bytes: int = MAX_URL_BYTES, timeout: float = URL_TIMEOUT) -> bytes:
@@ -159,8 +172,10 @@ def _from_numpy(array: np.ndarray) -> np.ndarray:
         hint = " (for floats in [0, 1]: (x * 255).round().astype(np.uint8))" if array.dtype.kind == "f" else ""
         raise InputError(f"expected an RGB uint8 image array, got dtype {array.dtype} with shape {array.shape}{hint}")
     if array.ndim == 3 and array.shape[0] in _CHANNELS and array.shape[2] not in _CHANNELS:
-        raise InputError(f"numpy image arrays are (H, W, C); got {array.shape}, which looks channel-first: pass "
-                         "array.transpose(1, 2, 0)")  # fmt: skip
+        raise InputError(
+            f"numpy image arrays are (H, W, C); got {array.shape}, which looks channel-first: pass "
+            "array.transpose(1, 2, 0)"
+        )
     return _hwc_to_rgb(array)
 
 
@@ -182,8 +197,10 @@ def _from_tensor(tensor: Any) -> np.ndarray:
     if t.dim() == 3:
         first, last = shape[0] in _CHANNELS, shape[2] in _CHANNELS
         if first and last:
-            raise InputError(f"tensor {shape} is ambiguous: both (C, H, W) and (H, W, C) fit; permute it so the "
-                             "channels cannot be mistaken, or pass a uint8 numpy array (H, W, 3)")  # fmt: skip
+            raise InputError(
+                f"tensor {shape} is ambiguous: both (C, H, W) and (H, W, C) fit; permute it so the "
+                "channels cannot be mistaken, or pass a uint8 numpy array (H, W, 3)"
+            )
         if not (first or last):
             raise InputError(f"tensor {shape} has no channel axis of size 1, 3 or 4 first or last")
         if first:
@@ -209,15 +226,18 @@ def _to_uint8(t: Any, shape: tuple[int, ...]) -> Any:
             raise InputError(f"tensor {shape} holds NaN or infinite values")
         low, high = float(t.min()), float(t.max())
         if low < 0 or high > 255:
-            raise InputError(f"float tensor {shape} has values in [{low:.3g}, {high:.3g}]: expected [0, 1] or "
-                             "[0, 255] (undo any mean/std normalisation first)")  # fmt: skip
+            raise InputError(
+                f"float tensor {shape} has values in [{low:.3g}, {high:.3g}]: expected [0, 1] or "
+                "[0, 255] (undo any mean/std normalisation first)"
+            )
         if high <= 1.0:
             t = t * 255.0
         return t.round().clamp_(0, 255).to(torch.uint8)
     low, high = int(t.min()), int(t.max())
     if low < 0 or high > 255:
-        raise InputError(f"{t.dtype} tensor {shape} has values in [{low}, {high}]: expected 0..255 (scale it to "
-                         "8 bits first)")  # fmt: skip
+        raise InputError(
+            f"{t.dtype} tensor {shape} has values in [{low}, {high}]: expected 0..255 (scale it to 8 bits first)"
+        )
     return t.to(torch.uint8)
 
 

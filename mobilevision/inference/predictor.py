@@ -3,8 +3,9 @@
 The Predictor knows no task: the task table (`mobilevision.tasks.table`) gives, for the model's task, an adapter that
 decides the input geometry, runs the network and turns raw outputs into results. Stages (timed separately by
 `Predictor.timed` for the benchmarks):
-  preprocess   the adapter's `prepare` of each RGB uint8 image to the network's input: detection resizes to the input size
-               with the evaluation transform's interpolation; segmentation pads the whole image as evaluation does;
+  preprocess   the adapter's `prepare` of each RGB uint8 image to the network's input: detection resizes to the
+               input size with the evaluation transform's interpolation; segmentation pads the whole image as
+               evaluation does;
   forward      the raw outputs, named as the ONNX graph names them: torch (BatchNorm folded, channels-last, the
                exported surface module) or onnxruntime (tuned session); the adapter may run several passes (MF);
   postprocess  the adapter's `result`: detections (threshold, NMS, boxes in image pixels, dataset ids and names) or
@@ -128,18 +129,31 @@ class Predictor:
         self.meta = meta
         self.task = meta.task
         spec = get_task(meta.task)
-        if is_onnx and not spec.dynamic_spatial and input_size is not None \
-                and tuple(input_size) != tuple(meta.input_size):
-            raise ValueError(f"{model_or_checkpoint} was exported at input size {meta.input_size}, got "
-                             f"input_size={input_size}; re-export it with `mobilevision export --input-size H W`")
+        if (
+            is_onnx
+            and not spec.dynamic_spatial
+            and input_size is not None
+            and tuple(input_size) != tuple(meta.input_size)
+        ):
+            raise ValueError(
+                f"{model_or_checkpoint} was exported at input size {meta.input_size}, got "
+                f"input_size={input_size}; re-export it with `mobilevision export --input-size H W`"
+            )
         if self._session is not None and spec.dynamic_spatial and input_size is None:
             fixed = [d for d in self._session.get_inputs()[0].shape[2:] if isinstance(d, int)]
             if fixed:  # an export from before segmentation graphs had dynamic sizes
-                raise ValueError("this ONNX model has a fixed input size; give input_size=(H, W) to resize images "
-                                 "to it, or re-export it with `mobilevision export` (dynamic sizes)")
-        options = {"score_threshold": float(score_threshold), "input_size": input_size,
-                   "output_stride": output_stride, "multi_scale_flip": multi_scale_flip, "mf_scales": mf_scales,
-                   "metadata": metadata}
+                raise ValueError(
+                    "this ONNX model has a fixed input size; give input_size=(H, W) to resize images "
+                    "to it, or re-export it with `mobilevision export` (dynamic sizes)"
+                )
+        options = {
+            "score_threshold": float(score_threshold),
+            "input_size": input_size,
+            "output_stride": output_stride,
+            "multi_scale_flip": multi_scale_flip,
+            "mf_scales": mf_scales,
+            "metadata": metadata,
+        }
         # The adapter may change the model (a segmenter's output stride) before it is optimised or exported.
         self.adapter = load(spec.inference)(model, meta, options)
         self.input_size: tuple[int, int] = tuple(input_size or meta.input_size)  # type: ignore[assignment]
@@ -151,8 +165,9 @@ class Predictor:
             if backend == "onnxruntime":
                 from mobilevision.export.onnx import export_bytes, make_session
 
-                self._session = make_session(export_bytes(model, meta, input_size=self.input_size),
-                                             num_threads=num_threads, device=device)
+                self._session = make_session(
+                    export_bytes(model, meta, input_size=self.input_size), num_threads=num_threads, device=device
+                )
             else:
                 if num_threads is not None:
                     torch.set_num_threads(int(num_threads))
@@ -202,7 +217,7 @@ class Predictor:
         items, single = split_inputs(inputs)
         results: list[dict[str, Any]] = []
         for start in range(0, len(items), self.batch_size):
-            results += self.predict_batch([load_input(x) for x in items[start:start + self.batch_size]])
+            results += self.predict_batch([load_input(x) for x in items[start : start + self.batch_size]])
         return results[0] if single else results
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
@@ -236,20 +251,27 @@ class Predictor:
         t3 = time.perf_counter()
         return result, {"preprocess": t1 - t0, "forward": t2 - t1, "postprocess": t3 - t2}
 
-    def stream(self, source: Source | str | int | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT,
-               capture_factory: CaptureFactory | None = None) -> Iterator[tuple[int, np.ndarray, dict[str, Any]]]:
+    def stream(
+        self,
+        source: Source | str | int | os.PathLike[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        capture_factory: CaptureFactory | None = None,
+    ) -> Iterator[tuple[int, np.ndarray, dict[str, Any]]]:
         """Yield (frame_index, frame RGB uint8, result) for each frame of a video file, camera index, URL (or any
         source `open_source` accepts), one frame at a time: memory stays flat however long the video.
 
         Raises:
             SourceTimeout: no frame arrived for `timeout` seconds.
         """
-        opened = source if isinstance(source, Source) else open_source(source, timeout=timeout,
-                                                                         capture_factory=capture_factory)
+        opened = (
+            source
+            if isinstance(source, Source)
+            else open_source(source, timeout=timeout, capture_factory=capture_factory)
+        )
         try:
             for frame in opened:
                 yield frame.index, frame.image, self.predict_batch([frame.image])[0]
         finally:
             if opened is not source:
                 opened.close()
-

@@ -23,7 +23,14 @@ import cv2
 import numpy as np
 
 from mobilevision.inference.draw import write_image
-from mobilevision.inference.sources import DEFAULT_TIMEOUT, CaptureFactory, ImageSource, Source, SourceTimeout, open_source
+from mobilevision.inference.sources import (
+    DEFAULT_TIMEOUT,
+    CaptureFactory,
+    ImageSource,
+    Source,
+    SourceTimeout,
+    open_source,
+)
 from mobilevision.io import atomic_path, atomic_write_json
 
 DEFAULT_FPS = 30.0  # for cameras and streams that report none
@@ -32,9 +39,13 @@ VIDEO_FOURCC = "mp4v"  # MPEG-4 Part 2: written by every OpenCV build, played by
 # but the pip OpenCV builds usually cannot encode it (no encoder library); MPEG-4 Part 2 always works in these
 # containers. WebM takes only VP8/VP9.
 VIDEO_CODECS: dict[str, tuple[str, ...]] = {
-    ".mp4": ("avc1", "mp4v"), ".m4v": ("avc1", "mp4v"), ".mov": ("avc1", "mp4v"), ".mkv": ("avc1", "mp4v"),
-    ".avi": ("H264", "XVID", "MJPG"), ".webm": ("VP90", "VP80"),
-}  # fmt: skip
+    ".mp4": ("avc1", "mp4v"),
+    ".m4v": ("avc1", "mp4v"),
+    ".mov": ("avc1", "mp4v"),
+    ".mkv": ("avc1", "mp4v"),
+    ".avi": ("H264", "XVID", "MJPG"),
+    ".webm": ("VP90", "VP80"),
+}
 _WRITABLE: dict[tuple[str, str], bool] = {}
 
 
@@ -97,8 +108,9 @@ class VideoSink:
             where available, MPEG-4 Part 2 otherwise). The codec used is `self.fourcc`.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, fps: float, frame_size: tuple[int, int],
-                 fourcc: str | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, fps: float, frame_size: tuple[int, int], fourcc: str | None = None
+    ) -> None:
         self.path = Path(path)
         self.fps = float(fps)
         self.frame_size = (int(frame_size[0]), int(frame_size[1]))
@@ -106,8 +118,7 @@ class VideoSink:
         self.fourcc = fourcc or video_codec(self.path.suffix) or VIDEO_FOURCC
         self._stack = contextlib.ExitStack()
         self._tmp = self._stack.enter_context(atomic_path(self.path))
-        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps,
-                                       self.frame_size)  # fmt: skip
+        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.frame_size)
         if not self._writer.isOpened():
             self._stack.close()
             raise OSError(f"cannot open a {self.fourcc} video writer for {self.path}")
@@ -165,8 +176,10 @@ def display_problem() -> str | None:
     try:
         cv2.namedWindow("mobilevision", cv2.WINDOW_NORMAL)
     except cv2.error:
-        return ("this OpenCV build has no GUI support (opencv-python-headless, the build albumentations needs); "
-                "install opencv-python in a separate environment to use --show")
+        return (
+            "this OpenCV build has no GUI support (opencv-python-headless, the build albumentations needs); "
+            "install opencv-python in a separate environment to use --show"
+        )
     return None
 
 
@@ -198,14 +211,20 @@ class PredictSummary:
         return 0
 
     def format(self) -> str:
-        lines = [f"{self.source}: {self.frames} {'frames' if self.kind != 'images' else 'images'} in "
-                 f"{self.seconds:.1f} s ({self.fps:.1f} frames/s)"]
+        lines = [
+            f"{self.source}: {self.frames} {'frames' if self.kind != 'images' else 'images'} in "
+            f"{self.seconds:.1f} s ({self.fps:.1f} frames/s)"
+        ]
         if self.skipped:
-            lines.append(f"skipped {len(self.skipped)} unreadable files (first: {self.skipped[0]['file']}: "
-                         f"{self.skipped[0]['reason']})")
+            lines.append(
+                f"skipped {len(self.skipped)} unreadable files (first: {self.skipped[0]['file']}: "
+                f"{self.skipped[0]['reason']})"
+            )
         if self.ended_early:
-            lines.append(f"input ended early: {self.ended_early}; the {self.frames} frames before were processed "
-                         "and the outputs finalised")
+            lines.append(
+                f"input ended early: {self.ended_early}; the {self.frames} frames before were processed "
+                "and the outputs finalised"
+            )
         if self.interrupted:
             lines.append(f"interrupted after {self.frames} frames; the outputs were finalised")
         lines += [f"wrote {path}" for path in self.written]
@@ -223,8 +242,15 @@ def _image_ids(source: Source) -> dict[str, int]:
     return {n: i + 1 for i, n in enumerate(names)}
 
 
-def predict_source(predictor: Any, source: Source, output_dir: str | os.PathLike[str], *, show: bool = False,
-                   progress: bool = True, log: Any = None) -> PredictSummary:
+def predict_source(
+    predictor: Any,
+    source: Source,
+    output_dir: str | os.PathLike[str],
+    *,
+    show: bool = False,
+    progress: bool = True,
+    log: Any = None,
+) -> PredictSummary:
     """Run `predictor` over `source`, writing into `output_dir`:
 
     - images: the drawn image in `<adapter.drawn_folder>/<name>.jpg` (detection: `annotated/`; segmentation:
@@ -260,8 +286,15 @@ def predict_source(predictor: Any, source: Source, output_dir: str | os.PathLike
     stem = getattr(source, "stem", "video")
     from tqdm import tqdm
 
-    bar = tqdm(total=source.length, unit="frame", desc="predict", disable=not progress, file=sys.stderr,
-               dynamic_ncols=True, leave=True)
+    bar = tqdm(
+        total=source.length,
+        unit="frame",
+        desc="predict",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        leave=True,
+    )
     start = time.perf_counter()
     try:
         for frame in source:
@@ -278,8 +311,11 @@ def predict_source(predictor: Any, source: Source, output_dir: str | os.PathLike
                 if video is None:
                     size = source.frame_size or (frame.image.shape[1], frame.image.shape[0])
                     container = video_container(getattr(source, "target", None) if source.kind == "video" else None)
-                    video = VideoSink(out / f"{stem}_{adapter.video_suffix}{container}", fps=source.fps or DEFAULT_FPS,
-                                      frame_size=size)
+                    video = VideoSink(
+                        out / f"{stem}_{adapter.video_suffix}{container}",
+                        fps=source.fps or DEFAULT_FPS,
+                        frame_size=size,
+                    )
                 video.write(drawn)
             else:
                 write_image(out / adapter.drawn_folder / f"{frame.name}.jpg", drawn)
@@ -287,8 +323,14 @@ def predict_source(predictor: Any, source: Source, output_dir: str | os.PathLike
                 if saved is not None:
                     summary.written.append(saved)
                 if results_sink is not None:
-                    image_entries.append({"id": image_id, "file_name": str(frame.path), "height": frame.image.shape[0],
-                                          "width": frame.image.shape[1]})
+                    image_entries.append(
+                        {
+                            "id": image_id,
+                            "file_name": str(frame.path),
+                            "height": frame.image.shape[0],
+                            "width": frame.image.shape[1],
+                        }
+                    )
             if window:
                 cv2.imshow("mobilevision", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
                 if cv2.waitKey(1) & 0xFF == ord("q"):
@@ -328,9 +370,16 @@ def predict_source(predictor: Any, source: Source, output_dir: str | os.PathLike
     return summary
 
 
-def predict_video(predictor: Any, video: str | os.PathLike[str] | int, output_dir: str | os.PathLike[str], *,
-                  timeout: float = DEFAULT_TIMEOUT, capture_factory: CaptureFactory | None = None,
-                  progress: bool = False) -> PredictSummary:
+def predict_video(
+    predictor: Any,
+    video: str | os.PathLike[str] | int,
+    output_dir: str | os.PathLike[str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    capture_factory: CaptureFactory | None = None,
+    progress: bool = False,
+) -> PredictSummary:
     """Open a video file / camera / URL and run `predict_source` on it (the annotated video is `summary.written[0]`)."""
-    return predict_source(predictor, open_source(video, timeout=timeout, capture_factory=capture_factory), output_dir,
-                          progress=progress)
+    return predict_source(
+        predictor, open_source(video, timeout=timeout, capture_factory=capture_factory), output_dir, progress=progress
+    )

@@ -53,7 +53,9 @@ def opencv_capture(target: str | int, timeout: float) -> Capture:
     """`cv2.VideoCapture`, with FFmpeg's own open/read timeouts for network streams (a second line of defence)."""
     if isinstance(target, str) and "://" in target:
         ms = int(timeout * 1000)
-        return cv2.VideoCapture(target, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        return cv2.VideoCapture(
+            target, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        )
     return cv2.VideoCapture(target)
 
 
@@ -151,12 +153,16 @@ class CaptureSource(Source):
     def open(self) -> CaptureSource:
         capture = self.factory(self.target, self.timeout)
         if capture is None or not capture.isOpened():
-            raise UserError(f"{self.description}: cannot open (not a video OpenCV can read, or the device/URL is "
-                            "unavailable)")
+            raise UserError(
+                f"{self.description}: cannot open (not a video OpenCV can read, or the device/URL is unavailable)"
+            )
         self._capture = capture
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if np.isfinite(fps) and 0 < fps < 1000 else None
-        width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        width, height = (
+            int(capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0),
+            int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0),
+        )
         self.frame_size = (width, height) if width > 0 and height > 0 else None
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.length = count if self.kind == "video" and count > 0 else None
@@ -198,8 +204,10 @@ class CaptureSource(Source):
                     raise SourceTimeout(f"{self.description}: {self.ended_early}") from None
                 if kind == "end":
                     if self.length is not None and self.frames_read < self.length:
-                        self.ended_early = (f"reading stopped after {self.frames_read} of {self.length} frames "
-                                            "(file cut short or corrupt)")
+                        self.ended_early = (
+                            f"reading stopped after {self.frames_read} of {self.length} frames "
+                            "(file cut short or corrupt)"
+                        )
                     return
                 if kind == "error":
                     self.ended_early = f"reading failed after {self.frames_read} frames ({payload})"
@@ -246,8 +254,12 @@ def _unique_names(paths: list[Path], root: Path | None) -> list[str]:
     return names
 
 
-def listed_images(root: str | os.PathLike[str], *, annotations: str | os.PathLike[str] | None = None,
-                  split_list: str | os.PathLike[str] | None = None) -> ImageSource:
+def listed_images(
+    root: str | os.PathLike[str],
+    *,
+    annotations: str | os.PathLike[str] | None = None,
+    split_list: str | os.PathLike[str] | None = None,
+) -> ImageSource:
     """The images a dataset lists, under the folder `root`, with their dataset ids: what to predict on to evaluate.
 
     Args:
@@ -266,8 +278,10 @@ def listed_images(root: str | os.PathLike[str], *, annotations: str | os.PathLik
 
     folder = Path(root)
     if not folder.is_dir():
-        raise UserError(f"{folder}: not a folder (with --annotations or --split-list, --source is the image folder "
-                        "the list's names are relative to)")
+        raise UserError(
+            f"{folder}: not a folder (with --annotations or --split-list, --source is the image folder "
+            "the list's names are relative to)"
+        )
     paths: list[Path] = []
     names: list[str] = []
     ids: dict[str, int] = {}
@@ -283,8 +297,11 @@ def listed_images(root: str | os.PathLike[str], *, annotations: str | os.PathLik
         kept_ids: list[int] = []
         kept_sizes: list[tuple[int, int] | None] = []
         for position, entry in enumerate(entries):
-            if not isinstance(entry, dict) or not isinstance(entry.get("id"), int) or not isinstance(
-                    entry.get("file_name"), str):
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("id"), int)
+                or not isinstance(entry.get("file_name"), str)
+            ):
                 raise DatasetError(f"{annotations}: images[{position}]: needs an integer 'id' and a 'file_name'")
             try:
                 paths.append(resolve_inside(folder, entry["file_name"]))
@@ -310,17 +327,27 @@ def listed_images(root: str | os.PathLike[str], *, annotations: str | os.PathLik
         raise ValueError("give annotations or split_list")
     if not paths:
         raise DatasetError(f"{annotations or split_list}: lists no images")
-    source = ImageSource(kind="images", description=f"{folder} ({len(paths)} images listed in "
-                         f"{annotations or split_list})", paths=paths, names=names, length=len(paths), image_ids=ids,
-                         stated_sizes=stated_sizes)
+    source = ImageSource(
+        kind="images",
+        description=f"{folder} ({len(paths)} images listed in {annotations or split_list})",
+        paths=paths,
+        names=names,
+        length=len(paths),
+        image_ids=ids,
+        stated_sizes=stated_sizes,
+    )
     for item in refused:
         warnings.warn(f"{item['file']}: {item['reason']}, skipped", DataWarning, stacklevel=2)
     source.skipped.extend(refused)
     return source
 
 
-def open_source(spec: str | int | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT,
-                capture_factory: CaptureFactory | None = None) -> Source:
+def open_source(
+    spec: str | int | os.PathLike[str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    capture_factory: CaptureFactory | None = None,
+) -> Source:
     """Resolve a user's `--source` into a Source.
 
     - an int or a string of digits: camera index;  a string with "://": stream URL (rtsp, http, ...);
@@ -333,34 +360,51 @@ def open_source(spec: str | int | os.PathLike[str], *, timeout: float = DEFAULT_
     factory = capture_factory or opencv_capture
     if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
         index = int(spec)
-        return CaptureSource(kind="camera", description=f"camera {index}", target=index, factory=factory,
-                             timeout=timeout, stem=f"camera{index}").open()
+        return CaptureSource(
+            kind="camera",
+            description=f"camera {index}",
+            target=index,
+            factory=factory,
+            timeout=timeout,
+            stem=f"camera{index}",
+        ).open()
     text = os.fspath(spec)
     if "://" in text:
-        return CaptureSource(kind="stream", description=text, target=text, factory=factory, timeout=timeout,
-                             stem="stream").open()
+        return CaptureSource(
+            kind="stream", description=text, target=text, factory=factory, timeout=timeout, stem="stream"
+        ).open()
     path = Path(text)
     if path.is_dir():
         paths = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
             raise UserError(f"{path}: folder holds no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-        return ImageSource(kind="images", description=str(path), paths=paths, names=_unique_names(paths, path),
-                           length=len(paths))
+        return ImageSource(
+            kind="images", description=str(path), paths=paths, names=_unique_names(paths, path), length=len(paths)
+        )
     if path.is_file():
         if path.suffix.lower() in VIDEO_SUFFIXES:
-            return CaptureSource(kind="video", description=str(path), target=str(path), factory=factory,
-                                 timeout=timeout, stem=path.stem).open()
+            return CaptureSource(
+                kind="video", description=str(path), target=str(path), factory=factory, timeout=timeout, stem=path.stem
+            ).open()
         try:
             image = read_image(path)
         except BadSample as error:
             raise UserError(f"{path}: {error.reason}") from None
-        return ImageSource(kind="images", description=str(path), paths=[path], names=[path.stem], length=1,
-                           strict=True, preloaded=image)
+        return ImageSource(
+            kind="images",
+            description=str(path),
+            paths=[path],
+            names=[path.stem],
+            length=1,
+            strict=True,
+            preloaded=image,
+        )
     if _is_glob(text):
         paths = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
         images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES]
         if not images:
             raise UserError(f"{text}: the pattern matches no image files ({len(paths)} files of other kinds)")
-        return ImageSource(kind="images", description=text, paths=images, names=_unique_names(images, None),
-                           length=len(images))
+        return ImageSource(
+            kind="images", description=text, paths=images, names=_unique_names(images, None), length=len(images)
+        )
     raise UserError(f"{text}: no such file or folder, and not a glob pattern, camera index or URL")

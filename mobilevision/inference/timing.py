@@ -10,8 +10,9 @@ from typing import Any
 Timed = Callable[[], tuple[Any, dict[str, float]]]
 
 
-def interleaved(pipelines: Mapping[str, Timed], *, repeats: int, warmup: int = 1
-                ) -> tuple[dict[str, dict[str, list[float]]], dict[str, Any]]:
+def interleaved(
+    pipelines: Mapping[str, Timed], *, repeats: int, warmup: int = 1
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, Any]]:
     """Call each pipeline `warmup` times (first-call allocations, kernel caches), then `repeats` rounds of one call
     of each in turn.
 

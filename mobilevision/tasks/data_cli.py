@@ -32,8 +32,9 @@ def checkers() -> dict[str, str]:
 def check_main(argv: Sequence[str]) -> int:
     """Check a dataset: the counts, then one line per skipped file (or JSON with --json)."""
     formats = checkers()
-    parser = argparse.ArgumentParser(prog="mobilevision data check", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="mobilevision data check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--format", required=True, choices=sorted(formats))
     parser.add_argument("--images", help="coco: the image folder")
     parser.add_argument("--annotations", help="coco: the annotations json")

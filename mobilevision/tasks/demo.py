@@ -66,11 +66,22 @@ def train_and_evaluate(
     run_dir = out / task
     done = run_dir / "fit.done"
     last = run_dir / "checkpoints" / "last.ckpt"
-    common = ["-c", str(config), f"--trainer.default_root_dir={run_dir}", f"--data.init_args.root={data_root}",
-              f"--trainer.logger.init_args.save_dir={run_dir}", *overrides]  # fmt: skip
+    common = [
+        "-c",
+        str(config),
+        f"--trainer.default_root_dir={run_dir}",
+        f"--data.init_args.root={data_root}",
+        f"--trainer.logger.init_args.save_dir={run_dir}",
+        *overrides,
+    ]
     if not done.exists():
         budget = time.strftime("%H:%M:%S", time.gmtime(round(minutes * 60)))
-        args = ["fit", *common, f"--trainer.max_time=00:{budget}", "--trainer.callbacks+=mobilevision.training.CurveLogger"]
+        args = [
+            "fit",
+            *common,
+            f"--trainer.max_time=00:{budget}",
+            "--trainer.callbacks+=mobilevision.training.CurveLogger",
+        ]
         if last.exists():
             _say(f"{task}: resuming from {last}")
             args.append("--ckpt_path=last")
@@ -100,8 +111,9 @@ def make_video(path: Path, *, frames: int = 120, size: int = 192, seed: int = 7)
     from mobilevision.data.shapes import ensure_shapes
 
     scene_root = path.parent / "scene"
-    scene = ensure_shapes(scene_root, num_images=1, seed=seed, image_size=(3 * size, 4 * size), objects=(40, 60),
-                          max_object_fraction=0.12)
+    scene = ensure_shapes(
+        scene_root, num_images=1, seed=seed, image_size=(3 * size, 4 * size), objects=(40, 60), max_object_fraction=0.12
+    )
     image = read_image(next(iter(sorted(scene.images.iterdir()))))
     height, width = image.shape[:2]
     with atomic_path(path) as tmp:
@@ -150,16 +162,17 @@ def showcase(out: Path, data_root: Path) -> dict[str, str]:
     for task in STAGES:
         checkpoint = out / task / "checkpoints" / "last.ckpt"
         target = out / "video" / task
-        predict_main(["--weights", str(checkpoint), "--source", str(video), "--output", str(target),
-                      "--no-progress"])  # fmt: skip
+        predict_main(["--weights", str(checkpoint), "--source", str(video), "--output", str(target), "--no-progress"])
         written[f"{task}_video"] = str(target)
         predictor = Predictor(checkpoint, score_threshold=0.4)
         tiles, captions = [], []
         for path, result in zip(held_out, predictor([str(p) for p in held_out])):
             image = read_image(path)
             if task == "detection":
-                tiles += [draw_detections(image, truth.get(path.name, {}), show_scores=False),
-                          draw_detections(image, result)]  # fmt: skip
+                tiles += [
+                    draw_detections(image, truth.get(path.name, {}), show_scores=False),
+                    draw_detections(image, result),
+                ]
             else:
                 with Image.open(data_root / "val" / "masks" / f"{path.stem}.png") as png:
                     true_mask = np.asarray(png)  # palette PNG: the indices are the class ids
@@ -184,9 +197,14 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--data", type=Path, default=Path("data_cache/shapes"), help="generated data (cached)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--skip-showcase", action="store_true", help="train and evaluate only")
-    parser.add_argument("--override", action="append", default=[], metavar="ARG",
-                        help="an extra LightningCLI argument for both models' runs, repeatable, e.g. "
-                             "--override=--data.init_args.num_train=500")  # fmt: skip
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an extra LightningCLI argument for both models' runs, repeatable, e.g. "
+        "--override=--data.init_args.num_train=500",
+    )
     args = parser.parse_args(argv)
     if args.minutes <= 0:
         raise UserError(f"--minutes must be positive, got {args.minutes}; e.g. --minutes 0.1 for a smoke run")
@@ -212,7 +230,8 @@ def main(argv: Sequence[str]) -> int:
         f"  detection    mAP@0.5 {det.get('val/map_50', 0):.3f}   mAP@[.5:.95] {det.get('val/map', 0):.3f}\n"
         f"  segmentation mIoU {seg.get('val/miou', 0):.3f}   pixel accuracy {seg.get('val/pixel_accuracy', 0):.3f}"
         f"   (single scale)\n"
-        f"               mIoU {seg.get('val_mf/miou', 0):.3f}   pixel accuracy {seg.get('val_mf/pixel_accuracy', 0):.3f}"
+        f"               mIoU {seg.get('val_mf/miou', 0):.3f}   "
+        f"pixel accuracy {seg.get('val_mf/pixel_accuracy', 0):.3f}"
         f"   (MF: scales 0.5-1.75 and flips)\n"
         f"  joint model  mAP@0.5 {joint.get('val/map_50', 0):.3f}   mAP@[.5:.95] {joint.get('val/map', 0):.3f}   "
         f"mIoU {joint.get('val/miou', 0):.3f}   (one backbone pass, one training budget)\n"

@@ -59,14 +59,21 @@ def _detection_scores(predictor: Any, split: Path, paths: list[Path]) -> tuple[d
         evaluated.append(image_ids[path.name])
         for box, score, category in zip(out["boxes"], out["scores"], out["category_ids"]):
             x1, y1, x2, y2 = (float(v) for v in box)
-            results.append({"image_id": image_ids[path.name], "category_id": int(category),
-                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
+            results.append(
+                {
+                    "image_id": image_ids[path.name],
+                    "category_id": int(category),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": float(score),
+                }
+            )
     metrics = evaluate_coco(coco, results, per_class=False, image_ids=evaluated)
     return {"map": metrics["map"], "map_50": metrics["map_50"]}, per_image
 
 
-def _segmentation_scores(predictor: Any, split: Path, paths: list[Path], num_classes: int
-                         ) -> tuple[dict[str, float], list[np.ndarray]]:
+def _segmentation_scores(
+    predictor: Any, split: Path, paths: list[Path], num_classes: int
+) -> tuple[dict[str, float], list[np.ndarray]]:
     from mobilevision.inference.predictor import load_input
     from mobilevision.tasks.segmentation.evaluation import ConfusionMatrix
     from mobilevision.tasks.segmentation.masks import read_index_mask
@@ -95,8 +102,10 @@ def _agreement(task: str, fp32: list[Any], int8: list[Any], threshold: float = 0
         found, _ = match_detections(da, db, iou=AGREEMENT_IOU, pixels=0.0)
         total += len(found)
         matched += int(found.sum())
-    return {f"fp32_detections_above_{threshold}": total,
-            f"reproduced_by_int8_iou_{AGREEMENT_IOU}": matched / total if total else float("nan")}
+    return {
+        f"fp32_detections_above_{threshold}": total,
+        f"reproduced_by_int8_iou_{AGREEMENT_IOU}": matched / total if total else float("nan"),
+    }
 
 
 def _forward_ms(predictors: dict[str, Any], image: np.ndarray, repeats: int) -> dict[str, float]:
@@ -111,8 +120,17 @@ def _forward_ms(predictors: dict[str, Any], image: np.ndarray, repeats: int) -> 
     return {name: 1000 * statistics.median(v) for name, v in times.items()}
 
 
-def run(*, weights: Path, data: Path, calibration: Path, calibration_images: int = 64, limit: int | None = None,
-        repeats: int = 20, threads: int = 1, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(
+    *,
+    weights: Path,
+    data: Path,
+    calibration: Path,
+    calibration_images: int = 64,
+    limit: int | None = None,
+    repeats: int = 20,
+    threads: int = 1,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     from mobilevision.checkpoint import load_checkpoint
     from mobilevision.export.onnx import export_onnx
     from mobilevision.export.quantize import calibration_paths, quantize_onnx
@@ -121,8 +139,10 @@ def run(*, weights: Path, data: Path, calibration: Path, calibration_images: int
     torch.set_num_threads(threads)
     model, meta = load_checkpoint(weights)
     if meta.task not in ("detection", "segmentation"):  # its scoring reads one label space per split
-        raise UserError(f"--weights {weights}: benchmark int8 scores detection or segmentation checkpoints, not "
-                        f"{meta.task} (its fp32 vs int8 check: `mobilevision export --int8`)")
+        raise UserError(
+            f"--weights {weights}: benchmark int8 scores detection or segmentation checkpoints, not "
+            f"{meta.task} (its fp32 vs int8 check: `mobilevision export --int8`)"
+        )
     paths = _images(data, limit)
     calibration_files = calibration_paths(calibration, limit=calibration_images)
     held_out = {p.resolve() for p in paths}
@@ -132,8 +152,10 @@ def run(*, weights: Path, data: Path, calibration: Path, calibration_images: int
         fp32 = export_onnx(model, Path(tmp) / "model.onnx", meta)
         int8 = quantize_onnx(fp32, Path(tmp) / "model.int8.onnx", calibration_files)
         threshold = 0.01 if meta.task == "detection" else 0.3
-        predictors = {name: Predictor(path, num_threads=threads, score_threshold=threshold)
-                      for name, path in (("fp32", fp32), ("int8", int8))}
+        predictors = {
+            name: Predictor(path, num_threads=threads, score_threshold=threshold)
+            for name, path in (("fp32", fp32), ("int8", int8))
+        }
         scores: dict[str, dict[str, float]] = {}
         outputs: dict[str, list[Any]] = {}
         for name, predictor in predictors.items():
@@ -143,19 +165,32 @@ def run(*, weights: Path, data: Path, calibration: Path, calibration_images: int
                 scores[name], outputs[name] = _segmentation_scores(predictor, data, paths, meta.num_classes)
         speed = _forward_ms(predictors, load_input(paths[0]), repeats)
     agreement = _agreement(meta.task, outputs["fp32"], outputs["int8"])
-    log(f"{weights} ({meta.task}, input {meta.input_size[0]}x{meta.input_size[1]}) on {len(paths)} held-out images "
-        f"of {data}; int8 calibrated on {len(calibration_files)} images of {calibration}")
+    log(
+        f"{weights} ({meta.task}, input {meta.input_size[0]}x{meta.input_size[1]}) on {len(paths)} held-out images "
+        f"of {data}; int8 calibrated on {len(calibration_files)} images of {calibration}"
+    )
     keys = list(scores["fp32"])
     log(f"{'model':<6}" + "".join(f"{k:>16}" for k in keys) + f"{'forward ms':>12}")
     for name in ("fp32", "int8"):
         log(f"{name:<6}" + "".join(f"{scores[name][k]:>16.4f}" for k in keys) + f"{speed[name]:>12.2f}")
     drop = {k: 100 * (scores["fp32"][k] - scores["int8"][k]) for k in keys}
-    log("drop (points): " + ", ".join(f"{k} {v:.2f}" for k, v in drop.items()) +
-        f"; int8 forward speed-up {speed['fp32'] / speed['int8']:.2f}x ({repeats} interleaved runs, {threads} "
-        f"thread(s), medians)")
+    log(
+        "drop (points): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in drop.items())
+        + f"; int8 forward speed-up {speed['fp32'] / speed['int8']:.2f}x ({repeats} interleaved runs, {threads} "
+        f"thread(s), medians)"
+    )
     log("agreement: " + ", ".join(f"{k} {v:.4g}" for k, v in agreement.items()))
-    return {"weights": str(weights), "task": meta.task, "images": len(paths), "scores": scores, "drop_points": drop,
-            "forward_ms": speed, "speedup": speed["fp32"] / speed["int8"], "agreement": agreement}
+    return {
+        "weights": str(weights),
+        "task": meta.task,
+        "images": len(paths),
+        "scores": scores,
+        "drop_points": drop,
+        "forward_ms": speed,
+        "speedup": speed["fp32"] / speed["int8"],
+        "agreement": agreement,
+    }
 
 
 def main(argv: Sequence[str]) -> int:
@@ -171,9 +206,15 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     if not args.weights.is_file():
         raise UserError(f"--weights {args.weights}: file not found")
-    results = run(weights=args.weights, data=args.data, calibration=args.calibration,
-                  calibration_images=args.calibration_images, limit=args.limit, repeats=args.repeats,
-                  threads=args.threads)
+    results = run(
+        weights=args.weights,
+        data=args.data,
+        calibration=args.calibration,
+        calibration_images=args.calibration_images,
+        limit=args.limit,
+        repeats=args.repeats,
+        threads=args.threads,
+    )
     if args.json:
         atomic_write_json(args.json, results)
     return 0

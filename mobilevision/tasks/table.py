@@ -89,52 +89,62 @@ def register(task: Task) -> Task:
     return task
 
 
-register(Task(
-    name="detection",
-    model_class="mobilevision.tasks.detection.model:Detector",
-    inference="mobilevision.tasks.detection.inference:DetectionInference",
-    export_module="mobilevision.tasks.detection.inference:export_module",
-    export_metadata="mobilevision.tasks.detection.inference:export_metadata",
-    onnx_outputs=("cls_logits", "bbox_regression", "anchors"),
-    constant_outputs=("anchors",),
-    compare="mobilevision.tasks.detection.parity:compare",
-    default_input_size=(320, 320),
-    category_ids=True,
-    checkers={"coco": "mobilevision.tasks.detection.check:check_coco",
-              "voc-det": "mobilevision.tasks.detection.check:check_voc"},
-    evaluate="mobilevision.tasks.detection.evaluation:main",
-    benchmarks={"predictor": "mobilevision.tasks.detection.benchmark:main",
-                "data": "mobilevision.tasks.detection.data_benchmark:main",
-                "coco-eval": "mobilevision.tasks.detection.eval_benchmark:main",
-                "throughput": "mobilevision.tasks.detection.throughput:main"},
-))
-register(Task(
-    name="segmentation",
-    model_class="mobilevision.tasks.segmentation.model:Segmenter",
-    inference="mobilevision.tasks.segmentation.inference:SegmentationInference",
-    export_module="mobilevision.tasks.segmentation.inference:export_module",
-    onnx_outputs=("logits",),
-    dynamic_spatial=True,
-    default_input_size=(512, 512),
-    checkers={"voc-seg": "mobilevision.tasks.segmentation.check:check_voc"},
-    evaluate="mobilevision.tasks.segmentation.evaluation:main",
-    benchmarks={"segmentation": "mobilevision.tasks.segmentation.benchmark:main"},
-))
+register(
+    Task(
+        name="detection",
+        model_class="mobilevision.tasks.detection.model:Detector",
+        inference="mobilevision.tasks.detection.inference:DetectionInference",
+        export_module="mobilevision.tasks.detection.inference:export_module",
+        export_metadata="mobilevision.tasks.detection.inference:export_metadata",
+        onnx_outputs=("cls_logits", "bbox_regression", "anchors"),
+        constant_outputs=("anchors",),
+        compare="mobilevision.tasks.detection.parity:compare",
+        default_input_size=(320, 320),
+        category_ids=True,
+        checkers={
+            "coco": "mobilevision.tasks.detection.check:check_coco",
+            "voc-det": "mobilevision.tasks.detection.check:check_voc",
+        },
+        evaluate="mobilevision.tasks.detection.evaluation:main",
+        benchmarks={
+            "predictor": "mobilevision.tasks.detection.benchmark:main",
+            "data": "mobilevision.tasks.detection.data_benchmark:main",
+            "coco-eval": "mobilevision.tasks.detection.eval_benchmark:main",
+            "throughput": "mobilevision.tasks.detection.throughput:main",
+        },
+    )
+)
+register(
+    Task(
+        name="segmentation",
+        model_class="mobilevision.tasks.segmentation.model:Segmenter",
+        inference="mobilevision.tasks.segmentation.inference:SegmentationInference",
+        export_module="mobilevision.tasks.segmentation.inference:export_module",
+        onnx_outputs=("logits",),
+        dynamic_spatial=True,
+        default_input_size=(512, 512),
+        checkers={"voc-seg": "mobilevision.tasks.segmentation.check:check_voc"},
+        evaluate="mobilevision.tasks.segmentation.evaluation:main",
+        benchmarks={"segmentation": "mobilevision.tasks.segmentation.benchmark:main"},
+    )
+)
 
 
-register(Task(
-    name="multitask",
-    model_class="mobilevision.tasks.multitask.model:MultiTaskModel",
-    inference="mobilevision.tasks.multitask.inference:MultiTaskInference",
-    export_module="mobilevision.tasks.multitask.inference:export_module",
-    export_metadata="mobilevision.tasks.detection.inference:export_metadata",
-    onnx_outputs=("cls_logits", "bbox_regression", "anchors", "mask_logits"),
-    constant_outputs=("anchors",),
-    compare="mobilevision.tasks.multitask.inference:compare",
-    default_input_size=(320, 320),
-    category_ids=True,
-    benchmarks={"multitask": "mobilevision.tasks.multitask.benchmark:main"},
-))
+register(
+    Task(
+        name="multitask",
+        model_class="mobilevision.tasks.multitask.model:MultiTaskModel",
+        inference="mobilevision.tasks.multitask.inference:MultiTaskInference",
+        export_module="mobilevision.tasks.multitask.inference:export_module",
+        export_metadata="mobilevision.tasks.detection.inference:export_metadata",
+        onnx_outputs=("cls_logits", "bbox_regression", "anchors", "mask_logits"),
+        constant_outputs=("anchors",),
+        compare="mobilevision.tasks.multitask.inference:compare",
+        default_input_size=(320, 320),
+        category_ids=True,
+        benchmarks={"multitask": "mobilevision.tasks.multitask.benchmark:main"},
+    )
+)
 
 
 def get_task(name: str) -> Task:

@@ -35,9 +35,13 @@ def test_repository_configs_folder_is_the_package_folder() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["ssdlite_mobilenetv2_shapes", "ssdlite_mobilenetv2_shapes.yaml", "detection/ssdlite_mobilenetv2_shapes",
-     "configs/detection/ssdlite_mobilenetv2_shapes.yaml"],
-)  # fmt: skip
+    [
+        "ssdlite_mobilenetv2_shapes",
+        "ssdlite_mobilenetv2_shapes.yaml",
+        "detection/ssdlite_mobilenetv2_shapes",
+        "configs/detection/ssdlite_mobilenetv2_shapes.yaml",
+    ],
+)
 def test_names_resolve_from_any_folder(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert resolve_config(name) == CONFIG_DIR / "detection" / "ssdlite_mobilenetv2_shapes.yaml"
@@ -50,8 +54,14 @@ def test_an_existing_path_wins_over_a_shipped_name(tmp_path: Path, monkeypatch: 
     assert resolve_config("ssdlite_mobilenetv2_shapes.yaml") == Path("ssdlite_mobilenetv2_shapes.yaml")
 
 
-@pytest.mark.parametrize("name", ["ssdlite_mobilenetv2_shapse", "segmentation/ssdlite_mobilenetv2_shapes",
-                                  "elsewhere/detection/ssdlite_mobilenetv2_shapes.yaml"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ssdlite_mobilenetv2_shapse",
+        "segmentation/ssdlite_mobilenetv2_shapes",
+        "elsewhere/detection/ssdlite_mobilenetv2_shapes.yaml",
+    ],
+)
 def test_unknown_names_suggest_the_closest(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigNotFoundError, match="ssdlite_mobilenetv2_shapes"):

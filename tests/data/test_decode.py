@@ -65,7 +65,7 @@ def test_defects_raise_bad_sample(tmp_path: Path) -> None:
         "jpeg without end marker": data[:-2],
         "truncated png": png[: len(png) - 20],
     }
-    for name, payload in cases.items():
+    for payload in cases.values():
         with pytest.raises(BadSample):
             decode_image(payload)
     progressive = _encode(Image.fromarray(_pattern()), "JPEG", progressive=True)

@@ -18,8 +18,9 @@ from PIL import Image
 
 from mobilevision.data.decode import MAX_PIXELS, BadSample, decode_image
 
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def _check(data: bytes) -> None:
@@ -39,8 +40,11 @@ def _png(width: int, height: int, *, colour_type: int = 2, idat: bytes = b"") ->
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat or zlib.compress(b"\0" * 64)) + chunk(
-        b"IEND", b""
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", idat or zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
     )
 
 
@@ -87,8 +91,10 @@ def test_random_bytes(data: bytes) -> None:
 
 
 @FUZZ
-@given(st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"RIFF"]),
-       st.binary(max_size=256))
+@given(
+    st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"RIFF"]),
+    st.binary(max_size=256),
+)
 def test_known_magic_then_random_bytes(magic: bytes, rest: bytes) -> None:
     _check(magic + rest)
 

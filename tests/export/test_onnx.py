@@ -14,7 +14,12 @@ from mobilevision.errors import WeightsError
 from mobilevision.export.onnx import export_onnx, make_session, parity_check, read_metadata
 from mobilevision.inference.predictor import Predictor
 from tests.inference.models_for_tests import (
-    calibrate_batchnorm, detector_meta, random_image, segmenter_meta, small_detector, small_segmenter,
+    calibrate_batchnorm,
+    detector_meta,
+    random_image,
+    segmenter_meta,
+    small_detector,
+    small_segmenter,
 )
 
 
@@ -123,8 +128,9 @@ def _confident_detector(scale: float = 50.0) -> torch.nn.Module:
     return model
 
 
-def test_parity_is_relative_to_scale_and_judged_by_detections(tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_parity_is_relative_to_scale_and_judged_by_detections(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     model, meta = _confident_detector(), detector_meta(input_size=(128, 128))
     path = export_onnx(model, tmp_path / "det.onnx", meta)
     report = parity_check(model, make_session(path, num_threads=1), input_size=(128, 128), thresholds=(0.3, 0.01))

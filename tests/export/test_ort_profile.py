@@ -34,8 +34,9 @@ def test_profile_splits_the_kernel_time_by_operator_and_convolution_kind(detecto
     assert 0 < result["kernel_ms"] <= result["run_ms"] * 1.5
 
 
-def test_cli_prints_a_table_per_model_and_refuses_a_missing_file(detector_onnx: Path, tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_a_table_per_model_and_refuses_a_missing_file(
+    detector_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["benchmark", "onnx-ops", str(detector_onnx), "--repeats", "2"]) == 0
     out = capsys.readouterr().out
     assert "det.onnx input [1, 3, 96, 96]" in out and "convolutions: " in out and "%" in out

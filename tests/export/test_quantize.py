@@ -14,10 +14,10 @@ import torch
 from mobilevision.checkpoint import save_checkpoint
 from mobilevision.cli import main
 from mobilevision.export.onnx import read_metadata
-from mobilevision.tasks.detection.parity import match_detections
 from mobilevision.export.quantize import QUANTIZATION_KEY, calibration_paths
-from mobilevision.tasks.detection.benchmark import photo_like_images
 from mobilevision.inference.predictor import Predictor
+from mobilevision.tasks.detection.benchmark import photo_like_images
+from mobilevision.tasks.detection.parity import match_detections
 from tests.inference.models_for_tests import detector_meta, segmenter_meta, small_detector, small_segmenter
 
 # Of the fp32 detections above 0.3, the share the int8 model must reproduce (same label, IoU >= 0.8).
@@ -49,16 +49,30 @@ def test_int8_detector_export_runs_and_agrees_with_fp32(tmp_path: Path, capsys: 
     _write_images(tmp_path / "calibration", 16, (160, 200), seed=5)
     meta = detector_meta(input_size=(128, 128))
     ckpt = save_checkpoint(tmp_path / "det.ckpt", _confident_detector(), meta)
-    assert main(["export", "--weights", str(ckpt), "--int8", "--calibration", str(tmp_path / "calibration"),
-                 "--calibration-images", "12"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--weights",
+                str(ckpt),
+                "--int8",
+                "--calibration",
+                str(tmp_path / "calibration"),
+                "--calibration-images",
+                "12",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "det.int8.onnx" in out and "int8 check" in out and "fp32 vs int8" in out and "DIFFERENT" not in out
     int8 = tmp_path / "det.int8.onnx"
     proto = onnx.load(str(int8))
     ops = {n.op_type for n in proto.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    weight_scales = [i for i in proto.graph.initializer if i.name.endswith("_scale") and len(i.dims) == 1
-                     and i.dims[0] > 1]
+    weight_scales = [
+        i for i in proto.graph.initializer if i.name.endswith("_scale") and len(i.dims) == 1 and i.dims[0] > 1
+    ]
     assert weight_scales, "per-channel weights have one scale per output channel"
     loaded, metadata = read_metadata(int8)
     assert loaded == meta and "mobilevision.postprocess" in metadata
@@ -69,8 +83,12 @@ def test_int8_detector_export_runs_and_agrees_with_fp32(tmp_path: Path, capsys: 
     total = matched = 0
     for image in photo_like_images(6, (180, 240), seed=11):
         a, b = fp32_predictor(image), int8_predictor(image)
-        found, _ = match_detections({k: torch.as_tensor(a[k]) for k in ("boxes", "labels")},
-                                    {k: torch.as_tensor(b[k]) for k in ("boxes", "labels")}, iou=0.8, pixels=0.0)
+        found, _ = match_detections(
+            {k: torch.as_tensor(a[k]) for k in ("boxes", "labels")},
+            {k: torch.as_tensor(b[k]) for k in ("boxes", "labels")},
+            iou=0.8,
+            pixels=0.0,
+        )
         total, matched = total + len(found), matched + int(found.sum())
     assert total > 50, "precondition: the fp32 model detects things"
     assert matched / total >= DETECTION_AGREEMENT, f"{matched}/{total}"

@@ -22,8 +22,10 @@ def test_output_shapes_follow_maps_and_anchors() -> None:
 def test_lite_uses_depthwise_and_ssd_uses_regular_convs() -> None:
     lite = SSDHead(in_channels=[16, 32], num_anchors=[3] + [6] * 5, num_classes=3)
     ssd = SSDHead(in_channels=[16, 32], num_anchors=[3] + [6] * 5, num_classes=3, separable=False)
+
     def kernels(m: nn.Module) -> set[tuple[int, bool]]:
         return {(c.kernel_size[0], c.groups > 1) for c in m.modules() if isinstance(c, nn.Conv2d)}
+
     assert (3, False) not in kernels(lite) and (3, True) in kernels(lite)
     assert (3, True) not in kernels(ssd) and (3, False) in kernels(ssd)
     assert sum(p.numel() for p in ssd.parameters()) > 3 * sum(p.numel() for p in lite.parameters())

@@ -62,16 +62,25 @@ def small_segmenter(num_classes: int = 3, seed: int = 0) -> torch.nn.Module:
 
 def detector_meta(num_classes: int = 4, input_size: tuple[int, int] = (160, 160)) -> ModelMeta:
     names = ["background"] + [f"thing{i}" for i in range(1, num_classes)]
-    return ModelMeta(task="detection", model_name="ssdlite_mobilenet_v2",
-                     model_kwargs={"num_classes": num_classes, "width_mult": 0.35}, class_names=names,
-                     category_ids=[0] + [10 * i for i in range(1, num_classes)], input_size=input_size)
+    return ModelMeta(
+        task="detection",
+        model_name="ssdlite_mobilenet_v2",
+        model_kwargs={"num_classes": num_classes, "width_mult": 0.35},
+        class_names=names,
+        category_ids=[0] + [10 * i for i in range(1, num_classes)],
+        input_size=input_size,
+    )
 
 
 def segmenter_meta(num_classes: int = 3, input_size: tuple[int, int] = (128, 128)) -> ModelMeta:
     names = ["background"] + [f"region{i}" for i in range(1, num_classes)]
-    return ModelMeta(task="segmentation", model_name="deeplabv3_mobilenet_v2",
-                     model_kwargs={"num_classes": num_classes, "width_mult": 0.35}, class_names=names,
-                     input_size=input_size)
+    return ModelMeta(
+        task="segmentation",
+        model_name="deeplabv3_mobilenet_v2",
+        model_kwargs={"num_classes": num_classes, "width_mult": 0.35},
+        class_names=names,
+        input_size=input_size,
+    )
 
 
 def random_image(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
@@ -82,8 +91,13 @@ def small_multitask(num_classes: int = 4, seg_num_classes: int = 3, seed: int = 
     """An untrained joint model (width 0.35), calibrated and biased like `small_detector`, so both boxes and a mask
     with several classes come out."""
     torch.manual_seed(seed)
-    model = build_model("ssdlite_deeplabv3_mobilenet_v2", num_classes=num_classes, seg_num_classes=seg_num_classes,
-                        width_mult=0.35, class_prior=None).eval()
+    model = build_model(
+        "ssdlite_deeplabv3_mobilenet_v2",
+        num_classes=num_classes,
+        seg_num_classes=seg_num_classes,
+        width_mult=0.35,
+        class_prior=None,
+    ).eval()
     calibrate_batchnorm(model, seed=seed)
     with torch.no_grad():
         for head in model.head.cls_heads:
@@ -99,10 +113,15 @@ def small_multitask(num_classes: int = 4, seg_num_classes: int = 3, seed: int = 
     return model
 
 
-def multitask_meta(num_classes: int = 4, seg_num_classes: int = 3,
-                   input_size: tuple[int, int] = (128, 128)) -> ModelMeta:
-    return ModelMeta(task="multitask", model_name="ssdlite_deeplabv3_mobilenet_v2",
-                     model_kwargs={"num_classes": num_classes, "seg_num_classes": seg_num_classes, "width_mult": 0.35},
-                     class_names=["background"] + [f"thing{i}" for i in range(1, num_classes)],
-                     category_ids=[0] + [10 * i for i in range(1, num_classes)], input_size=input_size,
-                     mask_class_names=["background"] + [f"region{i}" for i in range(1, seg_num_classes)])
+def multitask_meta(
+    num_classes: int = 4, seg_num_classes: int = 3, input_size: tuple[int, int] = (128, 128)
+) -> ModelMeta:
+    return ModelMeta(
+        task="multitask",
+        model_name="ssdlite_deeplabv3_mobilenet_v2",
+        model_kwargs={"num_classes": num_classes, "seg_num_classes": seg_num_classes, "width_mult": 0.35},
+        class_names=["background"] + [f"thing{i}" for i in range(1, num_classes)],
+        category_ids=[0] + [10 * i for i in range(1, num_classes)],
+        input_size=input_size,
+        mask_class_names=["background"] + [f"region{i}" for i in range(1, seg_num_classes)],
+    )

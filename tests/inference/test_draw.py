@@ -7,14 +7,23 @@ import numpy as np
 import pytest
 
 from mobilevision.inference.draw import (
-    class_color, colorize_mask, contact_sheet, draw_detections, overlay_mask, write_image,
+    class_color,
+    colorize_mask,
+    contact_sheet,
+    draw_detections,
+    overlay_mask,
+    write_image,
 )
 
 
 def test_draw_detections_draws_boxes_without_touching_the_input() -> None:
     image = np.zeros((100, 120, 3), np.uint8)
-    result = {"boxes": np.array([[10, 20, 60, 80]], np.float32), "scores": np.array([0.9], np.float32),
-              "labels": np.array([3]), "names": ["cat"]}
+    result = {
+        "boxes": np.array([[10, 20, 60, 80]], np.float32),
+        "scores": np.array([0.9], np.float32),
+        "labels": np.array([3]),
+        "names": ["cat"],
+    }
     drawn = draw_detections(image, result)
     assert image.max() == 0, "input modified"
     assert drawn.shape == image.shape

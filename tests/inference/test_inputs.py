@@ -55,11 +55,20 @@ def test_every_kind_of_the_same_image_gives_the_same_array(tmp_path: Path, serve
     (tmp_path / "a.png").write_bytes(_png(image))
     chw = torch.from_numpy(image).permute(2, 0, 1)
     kinds = {
-        "path": tmp_path / "a.png", "str": str(tmp_path / "a.png"), "url": f"{server}/image.png",
-        "bytes": _png(image), "bytearray": bytearray(_png(image)), "pil": Image.fromarray(image),
-        "numpy": image, "chw uint8": chw, "hwc uint8": chw.permute(1, 2, 0), "chw float 0..1": chw.float() / 255,
-        "chw float 0..255": chw.float(), "chw int64": chw.long(), "rgba pil": Image.fromarray(image).convert("RGBA"),
-    }  # fmt: skip
+        "path": tmp_path / "a.png",
+        "str": str(tmp_path / "a.png"),
+        "url": f"{server}/image.png",
+        "bytes": _png(image),
+        "bytearray": bytearray(_png(image)),
+        "pil": Image.fromarray(image),
+        "numpy": image,
+        "chw uint8": chw,
+        "hwc uint8": chw.permute(1, 2, 0),
+        "chw float 0..1": chw.float() / 255,
+        "chw float 0..255": chw.float(),
+        "chw int64": chw.long(),
+        "rgba pil": Image.fromarray(image).convert("RGBA"),
+    }
     for name, item in kinds.items():
         assert np.array_equal(load_input(item), image), name
     # The URL image decodes to the served PNG (same generator seed).
@@ -68,8 +77,11 @@ def test_every_kind_of_the_same_image_gives_the_same_array(tmp_path: Path, serve
 
 @pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F"])
 def test_pil_images_of_any_mode_become_rgb(mode: str) -> None:
-    out = load_input(Image.fromarray(_rgb()).convert(mode) if mode not in ("I;16", "I", "F")
-                     else Image.fromarray(_rgb()[..., 0]).convert(mode))  # fmt: skip
+    out = load_input(
+        Image.fromarray(_rgb()).convert(mode)
+        if mode not in ("I;16", "I", "F")
+        else Image.fromarray(_rgb()[..., 0]).convert(mode)
+    )
     assert out.shape == (40, 56, 3) and out.dtype == np.uint8
 
 
@@ -92,7 +104,7 @@ def test_pil_images_of_any_mode_become_rgb(mode: str) -> None:
         ("ftp://example.com/a.jpg", "only http"),
         (b"not an image", "not a readable image"),
     ],
-)  # fmt: skip
+)
 def test_ambiguous_or_wrong_inputs_are_refused(bad: object, match: str) -> None:
     with pytest.raises((InputError, UserError), match=match):
         split_inputs(bad)

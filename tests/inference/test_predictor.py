@@ -11,7 +11,11 @@ from mobilevision.checkpoint import save_checkpoint
 from mobilevision.errors import UserError
 from mobilevision.inference.predictor import Predictor
 from tests.inference.models_for_tests import (
-    detector_meta, random_image, segmenter_meta, small_detector, small_segmenter,
+    detector_meta,
+    random_image,
+    segmenter_meta,
+    small_detector,
+    small_segmenter,
 )
 
 

@@ -194,5 +194,4 @@ def test_split_list_images_stay_inside_the_folder_and_missing_ones_are_reported(
     assert source.paths[1].name == "b.png" and all(p.parent == folder for p in source.paths)
     with pytest.warns(DataWarning, match="secret"):
         frames = [frame.name for frame in source]
-    assert frames == ["a", "b"] and source.skipped == [{"file": str(folder / "secret.jpg"),
-                                                       "reason": "file not found"}]
+    assert frames == ["a", "b"] and source.skipped == [{"file": str(folder / "secret.jpg"), "reason": "file not found"}]

@@ -12,6 +12,7 @@ def test_pipelines_take_turns_and_every_stage_is_kept() -> None:
         def call() -> tuple[str, dict[str, float]]:
             order.append(name)
             return f"{name}{len(order)}", {"forward": 0.5}
+
         return call
 
     stages, last = interleaved({"a": pipeline("a"), "b": pipeline("b")}, repeats=3, warmup=2)

@@ -12,10 +12,17 @@ from mobilevision.inference import sinks
 from mobilevision.inference.sinks import VIDEO_CODECS, VideoSink, can_write, video_codec, video_container
 from tests.inference.models_for_tests import random_image
 
-
 # FourCC tags as written and as read back name the same codec in several ways.
-_FAMILY = {"avc1": "h264", "h264": "h264", "mp4v": "mpeg4", "xvid": "mpeg4", "fmp4": "mpeg4", "mjpg": "mjpeg",
-           "vp80": "vp8", "vp90": "vp9"}  # fmt: skip
+_FAMILY = {
+    "avc1": "h264",
+    "h264": "h264",
+    "mp4v": "mpeg4",
+    "xvid": "mpeg4",
+    "fmp4": "mpeg4",
+    "mjpg": "mjpeg",
+    "vp80": "vp8",
+    "vp90": "vp9",
+}
 
 
 def _read(path: Path) -> tuple[int, str]:

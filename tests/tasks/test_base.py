@@ -36,8 +36,13 @@ class _Images(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
         box = [10.0, 12.0, 60.0, 70.0] if index not in self.nan_boxes else [math.nan, 12.0, 60.0, 70.0]
-        target = {"boxes": torch.tensor([box]), "labels": torch.tensor([1 + index % 2]), "image_id": index,
-                  "orig_size": (SIZE, SIZE), "file": f"img_{index:03d}.jpg"}  # fmt: skip
+        target = {
+            "boxes": torch.tensor([box]),
+            "labels": torch.tensor([1 + index % 2]),
+            "image_id": index,
+            "orig_size": (SIZE, SIZE),
+            "file": f"img_{index:03d}.jpg",
+        }
         return self.images[index], target
 
 
@@ -61,14 +66,29 @@ class _Recorder(pl.Callback):
 
 def _task(**kwargs: Any) -> DetectionTask:
     torch.manual_seed(0)
-    return DetectionTask(num_classes=3, width_mult=0.35, input_size=SIZE, channels_last=False,
-                         optimizer=lambda groups: torch.optim.SGD(groups, lr=0.01), **kwargs)  # fmt: skip
+    return DetectionTask(
+        num_classes=3,
+        width_mult=0.35,
+        input_size=SIZE,
+        channels_last=False,
+        optimizer=lambda groups: torch.optim.SGD(groups, lr=0.01),
+        **kwargs,
+    )
 
 
 def _fit(task: DetectionTask, dataset: Dataset, *callbacks: pl.Callback, max_steps: int = -1) -> pl.Trainer:
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, max_steps=max_steps, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=list(callbacks), num_sanity_val_steps=0)  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+        num_sanity_val_steps=0,
+    )
     loader = DataLoader(dataset, batch_size=BATCH, shuffle=False, collate_fn=collate_detection)
     trainer.fit(task, train_dataloaders=loader)
     return trainer
@@ -120,7 +140,9 @@ def test_too_many_in_a_row_stop_with_the_files_named() -> None:
     task = _task(max_nonfinite_steps=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        with pytest.raises(NonFiniteLossError, match=r"3 non-finite losses in a row; stopping.*img_004\.jpg, img_005\.jpg"):
+        with pytest.raises(
+            NonFiniteLossError, match=r"3 non-finite losses in a row; stopping.*img_004\.jpg, img_005\.jpg"
+        ):
             _fit(task, _Images(nan_boxes={0, 2, 4, 6}))
     assert int(task.nonfinite_steps) == 3
     assert _all_finite(task)  # stopped before any NaN reached the weights
@@ -141,11 +163,16 @@ def test_tasks_start_residual_blocks_as_identities_unless_told_not_to() -> None:
     from mobilevision.tasks.segmentation.module import SegmentationTask
 
     def gammas(task: Any) -> list[Tensor]:
-        return [b.conv[-1].weight for b in task.model.backbone.features
-                if isinstance(b, InvertedResidual) and b.use_res_connect]  # fmt: skip
+        return [
+            b.conv[-1].weight
+            for b in task.model.backbone.features
+            if isinstance(b, InvertedResidual) and b.use_res_connect
+        ]
 
-    for build in (lambda **kw: DetectionTask(num_classes=3, width_mult=0.35, **kw),
-                  lambda **kw: SegmentationTask(num_classes=3, width_mult=0.35, **kw)):  # fmt: skip
+    for build in (
+        lambda **kw: DetectionTask(num_classes=3, width_mult=0.35, **kw),
+        lambda **kw: SegmentationTask(num_classes=3, width_mult=0.35, **kw),
+    ):
         assert all((g == 0).all() for g in gammas(build()))
         task = build(zero_init_residual=False)
         assert all((g == 1).all() for g in gammas(task))
@@ -158,8 +185,9 @@ def test_an_empty_step_joins_every_trained_parameter_of_the_task() -> None:
     (the joint model's learned loss weights): under DDP each must receive a gradient to all-reduce."""
     from mobilevision.tasks.multitask.module import MultiTaskTask
 
-    task = MultiTaskTask(num_classes=4, seg_num_classes=4, width_mult=0.35, input_size=64, loss_weighting="uncertainty",
-                         ema_decay=0.9)
+    task = MultiTaskTask(
+        num_classes=4, seg_num_classes=4, width_mult=0.35, input_size=64, loss_weighting="uncertainty", ema_decay=0.9
+    )
     loss = task.empty_step_loss()
     loss.backward()
     assert float(loss) == 0.0

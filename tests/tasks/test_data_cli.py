@@ -51,10 +51,19 @@ def build_defect_set(root: Path) -> tuple[Path, Path]:
     (images / "exif.jpg").write_bytes(_jpeg(_rgb(), exif=exif.tobytes()))
     (images / "background.jpg").write_bytes(good)
     files = [
-        ("good.jpg", 64, 48), ("truncated.jpg", 64, 48), ("empty.jpg", 64, 48), ("missing.jpg", 64, 48),
-        ("notimage.jpg", 64, 48), ("../x.jpg", 64, 48), (str(root / "abs.jpg"), 64, 48), ("gray.png", 64, 48),
-        ("rgba.png", 64, 48), ("cmyk.jpg", 64, 48), ("exif.jpg", 48, 64), ("background.jpg", 64, 48),
-    ]  # fmt: skip
+        ("good.jpg", 64, 48),
+        ("truncated.jpg", 64, 48),
+        ("empty.jpg", 64, 48),
+        ("missing.jpg", 64, 48),
+        ("notimage.jpg", 64, 48),
+        ("../x.jpg", 64, 48),
+        (str(root / "abs.jpg"), 64, 48),
+        ("gray.png", 64, 48),
+        ("rgba.png", 64, 48),
+        ("cmyk.jpg", 64, 48),
+        ("exif.jpg", 48, 64),
+        ("background.jpg", 64, 48),
+    ]
     coco_images = [{"id": 10 + i, "file_name": f, "width": w, "height": h} for i, (f, w, h) in enumerate(files)]
     boxes = [
         (10, 3, [5, 5, 20, 10], 0),  # fine
@@ -92,8 +101,9 @@ EXPECTED_SKIPPED = {
 
 def test_check_json_reports_every_defect_exactly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     images, annotations = build_defect_set(tmp_path)
-    code = cli_main(["data", "check", "--format", "coco", "--images", str(images), "--annotations", str(annotations),
-                     "--json"])  # fmt: skip
+    code = cli_main(
+        ["data", "check", "--format", "coco", "--images", str(images), "--annotations", str(annotations), "--json"]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 12
@@ -103,8 +113,10 @@ def test_check_json_reports_every_defect_exactly(tmp_path: Path, capsys: pytest.
     assert report["clipped_boxes"] == 1
     assert report["crowd"] == 1
     assert report["object_classes"] == 2
-    skipped = {Path(item["file"]).name if item["file"].startswith("/") else item["file"]: item["reason"]
-               for item in report["skipped"]}  # fmt: skip
+    skipped = {
+        Path(item["file"]).name if item["file"].startswith("/") else item["file"]: item["reason"]
+        for item in report["skipped"]
+    }
     assert set(skipped) == set(EXPECTED_SKIPPED)
     for name, fragment in EXPECTED_SKIPPED.items():
         assert fragment in skipped[name], (name, skipped[name])
@@ -152,10 +164,18 @@ def test_boxes_of_images_without_a_stated_size_are_repaired_at_first_read(tmp_pa
 
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.jpg").write_bytes(_jpeg(_rgb()))
-    annotations = [{"id": i, "image_id": 1, "category_id": 1, "bbox": bbox}
-                   for i, bbox in enumerate(([1, 1, 10, 10], [60, 40, 20, 20], [100, 100, 5, 5]))]  # fmt: skip
-    _write(tmp_path / "a.json", {"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": annotations,
-                                  "categories": [{"id": 1, "name": "x"}]})  # fmt: skip
+    annotations = [
+        {"id": i, "image_id": 1, "category_id": 1, "bbox": bbox}
+        for i, bbox in enumerate(([1, 1, 10, 10], [60, 40, 20, 20], [100, 100, 5, 5]))
+    ]
+    _write(
+        tmp_path / "a.json",
+        {
+            "images": [{"id": 1, "file_name": "a.jpg"}],
+            "annotations": annotations,
+            "categories": [{"id": 1, "name": "x"}],
+        },
+    )
     dataset = CocoDetection(tmp_path / "images", tmp_path / "a.json")
     for _ in range(2):  # a second epoch does not count again
         _, target = dataset[0]
@@ -172,23 +192,48 @@ def _write(path: Path, obj: object) -> Path:
     ("content", "fragment"),
     [
         ('{"images": [', "malformed JSON"),
-        (json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 1, "name": "a"}],
-                     "annotations": [{"id": 5, "image_id": 1, "category_id": 9, "bbox": [0, 0, 1, 1]}]}),
-         "annotation id 5: unknown category id 9"),
-        (json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 1, "name": "a"}],
-                     "annotations": [{"id": 6, "image_id": 42, "category_id": 1, "bbox": [0, 0, 1, 1]}]}),
-         "annotation id 6: unknown image id 42"),
+        (
+            json.dumps(
+                {
+                    "images": [{"id": 1, "file_name": "a.jpg"}],
+                    "categories": [{"id": 1, "name": "a"}],
+                    "annotations": [{"id": 5, "image_id": 1, "category_id": 9, "bbox": [0, 0, 1, 1]}],
+                }
+            ),
+            "annotation id 5: unknown category id 9",
+        ),
+        (
+            json.dumps(
+                {
+                    "images": [{"id": 1, "file_name": "a.jpg"}],
+                    "categories": [{"id": 1, "name": "a"}],
+                    "annotations": [{"id": 6, "image_id": 42, "category_id": 1, "bbox": [0, 0, 1, 1]}],
+                }
+            ),
+            "annotation id 6: unknown image id 42",
+        ),
         (json.dumps([1, 2, 3]), "expected a JSON object"),
     ],
-)  # fmt: skip
+)
 def test_structural_errors_exit_2_with_the_file_and_entry(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, fragment: str
 ) -> None:
     (tmp_path / "images").mkdir()
     annotations = tmp_path / "bad.json"
     annotations.write_text(content)
-    code = cli_main(["data", "check", "--format", "coco", "--images", str(tmp_path / "images"), "--annotations",
-                     str(annotations), "--json"])  # fmt: skip
+    code = cli_main(
+        [
+            "data",
+            "check",
+            "--format",
+            "coco",
+            "--images",
+            str(tmp_path / "images"),
+            "--annotations",
+            str(annotations),
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 2
     assert str(annotations) in captured.err and fragment in captured.err
@@ -218,8 +263,9 @@ def test_check_voc_detection(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     (year / "JPEGImages" / "000003.jpg").write_bytes(good)
     (year / "Annotations" / "000003.xml").write_text("<annotation><size>")  # malformed XML
     (year / "ImageSets" / "Main" / "trainval.txt").write_text("000001\n000002\n000003\n")
-    code = cli_main(["data", "check", "--format", "voc-det", "--root", str(tmp_path / "VOCdevkit"), "--split",
-                     "trainval", "--json"])  # fmt: skip
+    code = cli_main(
+        ["data", "check", "--format", "voc-det", "--root", str(tmp_path / "VOCdevkit"), "--split", "trainval", "--json"]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["images"], report["usable_images"], report["skipped_images"]) == (3, 1, 2)

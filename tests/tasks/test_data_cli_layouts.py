@@ -31,8 +31,15 @@ def _same(report: dict, expected: Expected, *, detection: bool = True) -> None:
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_coco2017_counts(coco2017: tuple[Path, dict], split: str, capsys: pytest.CaptureFixture[str]) -> None:
     root, expected = coco2017
-    report = _check(capsys, "--format", "coco", "--images", str(root / f"{split}2017"),
-                    "--annotations", str(root / "annotations" / f"instances_{split}2017.json"))
+    report = _check(
+        capsys,
+        "--format",
+        "coco",
+        "--images",
+        str(root / f"{split}2017"),
+        "--annotations",
+        str(root / "annotations" / f"instances_{split}2017.json"),
+    )
     _same(report, expected[split])
     assert report["object_classes"] == 80
     reasons = {item["file"]: item["reason"] for item in report["skipped"]}
@@ -60,11 +67,17 @@ def test_coco_exif_rotated_image_is_read_in_the_annotated_frame(coco2017: tuple[
     assert dataset.report.extra["exif_frame_kept"] == 1
 
 
-@pytest.mark.parametrize(("year", "split", "key"), [("2007", "trainval", "det/2007/trainval"),
-                                                     ("2007", "test", "det/2007/test"),
-                                                     ("2012", "trainval", "det/2012/trainval")])
-def test_voc_detection_counts(vocdevkit: tuple[Path, dict], year: str, split: str, key: str,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("year", "split", "key"),
+    [
+        ("2007", "trainval", "det/2007/trainval"),
+        ("2007", "test", "det/2007/test"),
+        ("2012", "trainval", "det/2012/trainval"),
+    ],
+)
+def test_voc_detection_counts(
+    vocdevkit: tuple[Path, dict], year: str, split: str, key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     root, expected = vocdevkit
     report = _check(capsys, "--format", "voc-det", "--root", str(root), "--split", split, "--year", year)
     _same(report, expected[key])
@@ -73,15 +86,20 @@ def test_voc_detection_counts(vocdevkit: tuple[Path, dict], year: str, split: st
 
 
 @pytest.mark.parametrize("split", ["train", "val", "train_aug"])
-def test_voc_segmentation_counts_with_sbd(vocdevkit: tuple[Path, dict], split: str,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_voc_segmentation_counts_with_sbd(
+    vocdevkit: tuple[Path, dict], split: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     root, expected = vocdevkit
-    _same(_check(capsys, "--format", "voc-seg", "--root", str(root), "--split", split), expected[f"seg/{split}"],
-          detection=False)
+    _same(
+        _check(capsys, "--format", "voc-seg", "--root", str(root), "--split", split),
+        expected[f"seg/{split}"],
+        detection=False,
+    )
 
 
-def test_voc_segmentation_train_aug_from_segmentation_class_aug(vocdevkit_aug: tuple[Path, int],
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_voc_segmentation_train_aug_from_segmentation_class_aug(
+    vocdevkit_aug: tuple[Path, int], capsys: pytest.CaptureFixture[str]
+) -> None:
     root, size = vocdevkit_aug
     report = _check(capsys, "--format", "voc-seg", "--root", str(root), "--split", "train_aug")
     assert report["images"] == size and report["skipped_images"] == 0

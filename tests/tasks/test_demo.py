@@ -11,8 +11,12 @@ import torch
 
 from mobilevision.tasks import demo
 
-TINY = ["--override=--data.init_args.num_train=12", "--override=--data.init_args.num_val=4",
-        "--override=--data.init_args.batch_size=4", "--override=--trainer.max_steps=3"]  # fmt: skip
+TINY = [
+    "--override=--data.init_args.num_train=12",
+    "--override=--data.init_args.num_val=4",
+    "--override=--data.init_args.batch_size=4",
+    "--override=--trainer.max_steps=3",
+]
 
 
 @pytest.mark.slow
@@ -48,8 +52,14 @@ def test_demo_trains_evaluates_and_says_where_everything_is(
     assert 0.0 <= seg["val/miou"] <= 1.0 and 0.0 <= seg["val_mf/miou"] <= 1.0
     # The second evaluation ran the paper's MF inference (4 held-out images, one batch), the first did not.
     assert mf_calls == [(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)]
-    for key in ("input_video", "detection_video", "segmentation_video", "multitask_video", "detection_contact_sheet",
-                "multitask_contact_sheet"):
+    for key in (
+        "input_video",
+        "detection_video",
+        "segmentation_video",
+        "multitask_video",
+        "detection_contact_sheet",
+        "multitask_contact_sheet",
+    ):
         assert Path(summary["outputs"][key]).exists(), key
     assert f"Outputs in {out}/" in printed and "(MF: scales 0.5-1.75 and flips)" in printed
     assert f"mIoU {seg['val/miou']:.3f}" in printed and f"mIoU {seg['val_mf/miou']:.3f}" in printed

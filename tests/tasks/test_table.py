@@ -91,10 +91,16 @@ def toy_task(monkeypatch: pytest.MonkeyPatch) -> Task:
     """The toy task and its model builder, registered for one test (the table and MODELS are restored after)."""
     monkeypatch.setattr(table, "TASKS", dict(table.TASKS))
     monkeypatch.setattr(models, "MODELS", {**models.MODELS, "toy_classifier": ToyClassifier})
-    return table.register(Task(
-        name="toy-classification", model_class=f"{__name__}:ToyClassifier", inference=f"{__name__}:ToyInference",
-        export_module=f"{__name__}:export_module", onnx_outputs=("logits",), default_input_size=(32, 32),
-    ))
+    return table.register(
+        Task(
+            name="toy-classification",
+            model_class=f"{__name__}:ToyClassifier",
+            inference=f"{__name__}:ToyInference",
+            export_module=f"{__name__}:export_module",
+            onnx_outputs=("logits",),
+            default_input_size=(32, 32),
+        )
+    )
 
 
 def test_a_third_task_through_the_table_alone(toy_task: Task, tmp_path: Path) -> None:
@@ -170,7 +176,7 @@ def test_the_package_has_no_import_cycle() -> None:
         state[node] = 1
         for nxt in graph[node]:
             if state.get(nxt) == 1 and not node.startswith(nxt + "."):
-                raise AssertionError(f"import cycle: {' -> '.join(trail[trail.index(nxt):] + [node, nxt])}")
+                raise AssertionError(f"import cycle: {' -> '.join(trail[trail.index(nxt) :] + [node, nxt])}")
             if nxt not in state:
                 visit(nxt, [*trail, node])
         state[node] = 2

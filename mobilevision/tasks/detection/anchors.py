@@ -81,7 +81,11 @@ class DefaultBoxes:
         return boxes.to(dtype)
 
     def pixels(
-        self, feature_sizes: Sequence[tuple[int, int]], image_size: tuple[int, int], *, device: torch.device | None = None
+        self,
+        feature_sizes: Sequence[tuple[int, int]],
+        image_size: tuple[int, int],
+        *,
+        device: torch.device | None = None,
     ) -> Tensor:
         """Default boxes [A, 4] as (x1, y1, x2, y2) in the pixels of an input of `image_size` (h, w)."""
         boxes = cxcywh_to_xyxy(self.normalized(feature_sizes))

@@ -113,8 +113,13 @@ def stream_memory_check(predictor: Any, *, frames: int = 300, size: tuple[int, i
             if index >= 50:
                 peak = max(peak, _rss_mb())
         elapsed = time.perf_counter() - start
-    return {"frames": count, "rss_at_50_mb": rss_50, "rss_max_after_50_mb": peak, "growth_mb": peak - rss_50,
-            "fps": count / elapsed}
+    return {
+        "frames": count,
+        "rss_at_50_mb": rss_50,
+        "rss_max_after_50_mb": peak,
+        "growth_mb": peak - rss_50,
+        "fps": count / elapsed,
+    }
 
 
 def _median_ms(values: list[float]) -> float:
@@ -145,8 +150,13 @@ def _resize_times(ssd: nn.Module, predictor: Any, repeats: int) -> dict[str, flo
     return {name: _median_ms(values[3:]) for name, values in times.items()}
 
 
-def prepare(weights: Path | None = None, *, width_mult: float = 1.0, num_classes: int = NUM_CLASSES,
-            calibration_images: int = 32) -> tuple[nn.Module, nn.Module, Any]:
+def prepare(
+    weights: Path | None = None,
+    *,
+    width_mult: float = 1.0,
+    num_classes: int = NUM_CLASSES,
+    calibration_images: int = 32,
+) -> tuple[nn.Module, nn.Module, Any]:
     """(our Detector, torchvision SSD twin, ModelMeta or None): a checkpoint's, or a fresh SSDLite whose BatchNorm is
     calibrated on `calibration_images` generated photo-like images at the input size."""
     meta = None
@@ -158,8 +168,10 @@ def prepare(weights: Path | None = None, *, width_mult: float = 1.0, num_classes
         if not isinstance(model, Detector):
             raise UserError(f"{weights}: not a detector checkpoint (benchmark predictor compares detection pipelines)")
         if getattr(model, "classification", "softmax") != "softmax":
-            raise UserError(f"{weights}: scores with sigmoid; torchvision's SSD post-processing is softmax only, so "
-                            "the two pipelines cannot run the same detector")
+            raise UserError(
+                f"{weights}: scores with sigmoid; torchvision's SSD post-processing is softmax only, so "
+                "the two pipelines cannot run the same detector"
+            )
         ours, ssd = build_pair(model, input_size=meta.input_size)
         return ours, ssd, meta
     torch.manual_seed(0)  # the same network (hence the same detections) on every run
@@ -185,23 +197,49 @@ def _int8_model(ours: nn.Module, meta: Any, folder: Path, count: int = 32) -> Pa
     return quantize_onnx(fp32, folder / "model.int8.onnx", paths)
 
 
-def run(*, repeats: int, threads: Sequence[int], stream_frames: int, width_mult: float = 1.0,
-        weights: Path | None = None, regimes: Sequence[tuple[str, float]] = REGIMES,
-        calibration_images: int = 32, int8: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(
+    *,
+    repeats: int,
+    threads: Sequence[int],
+    stream_frames: int,
+    width_mult: float = 1.0,
+    weights: Path | None = None,
+    regimes: Sequence[tuple[str, float]] = REGIMES,
+    calibration_images: int = 32,
+    int8: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Both regimes at each thread count (see the module docstring); returns the numbers printed.
 
     `int8` adds a row: our int8 ONNX model (QDQ, calibrated on 32 generated images) through `Predictor`; its
     detection count is printed but not required to equal the fp32 pipelines'.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        return _run(repeats=repeats, threads=threads, stream_frames=stream_frames, width_mult=width_mult,
-                    weights=weights, regimes=regimes, calibration_images=calibration_images,
-                    int8_folder=Path(tmp) if int8 else None, log=log)
+        return _run(
+            repeats=repeats,
+            threads=threads,
+            stream_frames=stream_frames,
+            width_mult=width_mult,
+            weights=weights,
+            regimes=regimes,
+            calibration_images=calibration_images,
+            int8_folder=Path(tmp) if int8 else None,
+            log=log,
+        )
 
 
-def _run(*, repeats: int, threads: Sequence[int], stream_frames: int, width_mult: float, weights: Path | None,
-         regimes: Sequence[tuple[str, float]], calibration_images: int, int8_folder: Path | None,
-         log: Callable[[str], None]) -> dict[str, Any]:
+def _run(
+    *,
+    repeats: int,
+    threads: Sequence[int],
+    stream_frames: int,
+    width_mult: float,
+    weights: Path | None,
+    regimes: Sequence[tuple[str, float]],
+    calibration_images: int,
+    int8_folder: Path | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     from mobilevision.inference.predictor import Predictor
     from mobilevision.tasks.detection.parity import match_detections
 
@@ -213,10 +251,16 @@ def _run(*, repeats: int, threads: Sequence[int], stream_frames: int, width_mult
     # find the same detections (an untrained network amplifies the differences between cv2's uint8 resize and
     # torchvision's float one: on a 480x640 image the two agree on a handful of boxes). Resizing is timed apart.
     image = cv2.resize(busy_image(IMAGE_SHAPE), (input_size[1], input_size[0]), interpolation=cv2.INTER_AREA)
-    results: dict[str, Any] = {"image": list(input_size), "input_size": list(input_size),
-                               "num_classes": ours.num_classes, "weights": str(weights) if weights else
-                               f"untrained, BatchNorm calibrated on {calibration_images} generated images",
-                               "repeats": repeats, "runs": []}
+    results: dict[str, Any] = {
+        "image": list(input_size),
+        "input_size": list(input_size),
+        "num_classes": ours.num_classes,
+        "weights": str(weights)
+        if weights
+        else f"untrained, BatchNorm calibrated on {calibration_images} generated images",
+        "repeats": repeats,
+        "runs": [],
+    }
     agree = True
     for n in threads:
         torch.set_num_threads(n)
@@ -224,52 +268,79 @@ def _run(*, repeats: int, threads: Sequence[int], stream_frames: int, width_mult
             ssd.score_thresh = threshold
             pipelines: dict[str, Any] = {
                 "torchvision SSD (eager)": _TorchvisionPipeline(ssd),
-                "ours torch": Predictor(copy.deepcopy(ours), backend="torch", num_threads=n, meta=meta,
-                                        score_threshold=threshold),
-                "ours onnxruntime": Predictor(copy.deepcopy(ours), backend="onnxruntime", num_threads=n, meta=meta,
-                                              score_threshold=threshold),
+                "ours torch": Predictor(
+                    copy.deepcopy(ours), backend="torch", num_threads=n, meta=meta, score_threshold=threshold
+                ),
+                "ours onnxruntime": Predictor(
+                    copy.deepcopy(ours), backend="onnxruntime", num_threads=n, meta=meta, score_threshold=threshold
+                ),
             }
             if int8_path is not None:
                 pipelines[INT8] = Predictor(int8_path, num_threads=n, score_threshold=threshold)
-            stages, last = interleaved({name: partial(pipe.timed, image) for name, pipe in pipelines.items()},
-                                       repeats=repeats, warmup=3)
+            stages, last = interleaved(
+                {name: partial(pipe.timed, image) for name, pipe in pipelines.items()}, repeats=repeats, warmup=3
+            )
             table = {name: {k: _median_ms(v) for k, v in s.items()} for name, s in stages.items()}
             counts = {name: _count(result) for name, result in last.items()}
             reference = last["torchvision SSD (eager)"]
-            matched = {name: int(match_detections(_as_tensors(result), _as_tensors(reference), iou=0.9,
-                                                  pixels=1.0)[0].sum()) for name, result in last.items()}
+            matched = {
+                name: int(match_detections(_as_tensors(result), _as_tensors(reference), iou=0.9, pixels=1.0)[0].sum())
+                for name, result in last.items()
+            }
             # int8 is approximate by design: its count is printed, not required to agree.
             same_counts = len({c for name, c in counts.items() if name != INT8}) == 1
             agree &= same_counts
             tv_ms = table["torchvision SSD (eager)"]["end_to_end"]
-            log(f"\n== {n} thread(s), {regime}: {input_size[0]}x{input_size[1]} RGB uint8 HWC array -> detections "
-                f"(no resize), {ours.num_classes} classes, medians of {repeats} interleaved runs (ms) ==")
-            log(f"{'pipeline':<26}{'preprocess':>11}{'forward':>9}{'postproc':>10}{'end-to-end':>12}"
-                f"{'/torchvision':>13}{'/own forward':>13}{'detections':>12}{'matched':>9}")
+            log(
+                f"\n== {n} thread(s), {regime}: {input_size[0]}x{input_size[1]} RGB uint8 HWC array -> detections "
+                f"(no resize), {ours.num_classes} classes, medians of {repeats} interleaved runs (ms) =="
+            )
+            log(
+                f"{'pipeline':<26}{'preprocess':>11}{'forward':>9}{'postproc':>10}{'end-to-end':>12}"
+                f"{'/torchvision':>13}{'/own forward':>13}{'detections':>12}{'matched':>9}"
+            )
             for name, row in table.items():
-                log(f"{name:<26}{row['preprocess']:>11.2f}{row['forward']:>9.2f}{row['postprocess']:>10.2f}"
+                log(
+                    f"{name:<26}{row['preprocess']:>11.2f}{row['forward']:>9.2f}{row['postprocess']:>10.2f}"
                     f"{row['end_to_end']:>12.2f}{row['end_to_end'] / tv_ms:>13.2f}"
-                    f"{row['end_to_end'] / row['forward']:>13.2f}{counts[name]:>12}{matched[name]:>9}")
+                    f"{row['end_to_end'] / row['forward']:>13.2f}{counts[name]:>12}{matched[name]:>9}"
+                )
             log("detection counts agree" if same_counts else f"DETECTION COUNTS DIFFER: {counts}")
-            results["runs"].append({"threads": n, "regime": regime, "score_threshold": threshold, "stages_ms": table,
-                                    "detections": counts, "matched_to_torchvision": matched,
-                                    "counts_agree": same_counts,
-                                    "ratio_vs_torchvision": {k: v["end_to_end"] / tv_ms for k, v in table.items()},
-                                    "ratio_vs_own_forward": {k: v["end_to_end"] / v["forward"]
-                                                             for k, v in table.items()}})
+            results["runs"].append(
+                {
+                    "threads": n,
+                    "regime": regime,
+                    "score_threshold": threshold,
+                    "stages_ms": table,
+                    "detections": counts,
+                    "matched_to_torchvision": matched,
+                    "counts_agree": same_counts,
+                    "ratio_vs_torchvision": {k: v["end_to_end"] / tv_ms for k, v in table.items()},
+                    "ratio_vs_own_forward": {k: v["end_to_end"] / v["forward"] for k, v in table.items()},
+                }
+            )
         results["resize_480x640_ms"] = _resize_times(ssd, pipelines["ours onnxruntime"], repeats)
-        log("preprocess of a 480x640 image (resize included), same array, interleaved medians (ms): " + ", ".join(
-            f"{name} {ms:.2f}" for name, ms in results["resize_480x640_ms"].items()))
+        log(
+            "preprocess of a 480x640 image (resize included), same array, interleaved medians (ms): "
+            + ", ".join(f"{name} {ms:.2f}" for name, ms in results["resize_480x640_ms"].items())
+        )
     results["counts_agree"] = agree
     if stream_frames > 0:
         torch.set_num_threads(threads[0])
-        stream_predictor = Predictor(copy.deepcopy(ours), backend="onnxruntime", num_threads=threads[0], meta=meta,
-                                     score_threshold=SCORE_THRESHOLD)
+        stream_predictor = Predictor(
+            copy.deepcopy(ours),
+            backend="onnxruntime",
+            num_threads=threads[0],
+            meta=meta,
+            score_threshold=SCORE_THRESHOLD,
+        )
         memory = stream_memory_check(stream_predictor, frames=stream_frames)
         results["stream"] = memory
-        log(f"\nPredictor.stream over a generated {memory['frames']}-frame 480x640 video (onnxruntime): RSS "
+        log(
+            f"\nPredictor.stream over a generated {memory['frames']}-frame 480x640 video (onnxruntime): RSS "
             f"{memory['rss_at_50_mb']:.1f} MB at frame 50, max {memory['rss_max_after_50_mb']:.1f} MB after -> "
-            f"growth {memory['growth_mb']:.1f} MB (target < 100), {memory['fps']:.1f} frames/s")
+            f"growth {memory['growth_mb']:.1f} MB (target < 100), {memory['fps']:.1f} frames/s"
+        )
     return results
 
 
@@ -277,8 +348,12 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="mobilevision benchmark predictor", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=20, help="interleaved runs per pipeline (medians reported)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="intra-op thread counts")
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="a trained detector checkpoint (default: untrained, BatchNorm calibrated)")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="a trained detector checkpoint (default: untrained, BatchNorm calibrated)",
+    )
     parser.add_argument("--stream-frames", type=int, default=300, help="frames of the memory check (0 skips it)")
     parser.add_argument("--width-mult", type=float, default=1.0, help="width multiplier (1.0 is the paper's model)")
     parser.add_argument("--int8", action="store_true", help="add our int8 ONNX model (calibrated on generated images)")
@@ -288,8 +363,14 @@ def main(argv: Sequence[str]) -> int:
         parser.error(f"--repeats and --threads must be >= 1, got {args.repeats} and {args.threads}")
     if args.weights is not None and not args.weights.is_file():
         raise UserError(f"--weights {args.weights}: file not found")
-    results = run(repeats=args.repeats, threads=args.threads, stream_frames=args.stream_frames,
-                  width_mult=args.width_mult, weights=args.weights, int8=args.int8)
+    results = run(
+        repeats=args.repeats,
+        threads=args.threads,
+        stream_frames=args.stream_frames,
+        width_mult=args.width_mult,
+        weights=args.weights,
+        int8=args.int8,
+    )
     if args.json:
         atomic_write_json(args.json, results)
     return 0 if results["counts_agree"] else 1

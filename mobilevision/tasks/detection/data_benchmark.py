@@ -56,18 +56,22 @@ def _torchvision(images: Path, annotations: Path, size: int) -> Callable[[int], 
     samples = []
     for image in coco["images"]:
         anns = per_image.get(image["id"], [])
-        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                              for a in anns], dtype=torch.float32).reshape(-1, 4)  # fmt: skip
+        boxes = torch.tensor(
+            [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
+            dtype=torch.float32,
+        ).reshape(-1, 4)
         labels = torch.tensor([a["category_id"] for a in anns], dtype=torch.int64)
         samples.append((images / image["file_name"], boxes, labels, (image["height"], image["width"])))
-    pipeline = v2.Compose([
-        v2.RandomPhotometricDistort(p=0.5),
-        v2.RandomZoomOut(fill={tv_tensors.Image: MEAN_FILL, "others": 0}, side_range=(1.0, 4.0), p=0.5),
-        v2.RandomIoUCrop(),
-        v2.RandomHorizontalFlip(p=0.5),
-        v2.Resize((size, size), antialias=True),
-        v2.SanitizeBoundingBoxes(),
-    ])  # fmt: skip
+    pipeline = v2.Compose(
+        [
+            v2.RandomPhotometricDistort(p=0.5),
+            v2.RandomZoomOut(fill={tv_tensors.Image: MEAN_FILL, "others": 0}, side_range=(1.0, 4.0), p=0.5),
+            v2.RandomIoUCrop(),
+            v2.RandomHorizontalFlip(p=0.5),
+            v2.Resize((size, size), antialias=True),
+            v2.SanitizeBoundingBoxes(),
+        ]
+    )
 
     def load(index: int) -> Any:
         path, boxes, labels, canvas = samples[index]
@@ -86,8 +90,14 @@ def run(*, num_images: int = 48, rounds: int = 3, size: int = 320, workdir: Path
     cv2.setNumThreads(1)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        paths = generate_shapes(Path(tmp) / "coco_like", num_images=num_images, seed=0, image_size=(480, 640),
-                                min_object_size=16, max_object_fraction=0.8)  # fmt: skip
+        paths = generate_shapes(
+            Path(tmp) / "coco_like",
+            num_images=num_images,
+            seed=0,
+            image_size=(480, 640),
+            min_object_size=16,
+            max_object_fraction=0.8,
+        )
         loaders = {
             "mobilevision": _ours(paths.images, paths.annotations, size),
             "torchvision": _torchvision(paths.images, paths.annotations, size),
@@ -116,8 +126,9 @@ def run(*, num_images: int = 48, rounds: int = 3, size: int = 320, workdir: Path
 
 def main(argv: Sequence[str]) -> int:
     """Print images/s per worker of both pipelines and their ratio."""
-    parser = argparse.ArgumentParser(prog="mobilevision benchmark data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="mobilevision benchmark data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--num-images", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size", type=int, default=320)
@@ -127,8 +138,10 @@ def main(argv: Sequence[str]) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"decode + SSD augmentation to {args.size}x{args.size}, 640x480 JPEGs, 1 thread, "
-              f"{result['images']} images each")  # fmt: skip
+        print(
+            f"decode + SSD augmentation to {args.size}x{args.size}, 640x480 JPEGs, 1 thread, "
+            f"{result['images']} images each"
+        )
         print(f"  mobilevision (cv2 + albumentations): {result['ours_images_per_s']:8.1f} images/s per worker")
         print(f"  torchvision.transforms.v2          : {result['torchvision_images_per_s']:8.1f} images/s per worker")
         print(f"  ratio ours / torchvision           : {result['ratio']:8.2f}x")

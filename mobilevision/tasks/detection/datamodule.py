@@ -86,19 +86,29 @@ class DetectionDataModule(pl.LightningDataModule):
             return self.eval_pipeline(self.input_size)
         a = self.augment
         return self.train_pipeline(
-            self.input_size, photometric=a.photometric, zoom_out=a.zoom_out, max_zoom=a.max_zoom,
-            min_iou_crop=a.min_iou_crop, hflip=a.hflip,
-        )  # fmt: skip
+            self.input_size,
+            photometric=a.photometric,
+            zoom_out=a.zoom_out,
+            max_zoom=a.max_zoom,
+            min_iou_crop=a.min_iou_crop,
+            hflip=a.hflip,
+        )
 
     def eval_transforms(self) -> Any:
         return self.eval_pipeline(self.input_size)
 
     def _loader(self, dataset: Dataset, *, train: bool) -> DataLoader:
         if train:
-            return train_loader(dataset, self.trainer, batch_size=self.batch_size, num_workers=self.num_workers,
-                                collate_fn=self.collate)  # fmt: skip
-        return eval_loader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                           collate_fn=self.collate, each_image_once=self.each_image_once)  # fmt: skip
+            return train_loader(
+                dataset, self.trainer, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.collate
+            )
+        return eval_loader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=self.collate,
+            each_image_once=self.each_image_once,
+        )
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_dataset is not None, "setup('fit') first"
@@ -138,16 +148,22 @@ class CocoDataModule(DetectionDataModule):
         if root is not None and not root.strip():
             raise DatasetError("CocoDataModule: `root` is empty; set --data.init_args.root to the COCO folder")
         if root and not Path(root).is_dir():
-            raise DatasetError(f"CocoDataModule: root {root} is not a folder; set --data.init_args.root to the COCO "
-                               "folder (annotations/, train2017/, val2017/)")  # fmt: skip
+            raise DatasetError(
+                f"CocoDataModule: root {root} is not a folder; set --data.init_args.root to the COCO "
+                "folder (annotations/, train2017/, val2017/)"
+            )
         base = Path(root) if root else None
         self.paths = {
-            "train": (train_images or _under(base, "train2017"), train_annotations
-                      or _under(base, "annotations/instances_train2017.json")),
-            "val": (val_images or _under(base, "val2017"), val_annotations
-                    or _under(base, "annotations/instances_val2017.json")),
+            "train": (
+                train_images or _under(base, "train2017"),
+                train_annotations or _under(base, "annotations/instances_train2017.json"),
+            ),
+            "val": (
+                val_images or _under(base, "val2017"),
+                val_annotations or _under(base, "annotations/instances_val2017.json"),
+            ),
             "test": (test_images, test_annotations),
-        }  # fmt: skip
+        }
         known = self.paths["val"][1] or self.paths["train"][1]
         if known is None:
             raise DatasetError("CocoDataModule needs `root` or annotation files")
@@ -262,4 +278,3 @@ class ShapesDataModule(DetectionDataModule):
         if stage in ("fit", "validate", "test") and self.val_dataset is None:
             self.val_dataset = self._dataset("val", False)
             self.test_dataset = self.val_dataset
-

@@ -29,8 +29,9 @@ from mobilevision.io import atomic_write_json
 COCO_CATEGORY_IDS: tuple[int, ...] = tuple(i for i in range(1, 91) if i not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83})
 
 
-def synthetic_coco(*, num_images: int = 500, max_dets: int = 100, seed: int = 0,
-                   size: tuple[int, int] = (480, 640)) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def synthetic_coco(
+    *, num_images: int = 500, max_dets: int = 100, seed: int = 0, size: tuple[int, int] = (480, 640)
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A COCO ground-truth dict and a bbox results list for it (see the module docstring).
 
     Returns:
@@ -39,8 +40,9 @@ def synthetic_coco(*, num_images: int = 500, max_dets: int = 100, seed: int = 0,
     rng = np.random.default_rng(seed)
     height, width = size
     categories = [{"id": c, "name": f"class_{c}"} for c in COCO_CATEGORY_IDS]
-    images = [{"id": i + 1, "file_name": f"{i + 1:012d}.jpg", "width": width, "height": height}
-              for i in range(num_images)]
+    images = [
+        {"id": i + 1, "file_name": f"{i + 1:012d}.jpg", "width": width, "height": height} for i in range(num_images)
+    ]
     annotations: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
     for image in images:
@@ -50,20 +52,37 @@ def synthetic_coco(*, num_images: int = 500, max_dets: int = 100, seed: int = 0,
             w, h = min(side * rng.uniform(0.6, 1.4), width - 1), min(side * rng.uniform(0.6, 1.4), height - 1)
             x, y = float(rng.uniform(0, width - w)), float(rng.uniform(0, height - h))
             category = int(rng.choice(COCO_CATEGORY_IDS))
-            annotations.append({"id": len(annotations) + 1, "image_id": image["id"], "category_id": category,
-                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(rng.random() < 0.03)})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image["id"],
+                    "category_id": category,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": int(rng.random() < 0.03),
+                }
+            )
             for copy in range(int(rng.integers(1, 5))):
                 jitter = rng.normal(0, (0.05 if copy == 0 else 0.25) * side, 4)
                 wrong = copy > 0 and rng.random() < 0.5
-                dets.append({"image_id": image["id"],
-                             "category_id": int(rng.choice(COCO_CATEGORY_IDS)) if wrong else category,
-                             "bbox": [x + jitter[0], y + jitter[1], max(1.0, w + jitter[2]), max(1.0, h + jitter[3])],
-                             "score": float(rng.uniform(0.3, 1.0) if copy == 0 else rng.uniform(0.01, 0.6))})
+                dets.append(
+                    {
+                        "image_id": image["id"],
+                        "category_id": int(rng.choice(COCO_CATEGORY_IDS)) if wrong else category,
+                        "bbox": [x + jitter[0], y + jitter[1], max(1.0, w + jitter[2]), max(1.0, h + jitter[3])],
+                        "score": float(rng.uniform(0.3, 1.0) if copy == 0 else rng.uniform(0.01, 0.6)),
+                    }
+                )
         while len(dets) < max_dets and rng.random() < 0.97:  # false positives, as a 0.01 threshold lets through
             w, h = float(rng.uniform(4, 200)), float(rng.uniform(4, 200))
-            dets.append({"image_id": image["id"], "category_id": int(rng.choice(COCO_CATEGORY_IDS)),
-                         "bbox": [float(rng.uniform(0, width - w)), float(rng.uniform(0, height - h)), w, h],
-                         "score": float(rng.uniform(0.01, 0.3))})
+            dets.append(
+                {
+                    "image_id": image["id"],
+                    "category_id": int(rng.choice(COCO_CATEGORY_IDS)),
+                    "bbox": [float(rng.uniform(0, width - w)), float(rng.uniform(0, height - h)), w, h],
+                    "score": float(rng.uniform(0.01, 0.3)),
+                }
+            )
         dets.sort(key=lambda d: -d["score"])
         results += dets[:max_dets]
     return {"images": images, "annotations": annotations, "categories": categories}, results
@@ -79,8 +98,11 @@ def _evaluator_only(coco_gt: Any, results: list[dict[str, Any]], backend: str) -
 
     from mobilevision.tasks.detection.evaluation import _faster_eval, _results_coco
 
-    evaluator = (_faster_eval(coco_gt, results) if backend == "faster"
-                 else COCOeval(coco_gt, _results_coco(coco_gt, results), iouType="bbox"))
+    evaluator = (
+        _faster_eval(coco_gt, results)
+        if backend == "faster"
+        else COCOeval(coco_gt, _results_coco(coco_gt, results), iouType="bbox")
+    )
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.evaluate()
         evaluator.accumulate()
@@ -109,20 +131,32 @@ def run(*, num_images: int, max_dets: int, repeats: int, log: Any = print) -> di
             times[backend]["evaluation"].append(time.perf_counter() - start)
     medians = {b: {k: statistics.median(v) for k, v in parts.items()} for b, parts in times.items()}
     equal = all(abs(stats["faster"][n] - stats["pycocotools"][n]) < 1e-12 for n in STAT_NAMES)
-    log(f"generated COCO set: {num_images} images, {len(gt['annotations'])} objects, {len(results)} detections "
-        f"(up to {max_dets} per image), 80 categories; medians of {repeats} interleaved runs, seconds")
+    log(
+        f"generated COCO set: {num_images} images, {len(gt['annotations'])} objects, {len(results)} detections "
+        f"(up to {max_dets} per image), 80 categories; medians of {repeats} interleaved runs, seconds"
+    )
     log(f"{'backend':<14}{'evaluate_coco':>14}{'speed-up':>10}{'evaluation only':>17}{'speed-up':>10}")
     for backend, row in medians.items():
         ref = medians["pycocotools"]
-        log(f"{backend:<14}{row['evaluate_coco']:>14.2f}{ref['evaluate_coco'] / row['evaluate_coco']:>10.1f}"
-            f"{row['evaluation']:>17.2f}{ref['evaluation'] / row['evaluation']:>10.1f}")
-    log("(evaluate_coco includes validating the results, the same Python for both backends; evaluation only is "
-        "what the backend changes: results index, evaluate, accumulate, summarize)")
+        log(
+            f"{backend:<14}{row['evaluate_coco']:>14.2f}{ref['evaluate_coco'] / row['evaluate_coco']:>10.1f}"
+            f"{row['evaluation']:>17.2f}{ref['evaluation'] / row['evaluation']:>10.1f}"
+        )
+    log(
+        "(evaluate_coco includes validating the results, the same Python for both backends; evaluation only is "
+        "what the backend changes: results index, evaluate, accumulate, summarize)"
+    )
     log("the 12 numbers: " + ", ".join(f"{n} {stats['pycocotools'][n]:.4f}" for n in STAT_NAMES))
     log(f"faster-coco-eval gives the same 12 numbers as pycocotools: {equal}")
-    return {"images": num_images, "objects": len(gt["annotations"]), "detections": len(results),
-            "seconds": medians, "stats": stats, "identical": equal,
-            "speedup": {k: medians["pycocotools"][k] / medians["faster"][k] for k in ("evaluate_coco", "evaluation")}}
+    return {
+        "images": num_images,
+        "objects": len(gt["annotations"]),
+        "detections": len(results),
+        "seconds": medians,
+        "stats": stats,
+        "identical": equal,
+        "speedup": {k: medians["pycocotools"][k] / medians["faster"][k] for k in ("evaluate_coco", "evaluation")},
+    }
 
 
 def main(argv: Sequence[str]) -> int:
@@ -133,8 +167,9 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     args = parser.parse_args(list(argv))
     if args.images < 1 or args.max_dets < 1 or args.repeats < 1:
-        parser.error(f"--images, --max-dets and --repeats must be >= 1, got {args.images}, {args.max_dets}, "
-                     f"{args.repeats}")
+        parser.error(
+            f"--images, --max-dets and --repeats must be >= 1, got {args.images}, {args.max_dets}, {args.repeats}"
+        )
     results = run(num_images=args.images, max_dets=args.max_dets, repeats=args.repeats)
     if args.json:
         atomic_write_json(args.json, results)

@@ -31,9 +31,19 @@ from mobilevision.io import atomic_write_text
 EVAL_BACKENDS: tuple[str, ...] = ("pycocotools", "faster")
 # COCOeval.stats order (summarize()): AP@[.5:.95], AP50, AP75, AP small/medium/large, AR@1, AR@10, AR@100, AR s/m/l.
 STAT_NAMES: tuple[str, ...] = (
-    "map", "map_50", "map_75", "map_small", "map_medium", "map_large",
-    "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large",
-)  # fmt: skip
+    "map",
+    "map_50",
+    "map_75",
+    "map_small",
+    "map_medium",
+    "map_large",
+    "mar_1",
+    "mar_10",
+    "mar_100",
+    "mar_small",
+    "mar_medium",
+    "mar_large",
+)
 
 
 def _is_number(value: Any) -> bool:
@@ -85,10 +95,17 @@ def _results_coco(coco_gt: COCO, results: list[dict[str, Any]]) -> COCO:
     for index, item in enumerate(results):
         x, y, w, h = (float(v) for v in item["bbox"])
         anns.append(
-            {"image_id": item["image_id"], "category_id": item["category_id"], "bbox": [x, y, w, h],
-             "score": float(item["score"]), "area": w * h, "id": index + 1, "iscrowd": 0,
-             "segmentation": [[x, y, x, y + h, x + w, y + h, x + w, y]]}
-        )  # fmt: skip
+            {
+                "image_id": item["image_id"],
+                "category_id": item["category_id"],
+                "bbox": [x, y, w, h],
+                "score": float(item["score"]),
+                "area": w * h,
+                "id": index + 1,
+                "iscrowd": 0,
+                "segmentation": [[x, y, x, y + h, x + w, y + h, x + w, y]],
+            }
+        )
     res = COCO()
     res.dataset = {
         "images": list(coco_gt.dataset["images"]),
@@ -149,8 +166,9 @@ def evaluate_coco(
     return out
 
 
-def precision_recall(coco_gt: COCO, results: list[dict[str, Any]], image_ids: Sequence[int] | None = None
-                     ) -> dict[str, Any]:
+def precision_recall(
+    coco_gt: COCO, results: list[dict[str, Any]], image_ids: Sequence[int] | None = None
+) -> dict[str, Any]:
     """Per-class precision-recall curves from pycocotools' accumulated `eval["precision"]` (area all, 100
     detections), for plotting: `recall` [101], `precision_50` [101, K] at IoU 0.5, `precision` [101, K] averaged
     over IoU 0.5:0.95 (-1 where a class has no ground truth), `names` [K], `ap_50` and `ap` [K] (None likewise).
@@ -186,17 +204,30 @@ def _faster_eval(coco_gt: COCO, results: list[dict[str, Any]]) -> Any:
         from faster_coco_eval import COCO as FasterCOCO
         from faster_coco_eval import COCOeval_faster
     except ImportError:
-        raise UserError("the 'faster' COCO evaluation backend needs faster-coco-eval: "
-                        "pip install 'mobilevision[fast-eval]'") from None
+        raise UserError(
+            "the 'faster' COCO evaluation backend needs faster-coco-eval: pip install 'mobilevision[fast-eval]'"
+        ) from None
     anns = []
     for index, item in enumerate(results):
         x, y, w, h = (float(v) for v in item["bbox"])
-        anns.append({"image_id": item["image_id"], "category_id": item["category_id"], "bbox": [x, y, w, h],
-                     "score": float(item["score"]), "area": w * h, "id": index + 1, "iscrowd": 0})
+        anns.append(
+            {
+                "image_id": item["image_id"],
+                "category_id": item["category_id"],
+                "bbox": [x, y, w, h],
+                "score": float(item["score"]),
+                "area": w * h,
+                "id": index + 1,
+                "iscrowd": 0,
+            }
+        )
     gt, dt = FasterCOCO(), FasterCOCO()
     gt.dataset = coco_gt.dataset
-    dt.dataset = {"images": list(coco_gt.dataset["images"]), "categories": list(coco_gt.dataset["categories"]),
-                  "annotations": anns}
+    dt.dataset = {
+        "images": list(coco_gt.dataset["images"]),
+        "categories": list(coco_gt.dataset["categories"]),
+        "annotations": anns,
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
         dt.createIndex()
@@ -229,9 +260,7 @@ def rescale_boxes(boxes: Any, input_size: tuple[int, int], orig_size: tuple[int,
     return boxes * scale
 
 
-def to_coco_results(
-    detections: Sequence[dict[str, Any]], image_ids: Sequence[int], meta: Any
-) -> list[dict[str, Any]]:
+def to_coco_results(detections: Sequence[dict[str, Any]], image_ids: Sequence[int], meta: Any) -> list[dict[str, Any]]:
     """Model outputs -> COCO results dicts.
 
     Args:
@@ -254,10 +283,13 @@ def to_coco_results(
         for box, score, label in zip(boxes, scores, labels):
             x1, y1, x2, y2 = (float(v) for v in box)
             out.append(
-                {"image_id": int(image_id), "category_id": int(meta.category_of(int(label))),
-                 "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                 "score": round(float(score), 5)}
-            )  # fmt: skip
+                {
+                    "image_id": int(image_id),
+                    "category_id": int(meta.category_of(int(label))),
+                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                    "score": round(float(score), 5),
+                }
+            )
     return out
 
 
@@ -321,11 +353,15 @@ def results_warnings(coco_gt: COCO, results: list[dict[str, Any]], *, sample: in
     step = max(1, len(results) // sample)
     picked = results[::step][:sample]
     boxes = np.asarray([r["bbox"] for r in picked], dtype=np.float64).reshape(-1, 4)
-    sizes = np.asarray([[coco_gt.imgs[r["image_id"]].get("width", 0), coco_gt.imgs[r["image_id"]].get("height", 0)]
-                        for r in picked], dtype=np.float64)  # fmt: skip
+    sizes = np.asarray(
+        [[coco_gt.imgs[r["image_id"]].get("width", 0), coco_gt.imgs[r["image_id"]].get("height", 0)] for r in picked],
+        dtype=np.float64,
+    )
     if len(boxes) and boxes.max() <= 1.5 and float(np.median(sizes.max(axis=1))) > 16:
-        messages.append("every box lies within [0, 1.5] on images larger than that: boxes look normalised; "
-                        "COCO boxes are [x, y, width, height] in pixels")  # fmt: skip
+        messages.append(
+            "every box lies within [0, 1.5] on images larger than that: boxes look normalised; "
+            "COCO boxes are [x, y, width, height] in pixels"
+        )
         return messages
     # xyxy: compare how well each box overlaps its image's ground truth under both readings.
     best_xywh, best_xyxy = [], []
@@ -358,8 +394,12 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--json", action="store_true", help="print the 12 numbers as JSON")
     parser.add_argument("--per-class", action="store_true", help="with --json, add the per-class AP list")
     parser.add_argument("--verbose", action="store_true", help="show COCOeval's own output")
-    parser.add_argument("--backend", choices=EVAL_BACKENDS, default="pycocotools",
-                        help="COCOeval implementation: pycocotools, or faster-coco-eval (same numbers, faster)")
+    parser.add_argument(
+        "--backend",
+        choices=EVAL_BACKENDS,
+        default="pycocotools",
+        help="COCOeval implementation: pycocotools, or faster-coco-eval (same numbers, faster)",
+    )
     args = parser.parse_args(list(argv))
     coco_gt = coco_from_dict(validate_coco(load_json(args.gt), args.gt))
     results = load_json(args.predictions)
@@ -370,8 +410,9 @@ def main(argv: Sequence[str]) -> int:
             validate_results(coco_gt, results, source=args.predictions)
         for message in results_warnings(coco_gt, results):
             print(f"mobilevision evaluate detection: warning: {args.predictions}: {message}", file=sys.stderr)
-    metrics = evaluate_coco(coco_gt, results, per_class=True, verbose=args.verbose, source=args.predictions,
-                            backend=args.backend)
+    metrics = evaluate_coco(
+        coco_gt, results, per_class=True, verbose=args.verbose, source=args.predictions, backend=args.backend
+    )
     if args.json:
         if not args.per_class:
             metrics.pop("per_class")

@@ -77,9 +77,14 @@ def coco_results(result: dict[str, Any], image_id: int) -> list[dict[str, Any]]:
     out = []
     for box, score, category in zip(result["boxes"], result["scores"], result["category_ids"]):
         x1, y1, x2, y2 = (float(v) for v in box)
-        out.append({"image_id": int(image_id), "category_id": int(category),
-                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                    "score": round(float(score), 5)})
+        out.append(
+            {
+                "image_id": int(image_id),
+                "category_id": int(category),
+                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                "score": round(float(score), 5),
+            }
+        )
     return out
 
 
@@ -95,8 +100,10 @@ class DetectionInference:
     def __init__(self, model: nn.Module | None, meta: Any, options: dict[str, Any]) -> None:
         post = postprocess_from_metadata(options.get("metadata") or {}) if model is None else postprocess_for(model)
         if post is None:
-            raise ValueError("an exported detector needs its post-processing parameters (metadata "
-                             f"{POSTPROCESS_KEY!r}); re-export it with `mobilevision export`")
+            raise ValueError(
+                "an exported detector needs its post-processing parameters (metadata "
+                f"{POSTPROCESS_KEY!r}); re-export it with `mobilevision export`"
+            )
         threshold = float(options.get("score_threshold", 0.3))
         self.postprocess = DetectionPostprocess(**{**post.__dict__, "score_threshold": threshold})
         self.input_size: tuple[int, int] = tuple(options.get("input_size") or meta.input_size)  # type: ignore[assignment]
@@ -130,14 +137,16 @@ class DetectionInference:
         return network(batch)
 
     def result(self, outputs: list[Tensor], index: int, image_size: tuple[int, int]) -> dict[str, Any]:
-        det = self.postprocess(outputs[0][index], outputs[1][index], outputs[2], input_size=self.input_size,
-                               image_size=image_size)
+        det = self.postprocess(
+            outputs[0][index], outputs[1][index], outputs[2], input_size=self.input_size, image_size=image_size
+        )
         labels = det["labels"].cpu().numpy()
         return {
             "boxes": det["boxes"].cpu().numpy().astype(np.float32, copy=False),
             "scores": det["scores"].cpu().numpy().astype(np.float32, copy=False),
             "labels": labels,
             "category_ids": self.category_ids[labels] if len(self.category_ids) else labels,
-            "names": [self.class_names[int(i)] if 0 <= int(i) < len(self.class_names) else f"class_{int(i)}"
-                      for i in labels],
+            "names": [
+                self.class_names[int(i)] if 0 <= int(i) < len(self.class_names) else f"class_{int(i)}" for i in labels
+            ],
         }

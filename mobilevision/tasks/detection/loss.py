@@ -58,7 +58,8 @@ def match_anchors_atss(
 
     For every ground truth, the default boxes of the `topk` locations of each map whose centres lie nearest its
     centre are its candidates: `topk x boxes per location` boxes, as the reference implementation takes (several
-    default boxes share each centre; taking only `topk` boxes would pick among equally near ones by tie-breaking); its threshold is the mean plus the standard deviation of their IoUs. Candidates at or above it whose
+    default boxes share each centre; taking only `topk` boxes would pick among equally near ones by tie-breaking);
+    its threshold is the mean plus the standard deviation of their IoUs. Candidates at or above it whose
     centre lies inside the box are positives; a default box claimed by several objects takes the one it overlaps
     most, and every object keeps its best default box (as in `match_anchors`). A small object, whose best overlaps
     are low, gets a low threshold and still its few nearest boxes; a large one gets a high threshold and only its
@@ -146,8 +147,10 @@ class MultiBoxLoss(nn.Module):
         if classification not in ("softmax", "sigmoid"):
             raise ValueError(f"classification must be 'softmax' or 'sigmoid', got {classification!r}")
         if focal_gamma is not None and classification != "sigmoid":
-            raise ValueError(f"the focal loss scores classes with sigmoids: set classification 'sigmoid' (got "
-                             f"{classification!r}) or focal_gamma null")  # fmt: skip
+            raise ValueError(
+                f"the focal loss scores classes with sigmoids: set classification 'sigmoid' (got "
+                f"{classification!r}) or focal_gamma null"
+            )
         if box_loss not in ("smooth_l1", "giou"):
             raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {box_loss!r}")
         if not 0.0 < iou_threshold <= 1.0:
@@ -181,8 +184,9 @@ class MultiBoxLoss(nn.Module):
                 boxes.append(anchors)
                 continue
             if self.assignment == "atss":
-                matched = match_anchors_atss(gt_boxes, anchors, level_sizes, topk=self.atss_topk,
-                                             boxes_per_location=self.boxes_per_location)
+                matched = match_anchors_atss(
+                    gt_boxes, anchors, level_sizes, topk=self.atss_topk, boxes_per_location=self.boxes_per_location
+                )
             else:
                 matched = match_anchors(gt_boxes, anchors, iou_threshold=self.iou_threshold)
             index = matched.clamp(min=0)
@@ -219,12 +223,20 @@ class MultiBoxLoss(nn.Module):
         loss_box = self._box_term(box_pred, matched_boxes, anchors, positive) / normaliser
         if self.focal_gamma is not None:
             one_hot = F.one_hot(labels, cls_logits.shape[-1])[..., 1:].to(cls_logits.dtype)
-            loss_cls = sigmoid_focal_loss(cls_logits[..., 1:], one_hot, alpha=self.focal_alpha,
-                                          gamma=self.focal_gamma, reduction="sum") / normaliser  # fmt: skip
+            loss_cls = (
+                sigmoid_focal_loss(
+                    cls_logits[..., 1:], one_hot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
+                )
+                / normaliser
+            )
         else:
             loss_cls = self._mined_term(cls_logits, labels, positive) / normaliser
-        return {"loss": self.box_weight * loss_box + loss_cls, "loss_box": loss_box, "loss_cls": loss_cls,
-                "num_positives": num_pos}  # fmt: skip
+        return {
+            "loss": self.box_weight * loss_box + loss_cls,
+            "loss_box": loss_box,
+            "loss_cls": loss_cls,
+            "num_positives": num_pos,
+        }
 
     def _box_term(self, box_pred: Tensor, matched_boxes: Tensor, anchors: Tensor, positive: Tensor) -> Tensor:
         pos_anchors = anchors.unsqueeze(0).expand_as(matched_boxes)[positive]

@@ -73,8 +73,9 @@ class Detector(nn.Module):
     ) -> None:
         super().__init__()
         if tuple(head.num_anchors) != tuple(default_boxes.num_anchors):
-            raise ValueError(f"head expects {head.num_anchors} boxes per location, default boxes give "
-                             f"{default_boxes.num_anchors}")
+            raise ValueError(
+                f"head expects {head.num_anchors} boxes per location, default boxes give {default_boxes.num_anchors}"
+            )
         if classification not in ("softmax", "sigmoid"):
             raise ValueError(f"classification must be 'softmax' or 'sigmoid', got {classification!r}")
         self.classification = classification
@@ -122,8 +123,9 @@ class Detector(nn.Module):
         outputs, anchors, _ = self.forward_levels(images)
         return outputs, anchors
 
-    def anchors(self, feature_sizes: Sequence[tuple[int, int]], image_size: tuple[int, int],
-                device: torch.device) -> Tensor:
+    def anchors(
+        self, feature_sizes: Sequence[tuple[int, int]], image_size: tuple[int, int], device: torch.device
+    ) -> Tensor:
         """Default boxes [A, 4] in input pixels for these map sizes (cached: they depend on shapes only)."""
         key = (tuple(feature_sizes), tuple(image_size), str(device))
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():

@@ -25,8 +25,20 @@ from mobilevision.tasks.detection.evaluation import evaluate_coco, format_metric
 from mobilevision.tasks.detection.loss import MultiBoxLoss
 from mobilevision.tasks.detection.model import Detector
 
-METRIC_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large",
-               "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large")  # fmt: skip
+METRIC_KEYS = (
+    "map",
+    "map_50",
+    "map_75",
+    "map_small",
+    "map_medium",
+    "map_large",
+    "mar_1",
+    "mar_10",
+    "mar_100",
+    "mar_small",
+    "mar_medium",
+    "mar_large",
+)
 
 
 class DetectionTask(BaseTask):
@@ -89,7 +101,10 @@ class DetectionTask(BaseTask):
         init_from: str | None = None,
     ) -> None:
         super().__init__(
-            optimizer=optimizer, schedule=schedule, ema_decay=ema_decay, max_nonfinite_steps=max_nonfinite_steps,
+            optimizer=optimizer,
+            schedule=schedule,
+            ema_decay=ema_decay,
+            max_nonfinite_steps=max_nonfinite_steps,
             channels_last=channels_last,
             init_from=init_from,
         )
@@ -112,9 +127,16 @@ class DetectionTask(BaseTask):
             model, weights=backbone_weights, zero_init_residual=zero_init_residual, **self.model_kwargs
         )
         self.criterion = MultiBoxLoss(
-            neg_pos_ratio=neg_pos_ratio, iou_threshold=iou_threshold, assignment=assignment, atss_topk=atss_topk,
-            boxes_per_location=self.model.default_boxes.num_anchors, classification=classification,
-            focal_gamma=focal_gamma, focal_alpha=focal_alpha, box_loss=box_loss, box_weight=box_weight,
+            neg_pos_ratio=neg_pos_ratio,
+            iou_threshold=iou_threshold,
+            assignment=assignment,
+            atss_topk=atss_topk,
+            boxes_per_location=self.model.default_boxes.num_anchors,
+            classification=classification,
+            focal_gamma=focal_gamma,
+            focal_alpha=focal_alpha,
+            box_loss=box_loss,
+            box_weight=box_weight,
         )
         self.meta: DetectionMeta | None = None
         self._results: dict[int, list[dict[str, Any]]] = {}
@@ -238,8 +260,10 @@ class DetectionTask(BaseTask):
             output = evaluate_coco(coco_gt, flat, image_ids=evaluated_ids)
             self._last_evaluation[prefix] = (coco_gt, flat, evaluated_ids)  # for `plot_evaluation`
             metrics = torch.tensor([output[k] for k in METRIC_KEYS], dtype=torch.float64)
-            rank_zero_info(f"\n{prefix} COCO metrics, epoch {self.current_epoch}, {len(evaluated_ids)} images:\n"
-                           + format_metrics(output))
+            rank_zero_info(
+                f"\n{prefix} COCO metrics, epoch {self.current_epoch}, {len(evaluated_ids)} images:\n"
+                + format_metrics(output)
+            )
         metrics = self.trainer.strategy.broadcast(metrics, src=0)
         for key, value in zip(METRIC_KEYS, metrics.tolist()):
             self.log(f"{prefix}/{key}", value, prog_bar=key in ("map", "map_50"), rank_zero_only=False)
@@ -258,8 +282,9 @@ class DetectionTask(BaseTask):
             ("pr_curves_iou50", "IoU 0.5", curves["precision_50"], curves["ap_50"]),
             ("pr_curves", "mean over IoU 0.5:0.95", curves["precision"], curves["ap"]),
         ):
-            path = plot_pr_curves(folder / f"{split}_{name}.png", precision, curves["recall"], curves["names"],
-                                  iou_label=iou_label, ap=ap)  # fmt: skip
+            path = plot_pr_curves(
+                folder / f"{split}_{name}.png", precision, curves["recall"], curves["names"], iou_label=iou_label, ap=ap
+            )
             if path is not None:
                 written.append(path)
         return written

@@ -17,8 +17,9 @@ BOX_PIXEL_TOLERANCE = 0.5
 SCORE_MARGIN = 1e-3
 
 
-def match_detections(a: dict[str, Tensor], b: dict[str, Tensor], *, iou: float = DETECTION_IOU,
-                     pixels: float = BOX_PIXEL_TOLERANCE) -> tuple[Tensor, Tensor]:
+def match_detections(
+    a: dict[str, Tensor], b: dict[str, Tensor], *, iou: float = DETECTION_IOU, pixels: float = BOX_PIXEL_TOLERANCE
+) -> tuple[Tensor, Tensor]:
     """Pair the detections of `a` and `b` one to one: same label, and IoU >= `iou` or every coordinate within
     `pixels`. Order does not matter (scores equal up to rounding may list either way).
 
@@ -58,9 +59,16 @@ def _borderline(det: dict[str, Tensor], post: DetectionPostprocess, margin: floa
     return edge
 
 
-def compare(source: Any, reference: list[Tensor], other: list[Tensor], *, input_size: tuple[int, int],
-            thresholds: tuple[float, ...] = (), score_margin: float = SCORE_MARGIN,
-            iou: float = DETECTION_IOU) -> list[dict[str, Any]]:
+def compare(
+    source: Any,
+    reference: list[Tensor],
+    other: list[Tensor],
+    *,
+    input_size: tuple[int, int],
+    thresholds: tuple[float, ...] = (),
+    score_margin: float = SCORE_MARGIN,
+    iou: float = DETECTION_IOU,
+) -> list[dict[str, Any]]:
     """Compare the detections of two runs of the same detector on the same images, per threshold.
 
     Args:
@@ -97,5 +105,3 @@ def compare(source: Any, reference: list[Tensor], other: list[Tensor], *, input_
             identical &= bool((found_a | edge_a).all() and (found_b | edge_b).all())
         rows.append({**row, "identical": identical})
     return rows
-
-

@@ -70,8 +70,9 @@ class DetectionPostprocess:
         flat = scores.reshape(-1)  # position p = anchor * (C-1) + class: row-major
         limit = min(self.max_candidates, flat.numel())
         while True:
-            kept, boxes, positions, cand_scores, complete = self._prefix(flat, limit, bbox_regression, anchors,
-                                                                         num_fg, input_size)
+            kept, boxes, positions, cand_scores, complete = self._prefix(
+                flat, limit, bbox_regression, anchors, num_fg, input_size
+            )
             if kept.numel() >= self.detections_per_image or complete:
                 break
             limit = min(4 * limit, flat.numel())  # NMS suppressed most of the prefix: widen it
@@ -82,8 +83,15 @@ class DetectionPostprocess:
             boxes = clip_boxes_to_image(boxes * boxes.new_tensor([sx, sy, sx, sy]), image_size)
         return {"boxes": boxes, "scores": cand_scores, "labels": labels}
 
-    def _prefix(self, flat: Tensor, limit: int, bbox_regression: Tensor, anchors: Tensor, num_fg: int,
-                input_size: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor, Tensor, bool]:
+    def _prefix(
+        self,
+        flat: Tensor,
+        limit: int,
+        bbox_regression: Tensor,
+        anchors: Tensor,
+        num_fg: int,
+        input_size: tuple[int, int],
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, bool]:
         """Class-wise NMS over the best `limit` (anchor, class) pairs of the canonical ranking that pass the
         threshold and their class's top-k.
 
@@ -122,8 +130,9 @@ class DetectionPostprocess:
         top_scores, top_pos = top_scores[order], top_pos[order]
         classes = top_pos % num_fg
         if top_pos.numel() > self.topk_candidates:
-            top_scores, top_pos, classes = (t[_within_class_rank(classes) < self.topk_candidates]
-                                            for t in (top_scores, top_pos, classes))
+            top_scores, top_pos, classes = (
+                t[_within_class_rank(classes) < self.topk_candidates] for t in (top_scores, top_pos, classes)
+            )
         anchor_idx = torch.div(top_pos, num_fg, rounding_mode="floor")
         boxes = BoxCoder(self.box_coder_weights).decode(bbox_regression[anchor_idx].float(), anchors[anchor_idx])
         boxes = clip_boxes_to_image(boxes, input_size)

@@ -71,8 +71,15 @@ def _ours_video(predictor: Any, path: Path) -> int:
     return sum(1 for _ in predictor.stream(str(path)))
 
 
-def run(*, batches: Sequence[int] = (1, 8, 32), threads: Sequence[int] = (1, 2), repeats: int = 5,
-        frames: int = 100, rounds: int = 3, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(
+    *,
+    batches: Sequence[int] = (1, 8, 32),
+    threads: Sequence[int] = (1, 2),
+    repeats: int = 5,
+    frames: int = 100,
+    rounds: int = 3,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """The measurements of the module docstring; returns the numbers printed."""
     from mobilevision.inference.predictor import Predictor
 
@@ -85,34 +92,59 @@ def run(*, batches: Sequence[int] = (1, 8, 32), threads: Sequence[int] = (1, 2),
         video = write_video(Path(tmp) / "clip.mp4", frames) if frames > 0 else None
         for n in threads:
             torch.set_num_threads(n)
-            predictor = Predictor(ours, backend="onnxruntime", num_threads=n, meta=meta, batch_size=max(batches),
-                                  score_threshold=SCORE_THRESHOLD)
+            predictor = Predictor(
+                ours,
+                backend="onnxruntime",
+                num_threads=n,
+                meta=meta,
+                batch_size=max(batches),
+                score_threshold=SCORE_THRESHOLD,
+            )
             for size in batches:
                 batch = images[:size]
-                calls: dict[str, Callable[[], Any]] = {"torchvision SSD": lambda b=batch: _torchvision_batch(ssd, b),
-                                                       "ours onnxruntime": lambda b=batch: predictor.predict_batch(b)}
-                stages, _ = interleaved({name: lambda c=call: (c(), {}) for name, call in calls.items()},
-                                        repeats=repeats)
+                calls: dict[str, Callable[[], Any]] = {
+                    "torchvision SSD": lambda b=batch: _torchvision_batch(ssd, b),
+                    "ours onnxruntime": lambda b=batch, p=predictor: p.predict_batch(b),
+                }
+                stages, _ = interleaved(
+                    {name: lambda c=call: (c(), {}) for name, call in calls.items()}, repeats=repeats
+                )
                 rate = {name: size / statistics.median(t["end_to_end"]) for name, t in stages.items()}
-                row = {"threads": n, "batch": size, "images_per_s": rate,
-                       "ratio": rate["ours onnxruntime"] / rate["torchvision SSD"]}
+                row = {
+                    "threads": n,
+                    "batch": size,
+                    "images_per_s": rate,
+                    "ratio": rate["ours onnxruntime"] / rate["torchvision SSD"],
+                }
                 results["batches"].append(row)
-                log(f"{n} thread(s), batch {size:>2}: torchvision {rate['torchvision SSD']:7.1f} images/s, ours "
-                    f"{rate['ours onnxruntime']:7.1f} images/s ({row['ratio']:.2f}x)")
+                log(
+                    f"{n} thread(s), batch {size:>2}: torchvision {rate['torchvision SSD']:7.1f} images/s, ours "
+                    f"{rate['ours onnxruntime']:7.1f} images/s ({row['ratio']:.2f}x)"
+                )
             if video is not None:
                 fps: dict[str, list[float]] = {"torchvision SSD": [], "ours onnxruntime": []}
                 for _ in range(rounds):
-                    for name, loop in (("torchvision SSD", lambda: _torchvision_video(ssd, video)),
-                                       ("ours onnxruntime", lambda: _ours_video(predictor, video))):
+                    for name, loop in (
+                        ("torchvision SSD", lambda: _torchvision_video(ssd, video)),
+                        ("ours onnxruntime", lambda p=predictor: _ours_video(p, video)),
+                    ):
                         start = time.perf_counter()
                         count = loop()
                         fps[name].append(count / (time.perf_counter() - start))
                 rate = {name: statistics.median(v) for name, v in fps.items()}
-                results["video"].append({"threads": n, "frames": frames, "frames_per_s": rate,
-                                         "ratio": rate["ours onnxruntime"] / rate["torchvision SSD"]})
-                log(f"{n} thread(s), {frames}-frame 480x640 video: torchvision {rate['torchvision SSD']:6.1f} "
+                results["video"].append(
+                    {
+                        "threads": n,
+                        "frames": frames,
+                        "frames_per_s": rate,
+                        "ratio": rate["ours onnxruntime"] / rate["torchvision SSD"],
+                    }
+                )
+                log(
+                    f"{n} thread(s), {frames}-frame 480x640 video: torchvision {rate['torchvision SSD']:6.1f} "
                     f"frames/s, ours {rate['ours onnxruntime']:6.1f} frames/s "
-                    f"({rate['ours onnxruntime'] / rate['torchvision SSD']:.2f}x)")
+                    f"({rate['ours onnxruntime'] / rate['torchvision SSD']:.2f}x)"
+                )
     return results
 
 
@@ -127,8 +159,9 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     if min(args.batches) < 1 or min(args.threads) < 1 or args.repeats < 1 or args.rounds < 1 or args.frames < 0:
         parser.error("--batches, --threads, --repeats and --rounds must be >= 1, --frames >= 0")
-    results = run(batches=args.batches, threads=args.threads, repeats=args.repeats, frames=args.frames,
-                  rounds=args.rounds)
+    results = run(
+        batches=args.batches, threads=args.threads, repeats=args.repeats, frames=args.frames, rounds=args.rounds
+    )
     if args.json:
         atomic_write_json(args.json, results)
     return 0

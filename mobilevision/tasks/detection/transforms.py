@@ -203,10 +203,12 @@ class MinIoURandomCrop(A.DualTransform):
             # [trials, boxes]: centre inside the crop, and IoU of each box with the crop.
             cx, cy = centres[None, :, 0], centres[None, :, 1]
             inside = (left[:, None] < cx) & (cx < right[:, None]) & (top[:, None] < cy) & (cy < bottom[:, None])
-            iw = np.clip(np.minimum(boxes[None, :, 2], right[:, None]) - np.maximum(boxes[None, :, 0], left[:, None]),
-                         0, None)  # fmt: skip
-            ih = np.clip(np.minimum(boxes[None, :, 3], bottom[:, None]) - np.maximum(boxes[None, :, 1], top[:, None]),
-                         0, None)  # fmt: skip
+            iw = np.clip(
+                np.minimum(boxes[None, :, 2], right[:, None]) - np.maximum(boxes[None, :, 0], left[:, None]), 0, None
+            )
+            ih = np.clip(
+                np.minimum(boxes[None, :, 3], bottom[:, None]) - np.maximum(boxes[None, :, 1], top[:, None]), 0, None
+            )
             inter = iw * ih
             iou = inter / (areas[None, :] + (new_w * new_h)[:, None] - inter)
             best = np.where(inside, iou, -1.0).max(1)
@@ -244,16 +246,25 @@ class MinIoURandomCrop(A.DualTransform):
 def _bbox_params() -> A.BboxParams:
     # min_width/min_height 1 px: a box that shrank below a pixel (zoom out, then resize) has nothing left to learn.
     return A.BboxParams(
-        format="pascal_voc", label_fields=["labels"], min_width=1.0, min_height=1.0, clip=True,
+        format="pascal_voc",
+        label_fields=["labels"],
+        min_width=1.0,
+        min_height=1.0,
+        clip=True,
         filter_invalid_bboxes=True,
-    )  # fmt: skip
+    )
 
 
 def _resize(height: int, width: int) -> A.Resize:
     # Masks (multi-task data) are sampled nearest-exact: labels are never blended, and unlike INTER_NEAREST it
     # samples at pixel centres as INTER_LINEAR does, so the mask does not shift by a pixel against the image.
-    return A.Resize(height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST_EXACT,
-                    area_for_downscale="image")
+    return A.Resize(
+        height,
+        width,
+        interpolation=cv2.INTER_LINEAR,
+        mask_interpolation=cv2.INTER_NEAREST_EXACT,
+        area_for_downscale="image",
+    )
 
 
 def train_transforms(

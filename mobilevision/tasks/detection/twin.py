@@ -35,16 +35,31 @@ class _TapsAndExtras(nn.Module):
         return OrderedDict((str(i), m) for i, m in enumerate(maps))
 
 
-def photo_like_images(count: int, size: tuple[int, int], *, seed: int = 0, objects: tuple[int, int] = (1, 9),
-                      max_object: float | None = None) -> list[np.ndarray]:
+def photo_like_images(
+    count: int,
+    size: tuple[int, int],
+    *,
+    seed: int = 0,
+    objects: tuple[int, int] = (1, 9),
+    max_object: float | None = None,
+) -> list[np.ndarray]:
     """`count` RGB uint8 (H, W, 3) images from the shapes generator: textured noisy backgrounds with clutter and
     `objects` (low, high exclusive) filled shapes each, as photo-like as a generator without data gets."""
     from mobilevision.data.shapes_render import render_image
 
     rng = np.random.default_rng(seed)
     h, w = size
-    return [render_image(h, w, rng, num_objects=int(rng.integers(*objects)), min_object_size=12.0,
-                          max_object_size=max_object or 0.6 * min(h, w))[0] for _ in range(count)]
+    return [
+        render_image(
+            h,
+            w,
+            rng,
+            num_objects=int(rng.integers(*objects)),
+            min_object_size=12.0,
+            max_object_size=max_object or 0.6 * min(h, w),
+        )[0]
+        for _ in range(count)
+    ]
 
 
 def busy_image(size: tuple[int, int] = IMAGE_SHAPE, *, seed: int = 1) -> np.ndarray:
@@ -68,7 +83,7 @@ def calibrate_batchnorm(model: nn.Module, images: Sequence[np.ndarray], *, batch
     forward = getattr(model, "forward_all", None) or getattr(model, "forward_raw", model)
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            forward(torch.from_numpy(np.stack(images[start:start + batch_size])).permute(0, 3, 1, 2).float())
+            forward(torch.from_numpy(np.stack(images[start : start + batch_size])).permute(0, 3, 1, 2).float())
     for m in norms:
         m.momentum = 0.1
     return model.eval()
@@ -88,9 +103,14 @@ class _OurDefaultBoxes(nn.Module):
         return [anchors for _ in range(images.tensors.shape[0])]
 
 
-def build_pair(detector: nn.Module | None = None, *, num_classes: int = NUM_CLASSES, width_mult: float = 1.0,
-               score_threshold: float = SCORE_THRESHOLD,
-               input_size: tuple[int, int] = INPUT_SIZE) -> tuple[nn.Module, nn.Module]:
+def build_pair(
+    detector: nn.Module | None = None,
+    *,
+    num_classes: int = NUM_CLASSES,
+    width_mult: float = 1.0,
+    score_threshold: float = SCORE_THRESHOLD,
+    input_size: tuple[int, int] = INPUT_SIZE,
+) -> tuple[nn.Module, nn.Module]:
     """(our Detector, torchvision SSD) with identical weights, both in eval mode.
 
     Args:
@@ -107,27 +127,50 @@ def build_pair(detector: nn.Module | None = None, *, num_classes: int = NUM_CLAS
 
     if detector is None:
         # class_prior=None: zero class biases like torchvision's head, so both score (and NMS) the same boxes.
-        detector = build_model("ssdlite_mobilenet_v2", num_classes=num_classes, width_mult=width_mult,
-                               default_boxes=DefaultBoxes(reduce_lowest=False), class_prior=None)
+        detector = build_model(
+            "ssdlite_mobilenet_v2",
+            num_classes=num_classes,
+            width_mult=width_mult,
+            default_boxes=DefaultBoxes(reduce_lowest=False),
+            class_prior=None,
+        )
     ours = detector.eval()
     if getattr(ours, "classification", "softmax") != "softmax":
         raise ValueError("torchvision's SSD scores with softmax; this detector was trained with sigmoid scores")
     num_classes = ours.num_classes
     twin = copy.deepcopy(ours)
-    head = SSDLiteHead(list(ours.head.map_channels), list(ours.default_boxes.num_anchors), num_classes,
-                       norm_layer=nn.BatchNorm2d)
+    head = SSDLiteHead(
+        list(ours.head.map_channels), list(ours.default_boxes.num_anchors), num_classes, norm_layer=nn.BatchNorm2d
+    )
     theirs_sd = head.state_dict()
-    ours_sd = {**{f"classification_head.module_list.{k[len('cls_heads.'):]}": v
-                  for k, v in twin.head.state_dict().items() if k.startswith("cls_heads.")},
-               **{f"regression_head.module_list.{k[len('box_heads.'):]}": v
-                  for k, v in twin.head.state_dict().items() if k.startswith("box_heads.")}}
+    ours_sd = {
+        **{
+            f"classification_head.module_list.{k[len('cls_heads.') :]}": v
+            for k, v in twin.head.state_dict().items()
+            if k.startswith("cls_heads.")
+        },
+        **{
+            f"regression_head.module_list.{k[len('box_heads.') :]}": v
+            for k, v in twin.head.state_dict().items()
+            if k.startswith("box_heads.")
+        },
+    }
     # Same block structure (depthwise 3x3 + BN + ReLU6, then 1x1 with bias): keys map one to one.
     head.load_state_dict({k: ours_sd[k] for k in theirs_sd}, strict=True)
     anchors: nn.Module = DefaultBoxGenerator([[2, 3]] * len(ours.head.map_channels), min_ratio=0.2, max_ratio=0.95)
-    ssd = SSD(_TapsAndExtras(twin), anchors, input_size, num_classes, head=head,
-              image_mean=list(ours.normalize.mean), image_std=list(ours.normalize.std),
-              score_thresh=score_threshold, nms_thresh=ours.nms_threshold,
-              detections_per_img=ours.detections_per_image, topk_candidates=ours.topk_candidates).eval()
+    ssd = SSD(
+        _TapsAndExtras(twin),
+        anchors,
+        input_size,
+        num_classes,
+        head=head,
+        image_mean=list(ours.normalize.mean),
+        image_std=list(ours.normalize.std),
+        score_thresh=score_threshold,
+        nms_thresh=ours.nms_threshold,
+        detections_per_img=ours.detections_per_image,
+        topk_candidates=ours.topk_candidates,
+    ).eval()
     with torch.no_grad():
         x = torch.rand(1, 3, *input_size) * 255
         raw, our_anchors = ours.forward_raw(x)
@@ -169,5 +212,3 @@ class _TorchvisionPipeline:
             detections = ssd.transform.postprocess(detections, images.image_sizes, [tuple(image.shape[:2])])
             t3 = time.perf_counter()
         return detections[0], {"preprocess": t1 - t0, "forward": t2 - t1, "postprocess": t3 - t2}
-
-

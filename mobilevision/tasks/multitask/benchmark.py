@@ -64,14 +64,23 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "paper": Preset(width=1.0, num_classes=81, mask_classes=21, input_size=320),
     "shapes": Preset(
-        width=0.5, num_classes=6, mask_classes=6, input_size=224,
+        width=0.5,
+        num_classes=6,
+        mask_classes=6,
+        input_size=224,
         # Two taps + four extra layers (stride 32 down to 1x1 at 224): six maps, as the detector's 3 + 3.
-        joint={"taps": ["layer_8/expansion", "layer_18"], "extra_depths": [512, 256, 256, 128],
-               "default_boxes": _SHAPES_BOXES},
-        detector={"taps": ["layer_8/expansion", "layer_15/expansion", "layer_19"], "extra_depths": [256, 256, 128],
-                  "default_boxes": _SHAPES_BOXES},
+        joint={
+            "taps": ["layer_8/expansion", "layer_18"],
+            "extra_depths": [512, 256, 256, 128],
+            "default_boxes": _SHAPES_BOXES,
+        },
+        detector={
+            "taps": ["layer_8/expansion", "layer_15/expansion", "layer_19"],
+            "extra_depths": [256, 256, 128],
+            "default_boxes": _SHAPES_BOXES,
+        },
     ),
-}  # fmt: skip
+}
 
 
 def build_models(preset: Preset, *, calibration_images: int = 32) -> tuple[list[nn.Module], list[Any]]:
@@ -85,13 +94,27 @@ def build_models(preset: Preset, *, calibration_images: int = 32) -> tuple[list[
     images = photo_like_images(calibration_images, size, seed=0)
     torch.manual_seed(0)
     kwargs = {
-        "ssdlite_deeplabv3_mobilenet_v2": {"num_classes": preset.num_classes, "seg_num_classes": preset.mask_classes,
-                                           "width_mult": preset.width, "class_prior": None, **preset.joint},
-        "ssdlite_mobilenet_v2": {"num_classes": preset.num_classes, "width_mult": preset.width, "class_prior": None,
-                                 **preset.detector},
-        "deeplabv3_mobilenet_v2": {"num_classes": preset.mask_classes, "width_mult": preset.width,
-                                   "output_stride": 16, "atrous_rates": (), **preset.segmenter},
-    }  # fmt: skip
+        "ssdlite_deeplabv3_mobilenet_v2": {
+            "num_classes": preset.num_classes,
+            "seg_num_classes": preset.mask_classes,
+            "width_mult": preset.width,
+            "class_prior": None,
+            **preset.joint,
+        },
+        "ssdlite_mobilenet_v2": {
+            "num_classes": preset.num_classes,
+            "width_mult": preset.width,
+            "class_prior": None,
+            **preset.detector,
+        },
+        "deeplabv3_mobilenet_v2": {
+            "num_classes": preset.mask_classes,
+            "width_mult": preset.width,
+            "output_stride": 16,
+            "atrous_rates": (),
+            **preset.segmenter,
+        },
+    }
     try:
         joint, detector, segmenter = (build_model(name, **args) for name, args in kwargs.items())
     except (TypeError, ValueError) as error:
@@ -99,15 +122,23 @@ def build_models(preset: Preset, *, calibration_images: int = 32) -> tuple[list[
     calibrate_batchnorm(joint, images)
     joint_state = joint.state_dict()
     # The segmenter is the joint model's segmentation branch: the same backbone and head weights.
-    segmenter.load_state_dict({k: joint_state[k.replace("head.", "seg_head.", 1) if k.startswith("head.") else k]
-                               for k in segmenter.state_dict()})
+    segmenter.load_state_dict(
+        {
+            k: joint_state[k.replace("head.", "seg_head.", 1) if k.startswith("head.") else k]
+            for k in segmenter.state_dict()
+        }
+    )
     own = detector.state_dict()
-    detector.load_state_dict({k: v for k, v in joint_state.items()
-                              if k.startswith("backbone.") and k in own and own[k].shape == v.shape}, strict=False)
+    detector.load_state_dict(
+        {k: v for k, v in joint_state.items() if k.startswith("backbone.") and k in own and own[k].shape == v.shape},
+        strict=False,
+    )
     calibrate_batchnorm(detector, images)
     models = [joint.eval(), detector.eval(), segmenter.eval()]
-    metas = [replace(ModelMeta.for_model(m, model_name=name, model_kwargs={}), input_size=size)
-             for m, name in zip(models, kwargs)]
+    metas = [
+        replace(ModelMeta.for_model(m, model_name=name, model_kwargs={}), input_size=size)
+        for m, name in zip(models, kwargs)
+    ]
     return models, metas
 
 
@@ -121,8 +152,10 @@ def load_models(paths: Sequence[Path]) -> tuple[list[nn.Module], list[Any]]:
             raise UserError(f"--weights {path}: file not found")
         model, meta = load_checkpoint(path)
         if meta.task != task:
-            raise UserError(f"--weights {path}: a {meta.task} checkpoint where the {task} model goes "
-                            "(order: joint, detector, segmenter)")
+            raise UserError(
+                f"--weights {path}: a {meta.task} checkpoint where the {task} model goes "
+                "(order: joint, detector, segmenter)"
+            )
         models.append(model)
         metas.append(meta)
     return models, metas
@@ -141,9 +174,16 @@ def _median_ms(values: list[float]) -> float:
     return 1000.0 * statistics.median(values)
 
 
-def run(models: Sequence[nn.Module], metas: Sequence[Any], *, repeats: int, threads: Sequence[int] = (1,),
-        score_threshold: float = SCORE_THRESHOLD, image_seed: int = 1,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(
+    models: Sequence[nn.Module],
+    metas: Sequence[Any],
+    *,
+    repeats: int,
+    threads: Sequence[int] = (1,),
+    score_threshold: float = SCORE_THRESHOLD,
+    image_seed: int = 1,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Time the joint model against the pair at each thread count, both backends (see the module docstring)."""
     from mobilevision.inference.predictor import Predictor
     from mobilevision.tasks.detection.twin import busy_image
@@ -152,61 +192,96 @@ def run(models: Sequence[nn.Module], metas: Sequence[Any], *, repeats: int, thre
     size = tuple(metas[0].input_size)
     image = busy_image(size, seed=image_seed)  # type: ignore[arg-type]
     joint = models[0]
-    results: dict[str, Any] = {"input_size": list(size), "width_mult": float(joint.backbone.width_mult),
-                               "num_classes": int(joint.num_classes), "mask_classes": int(joint.seg_num_classes),
-                               "score_threshold": score_threshold, "repeats": repeats, "runs": []}
+    results: dict[str, Any] = {
+        "input_size": list(size),
+        "width_mult": float(joint.backbone.width_mult),
+        "num_classes": int(joint.num_classes),
+        "mask_classes": int(joint.seg_num_classes),
+        "score_threshold": score_threshold,
+        "repeats": repeats,
+        "runs": [],
+    }
     agree = True
     for n in threads:
         torch.set_num_threads(n)
         pipelines: dict[str, Any] = {}
         for backend in ("torch", "onnxruntime"):
-            make = partial(Predictor, backend=backend, num_threads=n, score_threshold=score_threshold,
-                           input_size=size)
+            make = partial(Predictor, backend=backend, num_threads=n, score_threshold=score_threshold, input_size=size)
             predictors = [make(model, meta=meta) for model, meta in zip(models, metas)]
             pipelines[f"joint {backend}"] = partial(predictors[0].timed, image)
             pipelines[f"pair {backend}"] = partial(_pair_timed, predictors[1], predictors[2], image)
         stages, last = interleaved(pipelines, repeats=repeats, warmup=2)
         table = {name: {k: _median_ms(v) for k, v in s.items()} for name, s in stages.items()}
         counts = {name: len(result["scores"]) for name, result in last.items()}
-        masks = {backend: float((last[f"joint {backend}"]["mask"] == last[f"pair {backend}"]["mask"]).mean())
-                 for backend in ("torch", "onnxruntime")}
-        ratios = {backend: {stage: table[f"joint {backend}"][stage] / table[f"pair {backend}"][stage]
-                            for stage in ("forward", "end_to_end")} for backend in ("torch", "onnxruntime")}
+        masks = {
+            backend: float((last[f"joint {backend}"]["mask"] == last[f"pair {backend}"]["mask"]).mean())
+            for backend in ("torch", "onnxruntime")
+        }
+        ratios = {
+            backend: {
+                stage: table[f"joint {backend}"][stage] / table[f"pair {backend}"][stage]
+                for stage in ("forward", "end_to_end")
+            }
+            for backend in ("torch", "onnxruntime")
+        }
         same = all(counts[f"{kind} torch"] == counts[f"{kind} onnxruntime"] for kind in ("joint", "pair"))
         agree &= same
-        log(f"\n== {n} thread(s): {size[0]}x{size[1]} RGB uint8 image -> boxes + mask, width "
+        log(
+            f"\n== {n} thread(s): {size[0]}x{size[1]} RGB uint8 image -> boxes + mask, width "
             f"{results['width_mult']:g}, {results['num_classes']} detector + {results['mask_classes']} mask classes, "
-            f"score threshold {score_threshold}, medians of {repeats} interleaved runs (ms) ==")
+            f"score threshold {score_threshold}, medians of {repeats} interleaved runs (ms) =="
+        )
         log(f"{'pipeline':<42}{'preprocess':>11}{'forward':>9}{'postproc':>10}{'end-to-end':>12}{'detections':>12}")
         for backend in ("torch", "onnxruntime"):
             for kind in ("joint", "pair"):
                 row = table[f"{kind} {backend}"]
                 label = f"{kind} {backend}" + (" (detector + segmenter)" if kind == "pair" else "")
-                log(f"{label:<42}{row['preprocess']:>11.2f}{row['forward']:>9.2f}{row['postprocess']:>10.2f}"
-                    f"{row['end_to_end']:>12.2f}{counts[f'{kind} {backend}']:>12}")
+                log(
+                    f"{label:<42}{row['preprocess']:>11.2f}{row['forward']:>9.2f}{row['postprocess']:>10.2f}"
+                    f"{row['end_to_end']:>12.2f}{counts[f'{kind} {backend}']:>12}"
+                )
             pair = table[f"pair {backend}"]
-            log(f"{'  detector alone, segmenter alone':<42}{'':>30}"
-                f"{pair['detector']:>6.2f}, {pair['segmenter']:.2f}")
-            log(f"  ratio joint / pair ({backend}): forward {ratios[backend]['forward']:.2f}, end-to-end "
+            log(f"{'  detector alone, segmenter alone':<42}{'':>30}{pair['detector']:>6.2f}, {pair['segmenter']:.2f}")
+            log(
+                f"  ratio joint / pair ({backend}): forward {ratios[backend]['forward']:.2f}, end-to-end "
                 f"{ratios[backend]['end_to_end']:.2f}; masks agree on "
-                f"{100 * masks[backend]:.2f}% of pixels")
+                f"{100 * masks[backend]:.2f}% of pixels"
+            )
         log("detection counts agree across backends" if same else f"DETECTION COUNTS DIFFER: {counts}")
-        results["runs"].append({"threads": n, "stages_ms": table, "detections": counts, "counts_agree": same,
-                                "ratio_joint_over_pair": ratios, "mask_agreement_joint_vs_pair": masks})
+        results["runs"].append(
+            {
+                "threads": n,
+                "stages_ms": table,
+                "detections": counts,
+                "counts_agree": same,
+                "ratio_joint_over_pair": ratios,
+                "mask_agreement_joint_vs_pair": masks,
+            }
+        )
     results["counts_agree"] = agree
     return results
 
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="mobilevision benchmark multitask", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=list(PRESETS), default="paper",
-                        help="model settings: the paper's (width 1.0, 81 + 21 classes, 320) or the shapes demo's")
+    parser.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default="paper",
+        help="model settings: the paper's (width 1.0, 81 + 21 classes, 320) or the shapes demo's",
+    )
     parser.add_argument("--width", type=float, default=None, help="width multiplier (default: the preset's)")
     parser.add_argument("--input-size", type=int, default=None, help="square input size (default: the preset's)")
     parser.add_argument("--num-classes", type=int, default=None, help="detector classes incl. background")
     parser.add_argument("--mask-classes", type=int, default=None, help="segmentation classes incl. background")
-    parser.add_argument("--weights", type=Path, nargs=3, metavar=("JOINT", "DETECTOR", "SEGMENTER"), default=None,
-                        help="trained checkpoints instead of calibrated untrained models (the joint's input size)")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        nargs=3,
+        metavar=("JOINT", "DETECTOR", "SEGMENTER"),
+        default=None,
+        help="trained checkpoints instead of calibrated untrained models (the joint's input size)",
+    )
     parser.add_argument("--repeats", type=int, default=20, help="interleaved runs per pipeline (medians reported)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="intra-op thread counts")
     parser.add_argument("--score-threshold", type=float, default=SCORE_THRESHOLD)
@@ -231,14 +306,20 @@ def main(argv: Sequence[str]) -> int:
             metas = [replace(meta, input_size=metas[0].input_size) for meta in metas]
     else:
         preset = PRESETS[args.preset]
-        overrides = {"width": args.width, "input_size": args.input_size, "num_classes": args.num_classes,
-                     "mask_classes": args.mask_classes}
+        overrides = {
+            "width": args.width,
+            "input_size": args.input_size,
+            "num_classes": args.num_classes,
+            "mask_classes": args.mask_classes,
+        }
         preset = replace(preset, **{k: v for k, v in overrides.items() if v is not None})
         models, metas = build_models(preset, calibration_images=args.calibration_images)
     results = run(models, metas, repeats=args.repeats, threads=args.threads, score_threshold=args.score_threshold)
-    results["models"] = ([str(p) for p in args.weights] if args.weights else
-                         f"preset {args.preset}, untrained, BatchNorm calibrated on {args.calibration_images} "
-                         "generated images")
+    results["models"] = (
+        [str(p) for p in args.weights]
+        if args.weights
+        else f"preset {args.preset}, untrained, BatchNorm calibrated on {args.calibration_images} generated images"
+    )
     if args.out is not None:
         atomic_write_json(args.out, results)
     return 0 if results["counts_agree"] else 1

@@ -126,11 +126,15 @@ class CocoVocMultiTaskDataModule(MultiTaskDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if not root or not str(root).strip() or not Path(root).is_dir():
-            raise DatasetError(f"CocoVocMultiTaskDataModule: root {root!r} is not a folder; set --data.init_args.root "
-                               "to the COCO folder (annotations/, train2017/, val2017/)")
+            raise DatasetError(
+                f"CocoVocMultiTaskDataModule: root {root!r} is not a folder; set --data.init_args.root "
+                "to the COCO folder (annotations/, train2017/, val2017/)"
+            )
         base = Path(root)
-        self.paths = {split: (base / f"{split}2017", base / "annotations" / f"instances_{split}2017.json")
-                      for split in ("train", "val")}  # fmt: skip
+        self.paths = {
+            split: (base / f"{split}2017", base / "annotations" / f"instances_{split}2017.json")
+            for split in ("train", "val")
+        }
         # The label space, read once here (from val: the smaller file) so the CLI can size the model first.
         self.meta = DetectionMeta.from_categories(_categories(self.paths["val"][1]))
         self.mask_class_names = with_background(VOC_CLASSES)
@@ -146,11 +150,19 @@ class CocoVocMultiTaskDataModule(MultiTaskDataModule):
             if voc_root is None:
                 self.train_dataset = coco
             else:
-                voc = VOCMultiTask(voc_root, split, years=years, meta=self.meta, sbd_root=sbd_root,
-                                   withhold_masks=withhold, transforms=self.train_transforms())  # fmt: skip
+                voc = VOCMultiTask(
+                    voc_root,
+                    split,
+                    years=years,
+                    meta=self.meta,
+                    sbd_root=sbd_root,
+                    withhold_masks=withhold,
+                    transforms=self.train_transforms(),
+                )
                 self.train_dataset = ConcatMultiTask([coco, voc])
         if stage in ("fit", "validate", "test") and self.val_dataset is None:
             images, annotations = self.paths["val"]
-            self.val_dataset = CocoMultiTask(images, annotations, transforms=self.eval_transforms(),
-                                             with_orig_mask=True, meta=self.meta)  # fmt: skip
+            self.val_dataset = CocoMultiTask(
+                images, annotations, transforms=self.eval_transforms(), with_orig_mask=True, meta=self.meta
+            )
             self.test_dataset = self.val_dataset

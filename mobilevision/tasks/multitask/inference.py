@@ -57,8 +57,9 @@ class MultiTaskInference(DetectionInference):
 
     def __init__(self, model: nn.Module | None, meta: Any, options: dict[str, Any]) -> None:
         if options.get("output_stride"):
-            raise InvalidValueError("output_stride: the joint model's output stride is fixed at 16 (its detector "
-                                    "reads the same maps)")
+            raise InvalidValueError(
+                "output_stride: the joint model's output stride is fixed at 16 (its detector reads the same maps)"
+            )
         if options.get("multi_scale_flip"):
             raise InvalidValueError("multi_scale_flip applies to segmentation models, not the joint model")
         super().__init__(model, meta, options)
@@ -81,8 +82,11 @@ class MultiTaskInference(DetectionInference):
         """The mask overlay (with a legend of its classes below still images), the boxes drawn over it."""
         from mobilevision.inference.draw import draw_detections, overlay_mask, overlay_with_legend
 
-        canvas = overlay_with_legend(image, result["mask"], self.mask_class_names) if still else overlay_mask(
-            image, result["mask"])
+        canvas = (
+            overlay_with_legend(image, result["mask"], self.mask_class_names)
+            if still
+            else overlay_mask(image, result["mask"])
+        )
         return draw_detections(canvas, result)  # boxes lie in the image's rows, above the legend strip
 
     def results(self, result: dict[str, Any], image_id: int) -> list[dict[str, Any]]:
@@ -116,16 +120,29 @@ def compare_masks(reference: Tensor, other: Tensor, *, margin: float = MASK_MARG
         close = torch.ones_like(same)
     pixels, agreeing = same.numel(), int(same.sum())
     borderline = int((~same & close).sum())
-    return {"threshold": "mask", "pixels": pixels, "agreeing": agreeing, "borderline": borderline,
-            "agreement": agreeing / max(1, pixels), "identical": agreeing + borderline == pixels}
+    return {
+        "threshold": "mask",
+        "pixels": pixels,
+        "agreeing": agreeing,
+        "borderline": borderline,
+        "agreement": agreeing / max(1, pixels),
+        "identical": agreeing + borderline == pixels,
+    }
 
 
-def compare(source: Any, reference: list[Tensor], other: list[Tensor], *, input_size: tuple[int, int],
-            thresholds: tuple[float, ...] = (), mask_margin: float = MASK_MARGIN, **options: Any) -> list[dict[str, Any]]:
+def compare(
+    source: Any,
+    reference: list[Tensor],
+    other: list[Tensor],
+    *,
+    input_size: tuple[int, int],
+    thresholds: tuple[float, ...] = (),
+    mask_margin: float = MASK_MARGIN,
+    **options: Any,
+) -> list[dict[str, Any]]:
     """The detector's comparison (`tasks.detection.parity.compare`, per threshold) of the first three outputs, then
     one row for the masks (`compare_masks`: `threshold` "mask", pixel counts, `agreement`, `identical`)."""
     from mobilevision.tasks.detection.parity import compare as compare_detections
 
-    rows = compare_detections(source, reference[:3], other[:3], input_size=input_size, thresholds=thresholds,
-                              **options)
+    rows = compare_detections(source, reference[:3], other[:3], input_size=input_size, thresholds=thresholds, **options)
     return rows + [compare_masks(reference[3], other[3], margin=mask_margin)]

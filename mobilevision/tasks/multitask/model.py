@@ -73,8 +73,10 @@ class MultiTaskModel(Detector):
         if seg_tap not in backbone.out_taps:
             raise ValueError(f"seg_tap {seg_tap!r} is not among the backbone's {backbone.out_taps}")
         if backbone.strides[seg_tap] != OUTPUT_STRIDE:
-            raise ValueError(f"the segmentation map must be at output stride {OUTPUT_STRIDE}, "
-                             f"{seg_tap!r} is at {backbone.strides[seg_tap]}")  # fmt: skip
+            raise ValueError(
+                f"the segmentation map must be at output stride {OUTPUT_STRIDE}, "
+                f"{seg_tap!r} is at {backbone.strides[seg_tap]}"
+            )
         self.seg_head = seg_head
         self.seg_tap = seg_tap
 
@@ -135,16 +137,24 @@ def ssdlite_deeplabv3_mobilenet_v2(
         default_boxes = DefaultBoxes(**{k: tuple(v) if isinstance(v, list) else v for k, v in default_boxes.items()})
     taps = tuple(taps)
     if not taps or taps[-1] != SHARED_TAP:
-        raise ValueError(f"the detector's taps must end with {SHARED_TAP} (its extra layers grow from the map the "
-                         f"segmentation head reads), got {list(taps)}")  # fmt: skip
+        raise ValueError(
+            f"the detector's taps must end with {SHARED_TAP} (its extra layers grow from the map the "
+            f"segmentation head reads), got {list(taps)}"
+        )
     backbone = MobileNetV2(
-        num_classes=None, width_mult=width_mult, output_stride=OUTPUT_STRIDE, out_taps=taps,
-        weights=weights, zero_init_residual=zero_init_residual,
-    )  # fmt: skip
+        num_classes=None,
+        width_mult=width_mult,
+        output_stride=OUTPUT_STRIDE,
+        out_taps=taps,
+        weights=weights,
+        zero_init_residual=zero_init_residual,
+    )
     default_boxes = default_boxes or DefaultBoxes(num_maps=len(taps) + len(extra_depths))
     if default_boxes.num_maps != len(taps) + len(extra_depths):
-        raise ValueError(f"default_boxes.num_maps is {default_boxes.num_maps} but there are {len(taps)} taps and "
-                         f"{len(extra_depths)} extra layers")  # fmt: skip
+        raise ValueError(
+            f"default_boxes.num_maps is {default_boxes.num_maps} but there are {len(taps)} taps and "
+            f"{len(extra_depths)} extra layers"
+        )
     head = SSDHead(
         in_channels=[backbone.out_channels[t] for t in taps],
         num_anchors=default_boxes.num_anchors,
@@ -152,8 +162,18 @@ def ssdlite_deeplabv3_mobilenet_v2(
         extra_depths=extra_depths,
     )
     seg_head = DeepLabV3Head(
-        in_channels=backbone.out_channels[SHARED_TAP], num_classes=seg_num_classes, atrous_rates=atrous_rates,
-        channels=head_channels, dropout=dropout,
-    )  # fmt: skip
-    return MultiTaskModel(backbone=backbone, head=head, default_boxes=default_boxes, seg_head=seg_head,
-                          seg_tap=SHARED_TAP, taps=taps, **detector_kwargs)  # fmt: skip
+        in_channels=backbone.out_channels[SHARED_TAP],
+        num_classes=seg_num_classes,
+        atrous_rates=atrous_rates,
+        channels=head_channels,
+        dropout=dropout,
+    )
+    return MultiTaskModel(
+        backbone=backbone,
+        head=head,
+        default_boxes=default_boxes,
+        seg_head=seg_head,
+        seg_tap=SHARED_TAP,
+        taps=taps,
+        **detector_kwargs,
+    )

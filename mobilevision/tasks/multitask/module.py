@@ -70,8 +70,12 @@ class MultiTaskTask(DetectionTask):
             raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {loss_weighting!r}")
         if not (det_weight > 0 and seg_weight > 0):
             raise ValueError(f"det_weight and seg_weight must be positive, got {det_weight} and {seg_weight}")
-        builder_kwargs = {"seg_num_classes": seg_num_classes, "atrous_rates": list(atrous_rates),
-                          "head_channels": head_channels, "dropout": seg_dropout}  # fmt: skip
+        builder_kwargs = {
+            "seg_num_classes": seg_num_classes,
+            "atrous_rates": list(atrous_rates),
+            "head_channels": head_channels,
+            "dropout": seg_dropout,
+        }
         super().__init__(model=model, taps=taps, extra_depths=extra_depths, builder_kwargs=builder_kwargs, **kwargs)
         if not isinstance(self.model, MultiTaskModel):
             raise ValueError(f"model {model!r} is not a multi-task model (one with a segmentation head)")
@@ -86,7 +90,9 @@ class MultiTaskTask(DetectionTask):
         self.loss_weighting = loss_weighting
         self.weights = (det_weight, seg_weight)
         # Learned log-variances (uncertainty weighting); parameters of the task, not of the exported network.
-        self.log_vars = nn.Parameter(-torch.log(torch.tensor(self.weights)), requires_grad=loss_weighting == "uncertainty")
+        self.log_vars = nn.Parameter(
+            -torch.log(torch.tensor(self.weights)), requires_grad=loss_weighting == "uncertainty"
+        )
         self.mask_class_names: list[str] = default_class_names(seg_num_classes)
         self.val_confusion = MulticlassConfusionMatrix(seg_num_classes, ignore_index=VOID, validate_args=False)
         self.test_confusion = MulticlassConfusionMatrix(seg_num_classes, ignore_index=VOID, validate_args=False)
@@ -126,16 +132,21 @@ class MultiTaskTask(DetectionTask):
             return logits.sum() * 0.0
         return F.cross_entropy(logits.float(), masks, ignore_index=VOID)
 
-    def losses(self, images: Tensor, targets: list[dict[str, Any]],
-               model: MultiTaskModel | None = None) -> tuple[dict[str, Tensor], Tensor]:
+    def losses(
+        self, images: Tensor, targets: list[dict[str, Any]], model: MultiTaskModel | None = None
+    ) -> tuple[dict[str, Tensor], Tensor]:
         """Both loss terms and their weighted sum of one batch, and the segmentation logits."""
         model = model or self.model
         outputs, anchors, level_sizes, logits = model.forward_all(images)
         with_boxes = [i for i, t in enumerate(targets) if t.get("has_boxes", True)]
         if with_boxes:
             index = torch.as_tensor(with_boxes, device=images.device)
-            det = self.criterion({k: v.index_select(0, index) for k, v in outputs.items()}, anchors,
-                                 [targets[i] for i in with_boxes], level_sizes)  # fmt: skip
+            det = self.criterion(
+                {k: v.index_select(0, index) for k, v in outputs.items()},
+                anchors,
+                [targets[i] for i in with_boxes],
+                level_sizes,
+            )
         else:  # no image of this batch has boxes: a zero joined to the graph (every process all-reduces)
             zero = outputs["cls_logits"].sum() * 0.0
             det = {"loss": zero, "loss_box": zero, "loss_cls": zero}
@@ -146,8 +157,13 @@ class MultiTaskTask(DetectionTask):
             total = (torch.exp(-self.log_vars) * terms + self.log_vars).sum()
         else:
             total = (terms.new_tensor(self.weights) * terms).sum()
-        return {"loss": total, "loss_det": det["loss"], "loss_box": det["loss_box"], "loss_cls": det["loss_cls"],
-                "loss_seg": seg}, logits  # fmt: skip
+        return {
+            "loss": total,
+            "loss_det": det["loss"],
+            "loss_box": det["loss_box"],
+            "loss_cls": det["loss_cls"],
+            "loss_seg": seg,
+        }, logits
 
     # ----------------------------------------------------------------------------------------------------- steps
     def training_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> Tensor | None:
@@ -187,8 +203,9 @@ class MultiTaskTask(DetectionTask):
             if target.get("has_mask", True):
                 # Scored at the image's own size, as `predict` writes the mask: logits resized, then the argmax.
                 reference = target.get("orig_mask", target["mask"]).to(images.device)
-                resized = F.interpolate(logits[i : i + 1].float(), size=tuple(reference.shape[-2:]), mode="bilinear",
-                                        align_corners=False)  # fmt: skip
+                resized = F.interpolate(
+                    logits[i : i + 1].float(), size=tuple(reference.shape[-2:]), mode="bilinear", align_corners=False
+                )
                 confusion.update(resized.argmax(1), reference.unsqueeze(0))
 
     def on_validation_epoch_end(self) -> None:
@@ -205,7 +222,12 @@ class MultiTaskTask(DetectionTask):
         if split in self._last_confusion:
             from mobilevision.plots import plot_confusion_matrix
 
-            written.append(plot_confusion_matrix(
-                folder / f"{split}_confusion_matrix.png", self._last_confusion[split], self.mask_class_names,
-                title=f"{split} segmentation confusion matrix (rows sum to 1)"))  # fmt: skip
+            written.append(
+                plot_confusion_matrix(
+                    folder / f"{split}_confusion_matrix.png",
+                    self._last_confusion[split],
+                    self.mask_class_names,
+                    title=f"{split} segmentation confusion matrix (rows sum to 1)",
+                )
+            )
         return written

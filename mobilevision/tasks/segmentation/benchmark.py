@@ -113,20 +113,43 @@ class _TorchvisionSegmentation:
         return {"mask": mask}, {"preprocess": t1 - t0, "forward": t2 - t1, "postprocess": t3 - t2}
 
 
-def run(*, repeats: int, threads: Sequence[int], size: tuple[int, int] = (512, 512), weights: Path | None = None,
-        calibration_images: int = 16, width_mult: float = 1.0, int8: bool = False,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(
+    *,
+    repeats: int,
+    threads: Sequence[int],
+    size: tuple[int, int] = (512, 512),
+    weights: Path | None = None,
+    calibration_images: int = 16,
+    width_mult: float = 1.0,
+    int8: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """The table at each thread count (see the module docstring). `int8` adds our int8 ONNX model (static QDQ
     quantization calibrated on 32 generated images) as a row."""
     with tempfile.TemporaryDirectory() as tmp:
-        return _run(repeats=repeats, threads=threads, size=size, weights=weights,
-                    calibration_images=calibration_images, width_mult=width_mult,
-                    int8_folder=Path(tmp) if int8 else None, log=log)
+        return _run(
+            repeats=repeats,
+            threads=threads,
+            size=size,
+            weights=weights,
+            calibration_images=calibration_images,
+            width_mult=width_mult,
+            int8_folder=Path(tmp) if int8 else None,
+            log=log,
+        )
 
 
-def _run(*, repeats: int, threads: Sequence[int], size: tuple[int, int], weights: Path | None,
-         calibration_images: int, width_mult: float, int8_folder: Path | None,
-         log: Callable[[str], None]) -> dict[str, Any]:
+def _run(
+    *,
+    repeats: int,
+    threads: Sequence[int],
+    size: tuple[int, int],
+    weights: Path | None,
+    calibration_images: int,
+    width_mult: float,
+    int8_folder: Path | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     from mobilevision.checkpoint import ModelMeta
     from mobilevision.inference.predictor import Predictor
     from mobilevision.tasks.detection.benchmark import (
@@ -162,33 +185,49 @@ def _run(*, repeats: int, threads: Sequence[int], size: tuple[int, int], weights
     if int8_folder is not None:
         int8_meta = dataclasses.replace(meta or ModelMeta.for_model(ours), input_size=size)
         int8_path = _int8_model(ours, int8_meta, int8_folder)
-    results: dict[str, Any] = {"input_size": list(size), "weights": str(weights) if weights else
-                               f"untrained, BatchNorm calibrated on {calibration_images} generated images",
-                               "repeats": repeats, "runs": []}
+    results: dict[str, Any] = {
+        "input_size": list(size),
+        "weights": str(weights)
+        if weights
+        else f"untrained, BatchNorm calibrated on {calibration_images} generated images",
+        "repeats": repeats,
+        "runs": [],
+    }
     for n in threads:
         torch.set_num_threads(n)
         pipelines: dict[str, Any] = {
-            "torchvision DeepLabV3 head (eager)": _TorchvisionSegmentation(theirs, ours.normalize.mean,
-                                                                          ours.normalize.std),
-            "ours torch": Predictor(copy.deepcopy(ours), backend="torch", num_threads=n, meta=meta,
-                                    input_size=size),
-            "ours onnxruntime": Predictor(copy.deepcopy(ours), backend="onnxruntime", num_threads=n, meta=meta,
-                                          input_size=size),
+            "torchvision DeepLabV3 head (eager)": _TorchvisionSegmentation(
+                theirs, ours.normalize.mean, ours.normalize.std
+            ),
+            "ours torch": Predictor(copy.deepcopy(ours), backend="torch", num_threads=n, meta=meta, input_size=size),
+            "ours onnxruntime": Predictor(
+                copy.deepcopy(ours), backend="onnxruntime", num_threads=n, meta=meta, input_size=size
+            ),
         }
         if int8_path is not None:
             pipelines["ours onnxruntime int8"] = Predictor(int8_path, num_threads=n)
-        stages, _ = interleaved({name: partial(pipe.timed, image) for name, pipe in pipelines.items()},
-                                repeats=repeats, warmup=2)
+        stages, _ = interleaved(
+            {name: partial(pipe.timed, image) for name, pipe in pipelines.items()}, repeats=repeats, warmup=2
+        )
         table = {name: {k: 1000 * statistics.median(v) for k, v in s.items()} for name, s in stages.items()}
         reference = table["torchvision DeepLabV3 head (eager)"]["end_to_end"]
-        log(f"\n== {n} thread(s): {size[0]}x{size[1]} RGB uint8 -> mask, 21 classes, output stride "
-            f"{ours.output_stride}, medians of {repeats} interleaved runs (ms) ==")
+        log(
+            f"\n== {n} thread(s): {size[0]}x{size[1]} RGB uint8 -> mask, 21 classes, output stride "
+            f"{ours.output_stride}, medians of {repeats} interleaved runs (ms) =="
+        )
         log(f"{'pipeline':<36}{'preprocess':>11}{'forward':>9}{'postproc':>10}{'end-to-end':>12}{'ratio':>7}")
         for name, row in table.items():
-            log(f"{name:<36}{row['preprocess']:>11.2f}{row['forward']:>9.2f}{row['postprocess']:>10.2f}"
-                f"{row['end_to_end']:>12.2f}{row['end_to_end'] / reference:>7.2f}")
-        results["runs"].append({"threads": n, "stages_ms": table,
-                                "ratio_vs_torchvision": {k: v["end_to_end"] / reference for k, v in table.items()}})
+            log(
+                f"{name:<36}{row['preprocess']:>11.2f}{row['forward']:>9.2f}{row['postprocess']:>10.2f}"
+                f"{row['end_to_end']:>12.2f}{row['end_to_end'] / reference:>7.2f}"
+            )
+        results["runs"].append(
+            {
+                "threads": n,
+                "stages_ms": table,
+                "ratio_vs_torchvision": {k: v["end_to_end"] / reference for k, v in table.items()},
+            }
+        )
     return results
 
 
@@ -200,7 +239,7 @@ def _calibrate_torchvision(model: nn.Module, images: Sequence[np.ndarray], norma
     model.train()
     with torch.no_grad():
         for start in range(0, len(images), 8):
-            batch = torch.from_numpy(np.stack(images[start:start + 8])).permute(0, 3, 1, 2).float()
+            batch = torch.from_numpy(np.stack(images[start : start + 8])).permute(0, 3, 1, 2).float()
             model(normalize(batch))
     for m in norms:
         m.momentum = 0.1
@@ -212,8 +251,14 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="interleaved runs per pipeline (medians reported)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="intra-op thread counts")
     parser.add_argument("--weights", type=Path, default=None, help="a trained segmentation checkpoint")
-    parser.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"),
-                        help="input size without --weights (a checkpoint uses its own)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=[512, 512],
+        metavar=("H", "W"),
+        help="input size without --weights (a checkpoint uses its own)",
+    )
     parser.add_argument("--int8", action="store_true", help="add our int8 ONNX model (calibrated on generated images)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     args = parser.parse_args(list(argv))
@@ -221,8 +266,9 @@ def main(argv: Sequence[str]) -> int:
         parser.error("--repeats and --threads must be >= 1 and --size at least 32x32")
     if args.weights is not None and not args.weights.is_file():
         raise UserError(f"--weights {args.weights}: file not found")
-    results = run(repeats=args.repeats, threads=args.threads, size=tuple(args.size), weights=args.weights,
-                  int8=args.int8)
+    results = run(
+        repeats=args.repeats, threads=args.threads, size=tuple(args.size), weights=args.weights, int8=args.int8
+    )
     if args.json:
         atomic_write_json(args.json, results)
     return 0

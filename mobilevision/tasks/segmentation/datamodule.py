@@ -83,13 +83,23 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_dataset is not None, "setup('fit') first"
-        return train_loader(self.train_dataset, self.trainer, batch_size=self.batch_size,
-                            num_workers=self.num_workers, collate_fn=collate_segmentation)  # fmt: skip
+        return train_loader(
+            self.train_dataset,
+            self.trainer,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate_segmentation,
+        )
 
     def _eval_loader(self, dataset: Dataset | None) -> DataLoader:
         assert dataset is not None, "setup() first"
-        return eval_loader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers,
-                           collate_fn=collate_segmentation, each_image_once=True)  # fmt: skip
+        return eval_loader(
+            dataset,
+            batch_size=self.eval_batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate_segmentation,
+            each_image_once=True,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_dataset)
@@ -108,7 +118,12 @@ class VOCSegmentationDataModule(SegmentationDataModule):
     """
 
     def __init__(
-        self, *, root: str, train_split: str = "train_aug", val_split: str = "val", sbd_root: str | None = None,
+        self,
+        *,
+        root: str,
+        train_split: str = "train_aug",
+        val_split: str = "val",
+        sbd_root: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -155,8 +170,12 @@ class COCOSegmentationDataModule(SegmentationDataModule):
         self.voc_root = voc_root
         self.class_names = with_background(VOC_CLASSES)
         # Checked before the model is built: every path named exists (the files are parsed in `setup`).
-        for name, value in (("train_images", train_images), ("train_annotations", train_annotations),
-                            ("val_images", val_images), ("val_annotations", val_annotations)):  # fmt: skip
+        for name, value in (
+            ("train_images", train_images),
+            ("train_annotations", train_annotations),
+            ("val_images", val_images),
+            ("val_annotations", val_annotations),
+        ):
             if value is not None and not Path(value).exists():
                 raise DatasetError(f"{name} {value}: not found; set --data.init_args.{name} to an existing path")
         if voc_root is not None:

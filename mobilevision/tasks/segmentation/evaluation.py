@@ -29,12 +29,11 @@ from typing import Any
 import numpy as np
 
 from mobilevision.data.decode import BadSample
-from mobilevision.errors import DatasetError
 from mobilevision.data.labels import VOC_CLASSES, with_background
+from mobilevision.errors import DatasetError
 from mobilevision.tasks.segmentation.masks import VOID, invalid_labels, read_index_mask
 
-__all__ = ["ConfusionMatrix", "confusion_matrix", "iou_per_class", "miou", "pixel_accuracy", "evaluate_folders",
-           "main"]  # fmt: skip
+__all__ = ["ConfusionMatrix", "confusion_matrix", "iou_per_class", "miou", "pixel_accuracy", "evaluate_folders", "main"]
 
 
 def _as_numpy(array: Any) -> np.ndarray:
@@ -56,8 +55,9 @@ def confusion_matrix(prediction: Any, target: Any, num_classes: int) -> np.ndarr
     pred = _as_numpy(prediction).astype(np.int64, copy=False).ravel()
     true = _as_numpy(target).astype(np.int64, copy=False).ravel()
     if pred.shape != true.shape:
-        raise ValueError(f"prediction and target sizes differ: {_as_numpy(prediction).shape} vs "
-                         f"{_as_numpy(target).shape}")
+        raise ValueError(
+            f"prediction and target sizes differ: {_as_numpy(prediction).shape} vs {_as_numpy(target).shape}"
+        )
     keep = true != VOID
     pred, true = pred[keep], true[keep]
     bad_true = np.unique(true[(true < 0) | (true >= num_classes)])
@@ -129,8 +129,9 @@ def _read(path: Path, what: str) -> np.ndarray:
         raise DatasetError(f"{path}: {what}: {error.reason}") from None
 
 
-def evaluate_folders(gt_dir: str | Path, pred_dir: str | Path, num_classes: int,
-                     ids: Sequence[str] | None = None) -> dict[str, Any]:
+def evaluate_folders(
+    gt_dir: str | Path, pred_dir: str | Path, num_classes: int, ids: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Score the prediction PNGs of `pred_dir` against the ground-truth PNGs of `gt_dir`, matched by file stem.
 
     Args:
@@ -167,8 +168,10 @@ def evaluate_folders(gt_dir: str | Path, pred_dir: str | Path, num_classes: int,
         gt = _read(gt_path, "ground truth")
         pred = _read(pred_path, "prediction")
         if pred.shape != gt.shape:
-            raise DatasetError(f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} (WxH) but its ground "
-                               f"truth {gt_path} is {gt.shape[1]}x{gt.shape[0]}")
+            raise DatasetError(
+                f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} (WxH) but its ground "
+                f"truth {gt_path} is {gt.shape[1]}x{gt.shape[0]}"
+            )
         bad = invalid_labels(gt, num_classes)
         if bad:
             raise DatasetError(f"{gt_path}: ground-truth labels outside 0..{num_classes - 1} and {VOID}: {bad[:10]}")
@@ -193,8 +196,11 @@ def format_table(result: dict[str, Any], class_names: Sequence[str] | None = Non
     def _pct(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:6.2f}"
 
-    lines += ["", f"{'mIoU':<{width}}  {_pct(result['miou'])}",
-              f"{'pixel accuracy':<{width}}  {_pct(result['pixel_accuracy'])}"]
+    lines += [
+        "",
+        f"{'mIoU':<{width}}  {_pct(result['miou'])}",
+        f"{'pixel accuracy':<{width}}  {_pct(result['pixel_accuracy'])}",
+    ]
     if "images" in result:
         lines.append(f"{'images':<{width}}  {result['images']}")
     lines.append("('-': class absent from both ground truth and prediction, left out of the mean)")
@@ -225,10 +231,18 @@ def main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth PNG masks (255 = void)")
     parser.add_argument("--predictions", required=True, type=Path, help="folder of predicted PNG masks, same stems")
-    parser.add_argument("--num-classes", type=int, default=None, help="number of classes N, background included "
-                        "(default: from the classes.json `mobilevision predict` wrote)")
-    parser.add_argument("--split-list", type=Path, default=None, help="evaluate only the ids of this split list "
-                        "(VOC ImageSets/Segmentation/val.txt)")
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="number of classes N, background included (default: from the classes.json `mobilevision predict` wrote)",
+    )
+    parser.add_argument(
+        "--split-list",
+        type=Path,
+        default=None,
+        help="evaluate only the ids of this split list (VOC ImageSets/Segmentation/val.txt)",
+    )
     parser.add_argument("--json", action="store_true", help="print {miou, pixel_accuracy, iou_per_class} as JSON")
     try:
         args = parser.parse_args(list(argv))
@@ -237,16 +251,22 @@ def main(argv: Sequence[str]) -> int:
     names = read_classes(args.predictions)
     num_classes = args.num_classes if args.num_classes is not None else (len(names) if names else None)
     if num_classes is None:
-        print("mobilevision evaluate segmentation: give --num-classes N (no classes.json beside the predictions)",
-              file=sys.stderr)
+        print(
+            "mobilevision evaluate segmentation: give --num-classes N (no classes.json beside the predictions)",
+            file=sys.stderr,
+        )
         return 2
     if not 1 <= num_classes <= 255:
-        print(f"mobilevision evaluate segmentation: --num-classes must be in 1..255, got {num_classes}",
-              file=sys.stderr)
+        print(
+            f"mobilevision evaluate segmentation: --num-classes must be in 1..255, got {num_classes}", file=sys.stderr
+        )
         return 2
     if names is not None and len(names) != num_classes:
-        print(f"mobilevision evaluate segmentation: --num-classes {num_classes} but the model that wrote the "
-              f"predictions has {len(names)} classes ({args.predictions.parent / 'classes.json'})", file=sys.stderr)
+        print(
+            f"mobilevision evaluate segmentation: --num-classes {num_classes} but the model that wrote the "
+            f"predictions has {len(names)} classes ({args.predictions.parent / 'classes.json'})",
+            file=sys.stderr,
+        )
         return 2
     from mobilevision.data.splits import read_id_list
 

@@ -66,8 +66,10 @@ def multi_scale_flip_probs(
     count = 0
     for scale in scales:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        scaled = images if size == (height, width) else F.interpolate(
-            images, size=size, mode="bilinear", align_corners=False
+        scaled = (
+            images
+            if size == (height, width)
+            else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         )
         variants = [scaled, scaled.flip(-1)] if flip else [scaled]
         for index, variant in enumerate(variants):
@@ -132,13 +134,17 @@ class SegmentationInference:
         self.resize_to: tuple[int, int] | None = tuple(options["input_size"]) if options.get("input_size") else None
         self.min_size: tuple[int, int] = tuple(meta.input_size)  # type: ignore[assignment]
         self.pad_multiple = int(inference.get("pad_multiple") or meta.model_kwargs.get("output_stride") or 16)
-        self.multi_scale_flip = bool(options["multi_scale_flip"] if options.get("multi_scale_flip") is not None
-                                     else inference.get("multi_scale_flip", False))
+        self.multi_scale_flip = bool(
+            options["multi_scale_flip"]
+            if options.get("multi_scale_flip") is not None
+            else inference.get("multi_scale_flip", False)
+        )
         self.scales = tuple(float(s) for s in (options.get("mf_scales") or inference.get("mf_scales") or MF_SCALES))
         stride = options.get("output_stride") or inference.get("output_stride")
         if stride and model is None and options.get("output_stride"):
-            raise ValueError("output_stride applies to the torch backend: an ONNX graph keeps the output stride it "
-                             "was exported with")
+            raise ValueError(
+                "output_stride applies to the torch backend: an ONNX graph keeps the output stride it was exported with"
+            )
         if stride and model is not None and int(stride) != model.output_stride:  # type: ignore[union-attr]
             model.set_output_stride(int(stride))  # type: ignore[operator]
         # The very transform validation uses: padding can never drift from what the scores were measured on.
@@ -159,8 +165,11 @@ class SegmentationInference:
         from mobilevision.inference.draw import overlay_mask, overlay_with_legend
 
         # A legend strip below still images; video frames keep their size.
-        return overlay_with_legend(image, result["mask"], self.class_names) if still else overlay_mask(
-            image, result["mask"])
+        return (
+            overlay_with_legend(image, result["mask"], self.class_names)
+            if still
+            else overlay_mask(image, result["mask"])
+        )
 
     def results(self, result: dict[str, Any], image_id: int) -> list[dict[str, Any]]:
         return []

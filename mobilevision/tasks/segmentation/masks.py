@@ -104,7 +104,6 @@ def read_sbd_mask(path: str | os.PathLike[str]) -> np.ndarray:
     return array
 
 
-
 def invalid_labels(mask: np.ndarray, num_classes: int) -> list[int]:
     """The sorted label values in `mask` that are neither a class index 0..num_classes-1 nor void (255)."""
     values = np.unique(mask)

@@ -22,8 +22,9 @@ from mobilevision.tasks.segmentation.masks import VOID
 from mobilevision.tasks.segmentation.model import Segmenter
 
 
-def log_mask_scores(task: BaseTask, confusion: MulticlassConfusionMatrix, prefix: str, class_names: list[str],
-                    last: dict[str, Any]) -> None:
+def log_mask_scores(
+    task: BaseTask, confusion: MulticlassConfusionMatrix, prefix: str, class_names: list[str], last: dict[str, Any]
+) -> None:
     """End of an evaluation: `prefix`/miou and `prefix`/pixel_accuracy of the confusion matrix (summed over all
     processes by torchmetrics) logged, the per-class table printed, the matrix kept in `last[prefix]` for the
     task's `plot_evaluation`; the matrix is reset. Nothing is logged during Lightning's sanity check."""
@@ -251,5 +252,11 @@ class SegmentationTask(BaseTask):
             return []
         from mobilevision.plots import plot_confusion_matrix
 
-        return [plot_confusion_matrix(folder / f"{split}_confusion_matrix.png", self._last_confusion[split],
-                                      self.class_names, title=f"{split} confusion matrix (rows sum to 1)")]  # fmt: skip
+        return [
+            plot_confusion_matrix(
+                folder / f"{split}_confusion_matrix.png",
+                self._last_confusion[split],
+                self.class_names,
+                title=f"{split} confusion matrix (rows sum to 1)",
+            )
+        ]

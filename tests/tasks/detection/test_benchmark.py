@@ -3,10 +3,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mobilevision.tasks.detection.benchmark import (
-    _TorchvisionPipeline, build_pair, busy_image, calibrate_batchnorm, photo_like_images, run,
-)
 from mobilevision.inference.predictor import Predictor
+from mobilevision.tasks.detection.benchmark import (
+    _TorchvisionPipeline,
+    build_pair,
+    busy_image,
+    calibrate_batchnorm,
+    photo_like_images,
+    run,
+)
 from tests.inference.models_for_tests import random_image
 
 
@@ -62,8 +67,9 @@ def test_twin_of_a_detector_with_its_own_default_boxes() -> None:
 
 def test_benchmark_runs_both_regimes_end_to_end() -> None:
     lines: list[str] = []
-    results = run(repeats=1, threads=[1], stream_frames=60, width_mult=0.35, calibration_images=8, int8=True,
-                  log=lines.append)
+    results = run(
+        repeats=1, threads=[1], stream_frames=60, width_mult=0.35, calibration_images=8, int8=True, log=lines.append
+    )
     assert [r["regime"] for r in results["runs"]] == ["busy, 0.3", "COCO eval, 0.01"]
     for row in results["runs"]:
         fp32 = {k: v for k, v in row["detections"].items() if "int8" not in k}

@@ -32,8 +32,10 @@ def _xml(objects: list[tuple[str, tuple[int, int, int, int], int]], width: int =
         f"<bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
         for n, b, d in objects
     )
-    return (f"<annotation><folder>VOC2007</folder><size><width>{width}</width><height>{height}</height>"
-            f"<depth>3</depth></size>{body}</annotation>").encode()  # fmt: skip
+    return (
+        f"<annotation><folder>VOC2007</folder><size><width>{width}</width><height>{height}</height>"
+        f"<depth>3</depth></size>{body}</annotation>"
+    ).encode()
 
 
 def test_parse_voc_xml_difficult_and_one_based_boxes() -> None:
@@ -48,8 +50,10 @@ def test_parse_voc_xml_difficult_and_one_based_boxes() -> None:
 def test_parse_voc_xml_rejects_unknown_class_and_unsafe_xml() -> None:
     with pytest.raises(DatasetError, match=r"a\.xml.*'unicorn'"):
         parse_voc_xml(_xml([("unicorn", (1, 1, 5, 5), 0)]), "a.xml")
-    bomb = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]>'
-            b"<annotation>&lol2;</annotation>")
+    bomb = (
+        b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]>'
+        b"<annotation>&lol2;</annotation>"
+    )
     with pytest.raises(BadSample, match="forbidden"):
         parse_voc_xml(bomb, "bomb.xml")
     with pytest.raises(BadSample, match="malformed"):
@@ -67,8 +71,7 @@ def _voc_year(root: Path, year: str, items: dict[str, list[tuple[str, tuple[int,
 
 
 def test_voc_dataset_difficult_and_0712_combination(tmp_path: Path) -> None:
-    _voc_year(tmp_path, "2007", {"000001": [("dog", (1, 1, 50, 40), 0), ("cat", (10, 20, 30, 60), 1)],
-                                 "000002": []})  # fmt: skip
+    _voc_year(tmp_path, "2007", {"000001": [("dog", (1, 1, 50, 40), 0), ("cat", (10, 20, 30, 60), 1)], "000002": []})
     _voc_year(tmp_path, "2012", {"2008_000001": [("car", (5, 5, 120, 70), 0)]})
     dataset = voc0712_trainval(tmp_path)
     assert len(dataset) == 3 and dataset.ids == ["VOC2007/000001", "VOC2007/000002", "VOC2012/2008_000001"]
@@ -89,8 +92,9 @@ def test_voc_dataset_difficult_and_0712_combination(tmp_path: Path) -> None:
 
 
 def test_meta_round_trip_with_non_contiguous_ids() -> None:
-    meta = DetectionMeta.from_categories([{"id": 90, "name": "toothbrush"}, {"id": 1, "name": "person"},
-                                          {"id": 13, "name": "stop sign"}])  # fmt: skip
+    meta = DetectionMeta.from_categories(
+        [{"id": 90, "name": "toothbrush"}, {"id": 1, "name": "person"}, {"id": 13, "name": "stop sign"}]
+    )
     assert meta.class_names == ["background", "person", "stop sign", "toothbrush"]
     assert meta.category_ids == [0, 1, 13, 90] and meta.num_classes == 4 and meta.num_object_classes == 3
     assert [meta.label_of(c) for c in (1, 13, 90)] == [1, 2, 3]
@@ -104,8 +108,9 @@ def test_meta_round_trip_with_non_contiguous_ids() -> None:
 
 
 def test_sanitize_boxes() -> None:
-    boxes = np.array([[0, 0, 10, 10], [5, 5, 5, 9], [3, 8, 9, 2], [-5, 2, 5, 12], [120, 0, 130, 5],
-                      [np.nan, 0, 1, 1]], float)  # fmt: skip
+    boxes = np.array(
+        [[0, 0, 10, 10], [5, 5, 5, 9], [3, 8, 9, 2], [-5, 2, 5, 12], [120, 0, 130, 5], [np.nan, 0, 1, 1]], float
+    )
     kept, keep, clipped = sanitize_boxes(boxes, 100, 10)
     assert keep.tolist() == [True, False, False, True, False, False]
     assert kept.tolist() == [[0, 0, 10, 10], [0, 2, 5, 10]] and clipped == 1
@@ -133,7 +138,7 @@ def _scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _colour_mask(image: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
-    return (np.abs(image.astype(int) - colour).max(-1) < 40)
+    return np.abs(image.astype(int) - colour).max(-1) < 40
 
 
 @pytest.mark.parametrize("seed", range(40))

@@ -41,19 +41,36 @@ def make_case(seed: int = 0) -> tuple[dict, list[dict]]:
             x, y = rng.uniform(0, 640 - w), rng.uniform(0, 480 - h)
             category = int(rng.choice([2, 5, 11]))
             crowd = int(rng.random() < 0.1)
-            annotations.append({"id": len(annotations) + 1, "image_id": image["id"], "category_id": category,
-                                "bbox": [x, y, w, h], "area": w * h * 0.8, "iscrowd": crowd})  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image["id"],
+                    "category_id": category,
+                    "bbox": [x, y, w, h],
+                    "area": w * h * 0.8,
+                    "iscrowd": crowd,
+                }
+            )
             if rng.random() < 0.85:
                 dx, dy, dw, dh = rng.normal(0, 0.08 * size, 4)
-                results.append({"image_id": image["id"],
-                                "category_id": category if rng.random() < 0.9 else int(rng.choice([2, 5, 11])),
-                                "bbox": [x + dx, y + dy, max(1.0, w + dw), max(1.0, h + dh)],
-                                "score": float(rng.uniform(0.05, 1.0))})  # fmt: skip
+                results.append(
+                    {
+                        "image_id": image["id"],
+                        "category_id": category if rng.random() < 0.9 else int(rng.choice([2, 5, 11])),
+                        "bbox": [x + dx, y + dy, max(1.0, w + dw), max(1.0, h + dh)],
+                        "score": float(rng.uniform(0.05, 1.0)),
+                    }
+                )
     for image in images:
         for _ in range(int(rng.integers(0, 4))):  # false positives everywhere, including the empty images
-            results.append({"image_id": image["id"], "category_id": int(rng.choice([2, 5, 11])),
-                            "bbox": [float(rng.uniform(0, 500)), float(rng.uniform(0, 400)), 40.0, 30.0],
-                            "score": float(rng.uniform(0.0, 0.6))})  # fmt: skip
+            results.append(
+                {
+                    "image_id": image["id"],
+                    "category_id": int(rng.choice([2, 5, 11])),
+                    "bbox": [float(rng.uniform(0, 500)), float(rng.uniform(0, 400)), 40.0, 30.0],
+                    "score": float(rng.uniform(0.0, 0.6)),
+                }
+            )
     return {"images": images, "annotations": annotations, "categories": CATEGORIES}, results
 
 
@@ -133,8 +150,10 @@ def test_model_outputs_to_results_round_trip(tmp_path: Path) -> None:
     boxes_320 = torch.tensor([[32.0, 64.0, 96.0, 160.0]])
     boxes = rescale_boxes(boxes_320, (320, 320), (480, 640))
     assert boxes.tolist() == [[64.0, 96.0, 192.0, 240.0]]
-    detections = [{"boxes": boxes, "scores": torch.tensor([0.9]), "labels": torch.tensor([3])},
-                  {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}]
+    detections = [
+        {"boxes": boxes, "scores": torch.tensor([0.9]), "labels": torch.tensor([3])},
+        {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
     results = to_coco_results(detections, [100, 101], meta)
     assert results == [{"image_id": 100, "category_id": 11, "bbox": [64.0, 96.0, 128.0, 144.0], "score": 0.9}]
     # Under bf16-mixed precision the model's boxes and scores are bfloat16, which NumPy cannot hold.
@@ -147,8 +166,10 @@ def test_model_outputs_to_results_round_trip(tmp_path: Path) -> None:
 
 
 def _xyxy(results: list[dict]) -> list[dict]:
-    return [{**r, "bbox": [r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2], r["bbox"][1] + r["bbox"][3]]}
-            for r in results]  # fmt: skip
+    return [
+        {**r, "bbox": [r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2], r["bbox"][1] + r["bbox"][3]]}
+        for r in results
+    ]
 
 
 def _normalised(gt: dict, results: list[dict]) -> list[dict]:
@@ -176,7 +197,9 @@ def _label_indices(results: list[dict]) -> list[dict]:
     ],
     ids=["empty", "xyxy", "normalised", "label indices"],
 )
-def test_format_mistakes_are_warned_about(tmp_path: Path, capsys: pytest.CaptureFixture[str], mistake, fragment) -> None:
+def test_format_mistakes_are_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mistake, fragment
+) -> None:
     gt, results = make_case()
     gt_file, results_file = tmp_path / "gt.json", tmp_path / "res.json"
     gt_file.write_text(json.dumps(gt))
@@ -196,8 +219,9 @@ def test_correct_results_give_no_format_warning(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_faster_backend_gives_pycocotools_numbers(tmp_path: Path, seed: int,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_faster_backend_gives_pycocotools_numbers(
+    tmp_path: Path, seed: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     gt, results = make_case(seed)
     gt_file, results_file = tmp_path / "gt.json", tmp_path / "results.json"
     gt_file.write_text(json.dumps(gt))
@@ -209,7 +233,21 @@ def test_faster_backend_gives_pycocotools_numbers(tmp_path: Path, seed: int,
         assert abs(fast[name] - value) < 1e-9, name
     slow = evaluate_coco(coco_from_dict(gt), results)
     assert [row["ap"] for row in fast["per_class"]] == pytest.approx([row["ap"] for row in slow["per_class"]], abs=1e-9)
-    assert cli_main(["evaluate", "detection", "--gt", str(gt_file), "--predictions", str(results_file), "--json",
-                     "--backend", "faster"]) == 0
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "detection",
+                "--gt",
+                str(gt_file),
+                "--predictions",
+                str(results_file),
+                "--json",
+                "--backend",
+                "faster",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert [printed[name] for name in STAT_NAMES] == pytest.approx(list(reference.stats), abs=1e-6)

@@ -17,8 +17,9 @@ from mobilevision.tasks.detection.anchors import BoxCoder
 from mobilevision.tasks.detection.data import sanitize_boxes
 from mobilevision.tasks.detection.loss import match_anchors
 
-FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=200, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -33,8 +34,11 @@ def valid_boxes(draw: st.DrawFn, n: int, *, min_size: float = 1.0, max_size: flo
 
 
 @FUZZ
-@given(st.integers(1, 8).flatmap(
-    lambda n: st.tuples(valid_boxes(n, max_size=400.0), valid_boxes(n, min_size=8.0, max_size=400.0))))
+@given(
+    st.integers(1, 8).flatmap(
+        lambda n: st.tuples(valid_boxes(n, max_size=400.0), valid_boxes(n, min_size=8.0, max_size=400.0))
+    )
+)
 def test_encode_decode_round_trip(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
     boxes, anchors = pair
     # Within the decoder's bound on the log-scale (62.5 default-box sizes; here at most 400 / 8 = 50) the round trip
@@ -50,8 +54,7 @@ finite_f32 = st.floats(-F32_MAX, F32_MAX, allow_nan=False, allow_infinity=False,
 
 
 @FUZZ
-@given(arrays(np.float32, st.tuples(st.integers(1, 16), st.just(4)), elements=finite_f32),
-       st.integers(0, 2**16))  # fmt: skip
+@given(arrays(np.float32, st.tuples(st.integers(1, 16), st.just(4)), elements=finite_f32), st.integers(0, 2**16))
 def test_decode_of_any_finite_offsets_is_finite(offsets: np.ndarray, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     xy = torch.rand(len(offsets), 2, generator=generator) * 1000 - 100
@@ -66,10 +69,15 @@ any_float = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.
 
 
 @settings(FUZZ, max_examples=300)
-@given(arrays(np.float64, st.tuples(st.integers(0, 12), st.just(4)), elements=any_float),
-       st.integers(1, 2000), st.integers(1, 2000), st.booleans())  # fmt: skip
-def test_sanitize_boxes_keeps_boxes_inside_or_drops_them(boxes: np.ndarray, width: int, height: int,
-                                                         size_known: bool) -> None:
+@given(
+    arrays(np.float64, st.tuples(st.integers(0, 12), st.just(4)), elements=any_float),
+    st.integers(1, 2000),
+    st.integers(1, 2000),
+    st.booleans(),
+)
+def test_sanitize_boxes_keeps_boxes_inside_or_drops_them(
+    boxes: np.ndarray, width: int, height: int, size_known: bool
+) -> None:
     kept, keep, n_clipped = sanitize_boxes(boxes, width if size_known else None, height if size_known else None)
     assert kept.dtype == np.float32 and kept.shape == (int(keep.sum()), 4) and keep.shape == (len(boxes),)
     assert 0 <= n_clipped <= len(kept)
@@ -79,16 +87,25 @@ def test_sanitize_boxes_keeps_boxes_inside_or_drops_them(boxes: np.ndarray, widt
     assert (kept[:, 2] > kept[:, 0]).all() and (kept[:, 3] > kept[:, 1]).all()
     if size_known:
         assert (kept[:, [0, 1]] >= 0).all() and (kept[:, 2] <= width).all() and (kept[:, 3] <= height).all()
-        inside = (np.isfinite(boxes).all(1) & (boxes[:, 0] >= 0) & (boxes[:, 1] >= 0) & (boxes[:, 2] <= width)
-                  & (boxes[:, 3] <= height) & (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1))
+        inside = (
+            np.isfinite(boxes).all(1)
+            & (boxes[:, 0] >= 0)
+            & (boxes[:, 1] >= 0)
+            & (boxes[:, 2] <= width)
+            & (boxes[:, 3] <= height)
+            & (boxes[:, 2] - boxes[:, 0] >= 1)
+            & (boxes[:, 3] - boxes[:, 1] >= 1)
+        )
         # Boxes already inside the image with at least a pixel of size are kept as they are.
         assert keep[inside].all()
         np.testing.assert_array_equal(kept[inside[keep]], boxes[inside].astype(np.float32))
 
 
 @FUZZ
-@given(st.integers(0, 6).flatmap(lambda g: st.tuples(valid_boxes(g), st.integers(1, 30).flatmap(valid_boxes))),
-       st.sampled_from([0.3, 0.5, 0.7]))  # fmt: skip
+@given(
+    st.integers(0, 6).flatmap(lambda g: st.tuples(valid_boxes(g), st.integers(1, 30).flatmap(valid_boxes))),
+    st.sampled_from([0.3, 0.5, 0.7]),
+)
 def test_match_anchors_invariants(pair: tuple[torch.Tensor, torch.Tensor], threshold: float) -> None:
     gt, anchors = pair
     matched = match_anchors(gt, anchors, iou_threshold=threshold)

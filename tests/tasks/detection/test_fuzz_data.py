@@ -32,8 +32,9 @@ from mobilevision.tasks.detection.data import (
     validate_coco,
 )
 
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 # No single input may take long: a hang or a quadratic blow-up fails here rather than stalling CI.
 PER_EXAMPLE_SECONDS = 5.0
 
@@ -47,11 +48,26 @@ LEAVES = (
     | st.text(max_size=6)
 )
 JSON = st.recursive(
-    LEAVES, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    LEAVES,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=10,
-)  # fmt: skip
-FILE_NAMES = ["a.jpg", "b.png", "grey.png", "bad.jpg", "empty.jpg", "missing.jpg", "../escape.jpg", "/etc/passwd",
-              "", ".", "sub", "a\x00.jpg", "x" * 300, "\ud800.jpg"]  # fmt: skip
+)
+FILE_NAMES = [
+    "a.jpg",
+    "b.png",
+    "grey.png",
+    "bad.jpg",
+    "empty.jpg",
+    "missing.jpg",
+    "../escape.jpg",
+    "/etc/passwd",
+    "",
+    ".",
+    "sub",
+    "a\x00.jpg",
+    "x" * 300,
+    "\ud800.jpg",
+]
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +89,11 @@ def _valid_coco(draw: st.DrawFn) -> dict[str, Any]:
     """A structurally valid COCO dict whose contents are still hostile: boxes with NaN, inf, negative or zero sizes,
     file names that are missing, undecodable, empty, absolute, escaping, NUL or unencodable, stated sizes that are
     absent, zero or absurd, crowd flags."""
-    number = (st.floats(-50, 100, allow_nan=False) | st.integers(-10, 100)
-              | st.sampled_from([math.nan, math.inf, -math.inf, 1e308]))  # fmt: skip
+    number = (
+        st.floats(-50, 100, allow_nan=False)
+        | st.integers(-10, 100)
+        | st.sampled_from([math.nan, math.inf, -math.inf, 1e308])
+    )
     images = []
     for position in range(draw(st.integers(1, 4))):
         image: dict[str, Any] = {"id": position + 1, "file_name": draw(st.sampled_from(FILE_NAMES))}
@@ -82,13 +101,16 @@ def _valid_coco(draw: st.DrawFn) -> dict[str, Any]:
             image["width"] = draw(st.sampled_from([32, 20, 16, 64, 0, -1, 2**40]))
             image["height"] = draw(st.sampled_from([24, 40, 16, 8, 0]))
         images.append(image)
-    categories = [{"id": 2 * position + 1, "name": draw(st.text(max_size=5))}
-                  for position in range(draw(st.integers(1, 3)))]  # fmt: skip
+    categories = [
+        {"id": 2 * position + 1, "name": draw(st.text(max_size=5))} for position in range(draw(st.integers(1, 3)))
+    ]
     annotations = []
     for position in range(draw(st.integers(0, 6))):
-        ann: dict[str, Any] = {"image_id": draw(st.sampled_from([i["id"] for i in images])),
-                               "category_id": draw(st.sampled_from([c["id"] for c in categories])),
-                               "bbox": draw(st.lists(number, min_size=4, max_size=4))}  # fmt: skip
+        ann: dict[str, Any] = {
+            "image_id": draw(st.sampled_from([i["id"] for i in images])),
+            "category_id": draw(st.sampled_from([c["id"] for c in categories])),
+            "bbox": draw(st.lists(number, min_size=4, max_size=4)),
+        }
         if draw(st.booleans()):
             ann["id"] = position + 10
         if draw(st.booleans()):
@@ -156,7 +178,7 @@ def _check_coco(images: Path, path: Path, transforms: Any) -> None:
         except DatasetError as error:
             message = str(error)
             assert message.startswith(str(path)) and "\n" not in message, message
-            _event("DatasetError" + message[len(str(path)):][:40])
+            _event("DatasetError" + message[len(str(path)) :][:40])
             return
         k = dataset.meta.num_object_classes
         for index in range(len(dataset)):
@@ -204,10 +226,18 @@ def test_coco_dataset_from_random_bytes(images: Path, files: _Files, payload: by
     _check_coco(images, files.write(payload), None)
 
 
-@pytest.mark.parametrize("payload", [
-    b"[" * 100_000, b'{"a":' * 100_000, b"\xff\xfe\x00\x00", b"NaN", b'{"images": [], "categories": []}' + b" x",
-    b'{"images": [{"id": 1, "file_name": "a.jpg", "width": 1e999}], "categories": []}',
-], ids=["deep-list", "deep-object", "utf32-bom", "nan", "trailing", "inf-width"])  # fmt: skip
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[" * 100_000,
+        b'{"a":' * 100_000,
+        b"\xff\xfe\x00\x00",
+        b"NaN",
+        b'{"images": [], "categories": []}' + b" x",
+        b'{"images": [{"id": 1, "file_name": "a.jpg", "width": 1e999}], "categories": []}',
+    ],
+    ids=["deep-list", "deep-object", "utf32-bom", "nan", "trailing", "inf-width"],
+)
 def test_coco_pathological_files(images: Path, files: _Files, payload: bytes) -> None:
     _check_coco(images, files.write(payload), None)
 
@@ -215,8 +245,9 @@ def test_coco_pathological_files(images: Path, files: _Files, payload: bytes) ->
 # ------------------------------------------------------------------------------------------------------------- VOC
 def _voc_object(draw: st.DrawFn) -> str:
     name = draw(st.sampled_from([*VOC_CLASSES[:3], "unicorn", "", " dog "]))
-    coords = [draw(st.sampled_from(["1", "10", "-5", "1e9", "nan", "inf", "-inf", "x", "", "3.5", "1e400"]))
-              for _ in range(4)]  # fmt: skip
+    coords = [
+        draw(st.sampled_from(["1", "10", "-5", "1e9", "nan", "inf", "-inf", "x", "", "3.5", "1e400"])) for _ in range(4)
+    ]
     tags = ["xmin", "ymin", "xmax", "ymax"]
     kept = [f"<{t}>{c}</{t}>" for t, c in zip(tags, coords) if draw(st.integers(0, 7))]
     difficult = draw(st.sampled_from(["0", "1", "", "yes"]))
@@ -227,13 +258,26 @@ def _voc_object(draw: st.DrawFn) -> str:
 def voc_documents(draw: st.DrawFn) -> bytes:
     size = draw(st.sampled_from(["100", "0", "-1", "inf", "nan", "1e400", "abc", "", "99999999999999999999"]))
     body = "".join(_voc_object(draw) for _ in range(draw(st.integers(0, 4))))
-    prolog = draw(st.sampled_from(["", '<?xml version="1.0"?>', '<?xml version="1.0" encoding="bogus"?>',
-                                   '<?xml version="1.0" encoding="utf-16"?>', "<!DOCTYPE annotation>"]))  # fmt: skip
+    prolog = draw(
+        st.sampled_from(
+            [
+                "",
+                '<?xml version="1.0"?>',
+                '<?xml version="1.0" encoding="bogus"?>',
+                '<?xml version="1.0" encoding="utf-16"?>',
+                "<!DOCTYPE annotation>",
+            ]
+        )
+    )
     text = f"{prolog}<annotation><size><width>{size}</width><height>80</height></size>{body}</annotation>"
     data = text.encode()
     if draw(st.integers(0, 4)) == 0:  # damage: cut or flip a byte
         position = draw(st.integers(0, len(data) - 1))
-        data = data[:position] if draw(st.booleans()) else data[:position] + bytes([data[position] ^ 0x55]) + data[position + 1 :]
+        data = (
+            data[:position]
+            if draw(st.booleans())
+            else data[:position] + bytes([data[position] ^ 0x55]) + data[position + 1 :]
+        )
     return data
 
 
@@ -281,12 +325,15 @@ BILLION_LAUGHS = b"""<?xml version="1.0"?>
 HOSTILE_XML = {
     "billion-laughs": BILLION_LAUGHS,
     "external-entity": b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-                       b"<annotation><object><name>&x;</name></object></annotation>",
+    b"<annotation><object><name>&x;</name></object></annotation>",
     "parameter-entity": b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY % p SYSTEM "http://127.0.0.1:9/x.dtd"> %p;]>'
-                        b"<annotation/>",
-    "quadratic-blowup": b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY a "' + b"x" * 50_000 + b'">]><annotation>'
-                        + b"&a;" * 5_000 + b"</annotation>",
-}  # fmt: skip
+    b"<annotation/>",
+    "quadratic-blowup": b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY a "'
+    + b"x" * 50_000
+    + b'">]><annotation>'
+    + b"&a;" * 5_000
+    + b"</annotation>",
+}
 
 
 @pytest.mark.parametrize("name", list(HOSTILE_XML))
@@ -308,9 +355,11 @@ def test_voc_dataset_skips_an_entity_bomb_and_names_it(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="VOC2007/JPEGImages/000001.jpg.*forbidden constructs"):
         assert dataset[0] is None
     assert dataset.report.skipped == [
-        {"file": "VOC2007/JPEGImages/000001.jpg",
-         "reason": "annotation XML uses forbidden constructs (entities or external references)"}
-    ]  # fmt: skip
+        {
+            "file": "VOC2007/JPEGImages/000001.jpg",
+            "reason": "annotation XML uses forbidden constructs (entities or external references)",
+        }
+    ]
     (base / "ImageSets" / "Main" / "trainval.txt").write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(DatasetError, match="trainval.txt: split file is not text"):
         VOCDetection(tmp_path, "trainval")

@@ -21,8 +21,9 @@ def test_matching_threshold_and_forced_best_anchor() -> None:
 
 
 def test_loss_is_zero_box_term_for_perfect_offsets_and_mines_negatives() -> None:
-    anchors = torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70], [5, 5, 8, 8]],
-                           dtype=torch.float32)
+    anchors = torch.tensor(
+        [[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70], [5, 5, 8, 8]], dtype=torch.float32
+    )
     targets = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "labels": torch.tensor([2])}]
     loss = MultiBoxLoss(neg_pos_ratio=2)
     logits = torch.zeros(1, 5, 3)
@@ -87,8 +88,7 @@ def test_focal_loss_uses_every_box_and_equals_torchvision() -> None:
     logits = torch.randn(1, 3, 3, requires_grad=True)
     outputs = {"cls_logits": logits, "bbox_regression": torch.zeros(1, 3, 4)}
     out = MultiBoxLoss(classification="sigmoid", focal_gamma=2.0)(outputs, anchors, targets)
-    expected = sigmoid_focal_loss(logits[0, :, 1:], torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]),
-                                  reduction="sum")  # fmt: skip
+    expected = sigmoid_focal_loss(logits[0, :, 1:], torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]), reduction="sum")
     assert torch.allclose(out["loss_cls"], expected)
     out["loss"].backward()
     assert (logits.grad[0, :, 1:] != 0).all() and (logits.grad[0, :, 0] == 0).all()  # background column unused
@@ -114,8 +114,9 @@ def test_giou_box_loss_is_zero_for_exact_boxes_and_grows_with_the_error() -> Non
         MultiBoxLoss(box_loss="l2")
 
 
-def _naive_atss(gt: torch.Tensor, anchors: torch.Tensor, level_sizes: list[int], k: int,
-                per_location: list[int] | None = None) -> list[int]:
+def _naive_atss(
+    gt: torch.Tensor, anchors: torch.Tensor, level_sizes: list[int], k: int, per_location: list[int] | None = None
+) -> list[int]:
     """ATSS written out box by box, to check the vectorised version against: the boxes of the k nearest locations
     (k x boxes per location) of each map."""
     per_location = per_location or [1] * len(level_sizes)
@@ -127,7 +128,7 @@ def _naive_atss(gt: torch.Tensor, anchors: torch.Tensor, level_sizes: list[int],
         candidates, start = [], 0
         for size, n in zip(level_sizes, per_location):
             level = range(start, start + size)
-            candidates += sorted(level, key=lambda a: (centres[a][0] - cx) ** 2 + (centres[a][1] - cy) ** 2)[:k * n]
+            candidates += sorted(level, key=lambda a: (centres[a][0] - cx) ** 2 + (centres[a][1] - cy) ** 2)[: k * n]
             start += size
         values = [iou[g][a] for a in candidates]
         threshold = statistics.mean(values) + (statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -150,8 +151,13 @@ def test_atss_equals_a_box_by_box_count() -> None:
     generator = torch.Generator().manual_seed(0)
     for trial in range(20):
         level_sizes = [60, 30, 10]
-        anchors = torch.cat([_random_boxes(generator, 60, 5, 15), _random_boxes(generator, 30, 15, 40),
-                             _random_boxes(generator, 10, 40, 80)])  # fmt: skip
+        anchors = torch.cat(
+            [
+                _random_boxes(generator, 60, 5, 15),
+                _random_boxes(generator, 30, 15, 40),
+                _random_boxes(generator, 10, 40, 80),
+            ]
+        )
         gt = _random_boxes(generator, 1 + trial % 5, 4, 60)
         got = match_anchors_atss(gt, anchors, level_sizes, topk=5).tolist()
         assert got == _naive_atss(gt, anchors, level_sizes, 5), trial
@@ -171,8 +177,12 @@ def test_atss_takes_every_box_of_the_nearest_locations_on_real_default_boxes() -
     got = match_anchors_atss(gt, anchors, level_sizes, boxes_per_location=per_location)
     assert got.tolist() == _naive_atss(gt, anchors, level_sizes, 9, per_location)
     # The same boxes with each location's boxes in reverse order: a permutation of the default boxes.
-    order = torch.cat([torch.arange(start, start + size).view(-1, n).flip(1).flatten() for start, size, n in
-                       zip(itertools.accumulate([0, *level_sizes[:-1]]), level_sizes, per_location)])
+    order = torch.cat(
+        [
+            torch.arange(start, start + size).view(-1, n).flip(1).flatten()
+            for start, size, n in zip(itertools.accumulate([0, *level_sizes[:-1]]), level_sizes, per_location)
+        ]
+    )
     permuted = match_anchors_atss(gt, anchors[order], level_sizes, boxes_per_location=per_location)
     assert torch.equal(permuted, got[order])
     # Only k boxes per map (the candidates before the fix) picks among a location's boxes by tie-breaking: the
@@ -200,8 +210,9 @@ def test_atss_gives_small_objects_more_positives_and_large_ones_fewer() -> None:
 
 
 def test_atss_assignment_in_the_loss() -> None:
-    anchors = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 11], [0, 0, 10, 12], [0, 0, 10, 14], [40, 40, 50, 50]],
-                           dtype=torch.float32)  # fmt: skip
+    anchors = torch.tensor(
+        [[0, 0, 10, 10], [0, 0, 10, 11], [0, 0, 10, 12], [0, 0, 10, 14], [40, 40, 50, 50]], dtype=torch.float32
+    )
     targets = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "labels": torch.tensor([1])}]
     outputs = {"cls_logits": torch.zeros(1, 5, 2), "bbox_regression": torch.zeros(1, 5, 4)}
     by_iou = MultiBoxLoss(classification="sigmoid", focal_gamma=2.0)

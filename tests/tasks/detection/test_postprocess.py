@@ -28,9 +28,13 @@ def test_same_detections_as_detector_postprocess_even_when_top_k_binds() -> None
     box_reg = torch.randn(3000, 4)
     for threshold, topk in [(0.3, 200), (0.05, 50), (0.9, 200)]:
         model.score_threshold, model.topk_candidates = threshold, topk
-        post = DetectionPostprocess(score_threshold=threshold, nms_threshold=model.nms_threshold,
-                                    topk_candidates=topk, detections_per_image=model.detections_per_image,
-                                    max_candidates=100_000)
+        post = DetectionPostprocess(
+            score_threshold=threshold,
+            nms_threshold=model.nms_threshold,
+            topk_candidates=topk,
+            detections_per_image=model.detections_per_image,
+            max_candidates=100_000,
+        )
         ours = post(cls_logits, box_reg, anchors, input_size=(256, 256))
         ref = _reference(model, cls_logits, box_reg, anchors, (256, 256))
         labels_a, boxes_a = _sorted(ours)
@@ -91,9 +95,13 @@ def test_candidate_cap_keeps_detector_postprocess_detections_at_001_with_thousan
     scores = cls_logits.softmax(-1)[:, 1:]
     assert int((scores > 0.01).sum()) > 50_000  # precondition: tens of thousands of pairs pass the threshold
     for cap in (1000, 150):
-        post = DetectionPostprocess(score_threshold=0.01, nms_threshold=model.nms_threshold,
-                                    topk_candidates=model.topk_candidates,
-                                    detections_per_image=model.detections_per_image, max_candidates=cap)
+        post = DetectionPostprocess(
+            score_threshold=0.01,
+            nms_threshold=model.nms_threshold,
+            topk_candidates=model.topk_candidates,
+            detections_per_image=model.detections_per_image,
+            max_candidates=cap,
+        )
         ours = post(cls_logits, box_reg, anchors, input_size=(320, 320))
         ref = _reference(model, cls_logits, box_reg, anchors, (320, 320))
         assert len(ref["labels"]) == model.detections_per_image
@@ -109,12 +117,12 @@ def test_candidate_prefix_widens_when_nms_suppresses_most_of_it() -> None:
     and a cap of 50 must grow (50 -> 200 -> 800 -> 1000); a truncating cap would return 5 detections."""
     num_anchors = 1000
     anchors = torch.arange(100.0).repeat_interleave(10)[:, None] * 40  # 100 places, 40 px apart
-    anchors = torch.cat([anchors, anchors + 30, anchors.new_zeros(num_anchors, 1) + 10,
-                         anchors.new_zeros(num_anchors, 1) + 40], 1)[:, [0, 2, 1, 3]]
+    anchors = torch.cat(
+        [anchors, anchors + 30, anchors.new_zeros(num_anchors, 1) + 10, anchors.new_zeros(num_anchors, 1) + 40], 1
+    )[:, [0, 2, 1, 3]]
     cls_logits = torch.zeros(num_anchors, 2)
     cls_logits[:, 1] = 5 + torch.linspace(1, 0, num_anchors)
-    post = DetectionPostprocess(score_threshold=0.3, topk_candidates=5000, max_candidates=50,
-                                detections_per_image=100)
+    post = DetectionPostprocess(score_threshold=0.3, topk_candidates=5000, max_candidates=50, detections_per_image=100)
     out = post(cls_logits, torch.zeros(num_anchors, 4), anchors, input_size=(100, 4000))
     assert len(out["labels"]) == 100
 

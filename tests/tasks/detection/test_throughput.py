@@ -14,8 +14,9 @@ def test_throughput_reports_batches_and_video() -> None:
     assert [(r["threads"], r["batch"]) for r in results["batches"]] == [(1, 1), (1, 2)]
     for row in results["batches"]:
         assert row["images_per_s"]["ours onnxruntime"] > 0 and row["images_per_s"]["torchvision SSD"] > 0
-        assert row["ratio"] == pytest.approx(row["images_per_s"]["ours onnxruntime"]
-                                             / row["images_per_s"]["torchvision SSD"])
+        assert row["ratio"] == pytest.approx(
+            row["images_per_s"]["ours onnxruntime"] / row["images_per_s"]["torchvision SSD"]
+        )
     (video,) = results["video"]
     assert video["frames"] == 4 and video["frames_per_s"]["ours onnxruntime"] > 0
     assert len(lines) == 3

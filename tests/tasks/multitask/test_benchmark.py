@@ -12,19 +12,42 @@ from mobilevision.checkpoint import save_checkpoint
 from mobilevision.cli import main
 from mobilevision.tasks.multitask.benchmark import PRESETS, build_models
 from tests.inference.models_for_tests import (
-    detector_meta, multitask_meta, segmenter_meta, small_detector, small_multitask, small_segmenter,
+    detector_meta,
+    multitask_meta,
+    segmenter_meta,
+    small_detector,
+    small_multitask,
+    small_segmenter,
 )
 
-TINY = ["--width", "0.35", "--num-classes", "4", "--mask-classes", "3", "--input-size", "96", "--repeats", "2",
-        "--calibration-images", "2"]
+TINY = [
+    "--width",
+    "0.35",
+    "--num-classes",
+    "4",
+    "--mask-classes",
+    "3",
+    "--input-size",
+    "96",
+    "--repeats",
+    "2",
+    "--calibration-images",
+    "2",
+]
 
 
 def test_tiny_run_prints_both_pipelines_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["benchmark", "multitask", *TINY, "--out", str(tmp_path / "out.json")]) == 0
     out = capsys.readouterr().out
-    for name in ("joint torch", "pair torch (detector + segmenter)", "joint onnxruntime",
-                 "pair onnxruntime (detector + segmenter)", "ratio joint / pair (torch)",
-                 "ratio joint / pair (onnxruntime)", "detection counts agree across backends"):
+    for name in (
+        "joint torch",
+        "pair torch (detector + segmenter)",
+        "joint onnxruntime",
+        "pair onnxruntime (detector + segmenter)",
+        "ratio joint / pair (torch)",
+        "ratio joint / pair (onnxruntime)",
+        "detection counts agree across backends",
+    ):
         assert name in out
     results = json.loads((tmp_path / "out.json").read_text())
     run = results["runs"][0]
@@ -57,8 +80,9 @@ def test_shapes_preset_builds_the_demo_models() -> None:
     assert [meta.task for meta in metas] == ["multitask", "detection", "segmentation"]
 
 
-@pytest.mark.parametrize(("config", "models"), [("ssdlite_deeplabv3_shapes", "joint"),
-                                                 ("ssdlite_mobilenetv2_shapes", "detector")])
+@pytest.mark.parametrize(
+    ("config", "models"), [("ssdlite_deeplabv3_shapes", "joint"), ("ssdlite_mobilenetv2_shapes", "detector")]
+)
 def test_shapes_preset_is_the_shipped_configs(config: str, models: str) -> None:
     """The preset times the demo's models: the same architecture settings as the shipped configs."""
     import yaml

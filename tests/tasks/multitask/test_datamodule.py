@@ -33,8 +33,16 @@ def _check_batch(batch: tuple[torch.Tensor, list[dict]], size: int, *, at_most: 
 
 
 def test_shapes_datamodule_shares_the_generated_sets_and_gives_batches(tmp_path: Path) -> None:
-    module = ShapesMultiTaskDataModule(root=str(tmp_path / "shapes"), num_train=6, num_val=3, image_size=(48, 64),
-                                       input_size=64, batch_size=2, num_workers=0, augment=Augment(max_zoom=2.0))
+    module = ShapesMultiTaskDataModule(
+        root=str(tmp_path / "shapes"),
+        num_train=6,
+        num_val=3,
+        image_size=(48, 64),
+        input_size=64,
+        batch_size=2,
+        num_workers=0,
+        augment=Augment(max_zoom=2.0),
+    )
     assert module.meta.class_names == module.mask_class_names == with_background(SHAPE_CLASSES)
     assert module.num_classes == module.num_mask_classes == len(SHAPE_CLASSES) + 1 and module.input_size == 64
     module.prepare_data()
@@ -48,8 +56,9 @@ def test_shapes_datamodule_shares_the_generated_sets_and_gives_batches(tmp_path:
     # A new loader (a resumed run) draws the same samples with the same augmentation, masks included.
     again = next(iter(module.train_dataloader()))
     assert torch.equal(first[0], again[0])
-    assert all(torch.equal(a["mask"], b["mask"]) and torch.equal(a["boxes"], b["boxes"])
-               for a, b in zip(first[1], again[1]))  # fmt: skip
+    assert all(
+        torch.equal(a["mask"], b["mask"]) and torch.equal(a["boxes"], b["boxes"]) for a, b in zip(first[1], again[1])
+    )
     _check_batch(next(iter(module.val_dataloader())), 64, at_most=2, evaluation=True)
     assert isinstance(module.val_dataset.coco, COCO) and len(module.val_dataset.coco.imgs) == 3
     assert module.test_dataset is module.val_dataset
@@ -57,8 +66,9 @@ def test_shapes_datamodule_shares_the_generated_sets_and_gives_batches(tmp_path:
 
 def test_coco_voc_datamodule_trains_on_both_and_validates_on_coco_val(coco2017: tuple, vocdevkit: tuple) -> None:
     root, expected = coco2017
-    module = CocoVocMultiTaskDataModule(root=str(root), voc_root=str(vocdevkit[0]), input_size=64, batch_size=3,
-                                        num_workers=0)  # fmt: skip
+    module = CocoVocMultiTaskDataModule(
+        root=str(root), voc_root=str(vocdevkit[0]), input_size=64, batch_size=3, num_workers=0
+    )
     assert module.num_classes == 81 and module.meta.class_names[1] == "person"
     assert module.mask_class_names == with_background(VOC_CLASSES) and module.num_mask_classes == 21
     with warnings.catch_warnings():

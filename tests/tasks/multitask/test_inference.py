@@ -52,8 +52,11 @@ def test_checkpoint_gives_boxes_names_and_a_mask_at_the_image_size(joint_ckpt: P
 
 def test_torch_and_onnxruntime_give_the_same_boxes_and_masks(joint_ckpt: Path, joint_onnx: Path) -> None:
     image = _image(seed=5, size=(150, 110))
-    results = [Predictor(joint_ckpt, optimize=False)(image), Predictor(joint_ckpt, backend="onnxruntime")(image),
-               Predictor(joint_onnx)(image)]
+    results = [
+        Predictor(joint_ckpt, optimize=False)(image),
+        Predictor(joint_ckpt, backend="onnxruntime")(image),
+        Predictor(joint_onnx)(image),
+    ]
     for other in results[1:]:
         assert np.array_equal(results[0]["labels"], other["labels"])
         assert np.allclose(results[0]["boxes"], other["boxes"], atol=1e-2)
@@ -85,8 +88,9 @@ def test_onnx_metadata_carries_both_label_spaces(joint_onnx: Path) -> None:
     assert Predictor(joint_onnx).adapter.classes()["mask_class_names"] == meta.mask_class_names
 
 
-def test_export_parity_covers_detections_and_masks(joint_ckpt: Path, joint_onnx: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_parity_covers_detections_and_masks(
+    joint_ckpt: Path, joint_onnx: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from mobilevision.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(joint_ckpt)
@@ -119,26 +123,44 @@ def test_segmentation_options_are_refused(joint_ckpt: Path) -> None:
 
 
 def test_predict_writes_all_four_outputs_and_evaluate_reads_the_masks(
-        tmp_path: Path, joint_ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, joint_ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     for i in range(2):
         write_image(tmp_path / "images" / f"{10 + i}.png", _image(seed=i, size=(90, 120)))
     out = tmp_path / "out"
-    assert main(["predict", "--weights", str(joint_ckpt), "--source", str(tmp_path / "images"),
-                 "--output", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(joint_ckpt),
+                "--source",
+                str(tmp_path / "images"),
+                "--output",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "4 classes + 3 mask classes" in capsys.readouterr().err
     assert sorted(p.name for p in (out / "annotated").iterdir()) == ["10.jpg", "11.jpg"]
     classes = json.loads((out / "classes.json").read_text())
     assert classes["task"] == "multitask" and classes["category_ids"] == [0, 10, 20, 30]
     assert classes["mask_class_names"] == ["background", "region1", "region2"]
     results = json.loads((out / "predictions.json").read_text())
-    assert results and {r["image_id"] for r in results} <= {10, 11} and {r["category_id"] for r in results} <= {10, 20, 30}
+    assert (
+        results and {r["image_id"] for r in results} <= {10, 11} and {r["category_id"] for r in results} <= {10, 20, 30}
+    )
     assert [i["id"] for i in json.loads((out / "images.json").read_text())] == [10, 11]
     expected = Predictor(joint_ckpt)(_image(seed=0, size=(90, 120)))["mask"]
     assert np.array_equal(read_index_mask(out / "masks" / "10.png"), expected)
     # evaluate segmentation reads the masks, in the masks' label space (3 classes, not the detector's 4).
     capsys.readouterr()
-    assert main(["evaluate", "segmentation", "--gt", str(out / "masks"), "--predictions", str(out / "masks"),
-                 "--json"]) == 0
+    assert (
+        main(["evaluate", "segmentation", "--gt", str(out / "masks"), "--predictions", str(out / "masks"), "--json"])
+        == 0
+    )
     scores = json.loads(capsys.readouterr().out)
     assert scores["miou"] == pytest.approx(1.0) and len(scores["iou_per_class"]) == 3
 
@@ -164,8 +186,21 @@ def test_predict_on_a_video_writes_the_annotated_video_and_results(tmp_path: Pat
     from tests.inference.test_sources import write_video
 
     write_video(tmp_path / "clip.avi", frames=4, size=(48, 64), fps=10.0)
-    assert main(["predict", "--weights", str(joint_ckpt), "--source", str(tmp_path / "clip.avi"),
-                 "--output", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(joint_ckpt),
+                "--source",
+                str(tmp_path / "clip.avi"),
+                "--output",
+                str(tmp_path / "out"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capture = cv2.VideoCapture(str(tmp_path / "out" / "clip_annotated.avi"))
     assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (64, 48)
     frames = 0
@@ -175,13 +210,25 @@ def test_predict_on_a_video_writes_the_annotated_video_and_results(tmp_path: Pat
     assert {r["image_id"] for r in json.loads((tmp_path / "out" / "predictions.json").read_text())} <= set(range(4))
 
 
-def test_int8_export_of_the_joint_graph(tmp_path: Path, joint_ckpt: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_int8_export_of_the_joint_graph(tmp_path: Path, joint_ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for i, image in enumerate(photo_like_images(3, (128, 128), seed=9)):
         write_image(tmp_path / "calibration" / f"{i}.png", image)
     output = tmp_path / "joint.onnx"
-    assert main(["export", "--weights", str(joint_ckpt), "--output", str(output), "--int8",
-                 "--calibration", str(tmp_path / "calibration")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--weights",
+                str(joint_ckpt),
+                "--output",
+                str(output),
+                "--int8",
+                "--calibration",
+                str(tmp_path / "calibration"),
+            ]
+        )
+        == 0
+    )
     assert "masks:" in capsys.readouterr().out.split("int8 check")[1]
     meta, _ = read_metadata(output.with_suffix(".int8.onnx"))
     assert meta.mask_class_names == ["background", "region1", "region2"]
@@ -189,10 +236,24 @@ def test_int8_export_of_the_joint_graph(tmp_path: Path, joint_ckpt: Path,
     assert result["mask"].shape == (120, 160) and len(result["scores"]) > 0
 
 
-def test_benchmark_int8_refuses_a_joint_checkpoint(tmp_path: Path, joint_ckpt: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_benchmark_int8_refuses_a_joint_checkpoint(
+    tmp_path: Path, joint_ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "split" / "images").mkdir(parents=True)
     write_image(tmp_path / "calibration" / "a.png", _image())
-    assert main(["benchmark", "int8", "--weights", str(joint_ckpt), "--data", str(tmp_path / "split"),
-                 "--calibration", str(tmp_path / "calibration")]) == 2
+    assert (
+        main(
+            [
+                "benchmark",
+                "int8",
+                "--weights",
+                str(joint_ckpt),
+                "--data",
+                str(tmp_path / "split"),
+                "--calibration",
+                str(tmp_path / "calibration"),
+            ]
+        )
+        == 2
+    )
     assert "not multitask" in capsys.readouterr().err

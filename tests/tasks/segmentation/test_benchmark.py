@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import torch
 
-from mobilevision.tasks.segmentation.benchmark import build_pair, run
 from mobilevision.models import build_model
+from mobilevision.tasks.segmentation.benchmark import build_pair, run
 
 
 def test_torchvision_head_holds_our_weights_where_shapes_allow() -> None:
@@ -24,10 +24,15 @@ def test_torchvision_head_holds_our_weights_where_shapes_allow() -> None:
 
 def test_segmentation_benchmark_runs() -> None:
     lines: list[str] = []
-    results = run(repeats=1, threads=[1], size=(96, 128), calibration_images=4, width_mult=0.35, int8=True,
-                  log=lines.append)
+    results = run(
+        repeats=1, threads=[1], size=(96, 128), calibration_images=4, width_mult=0.35, int8=True, log=lines.append
+    )
     table = results["runs"][0]["stages_ms"]
-    assert set(table) == {"torchvision DeepLabV3 head (eager)", "ours torch", "ours onnxruntime",
-                          "ours onnxruntime int8"}
+    assert set(table) == {
+        "torchvision DeepLabV3 head (eager)",
+        "ours torch",
+        "ours onnxruntime",
+        "ours onnxruntime int8",
+    }
     assert all(row["end_to_end"] > 0 for row in table.values())
     assert any("ratio" in line for line in lines)

@@ -148,8 +148,10 @@ def test_voc_structural_errors_name_the_path(tmp_path: Path) -> None:
 
 def _sbd_mat(path: Path, segmentation: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    scipy.io.savemat(path, {"GTcls": {"Segmentation": segmentation, "Boundaries": np.zeros((1, 1)),
-                                      "CategoriesPresent": np.array([1])}})
+    scipy.io.savemat(
+        path,
+        {"GTcls": {"Segmentation": segmentation, "Boundaries": np.zeros((1, 1)), "CategoriesPresent": np.array([1])}},
+    )
 
 
 def test_read_sbd_mask_roundtrip(tmp_path: Path) -> None:
@@ -249,8 +251,12 @@ def _coco(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
     data = {
         "images": [{"id": i, "file_name": f"{i:06d}.jpg", "height": h, "width": w} for i in (1, 2, 3)],
         "annotations": annotations,
-        "categories": [{"id": 1, "name": "person"}, {"id": 38, "name": "kite"}, {"id": 63, "name": "couch"},
-                       {"id": 67, "name": "dining table"}],
+        "categories": [
+            {"id": 1, "name": "person"},
+            {"id": 38, "name": "kite"},
+            {"id": 63, "name": "couch"},
+            {"id": 67, "name": "dining table"},
+        ],
     }
     images = tmp_path / "images"
     for i in (1, 2, 3):
@@ -309,11 +315,17 @@ def test_shapes_segmentation_hand_made_folder(tmp_path: Path) -> None:
         _write_jpg(tmp_path / "images" / f"{stem}.jpg", _image(i))
     masks["a"] = np.random.default_rng(0).integers(0, 3, (H, W)).astype(np.uint8)
     write_palette_png(tmp_path / "masks" / "a.png", masks["a"])  # b has no mask; c has no image
-    (tmp_path / "annotations.json").write_text(json.dumps({
-        "images": [{"id": i + 1, "file_name": f"{s}.jpg", "height": H, "width": W} for i, s in enumerate("abc")],
-        "annotations": [],
-        "categories": [{"id": 2, "name": "square"}, {"id": 1, "name": "circle"}],
-    }))  # fmt: skip
+    (tmp_path / "annotations.json").write_text(
+        json.dumps(
+            {
+                "images": [
+                    {"id": i + 1, "file_name": f"{s}.jpg", "height": H, "width": W} for i, s in enumerate("abc")
+                ],
+                "annotations": [],
+                "categories": [{"id": 2, "name": "square"}, {"id": 1, "name": "circle"}],
+            }
+        )
+    )
     with pytest.warns(DataWarning):
         dataset = ShapesSegmentation(tmp_path)
     assert dataset.class_names == ["background", "circle", "square"]
@@ -323,8 +335,9 @@ def test_shapes_segmentation_hand_made_folder(tmp_path: Path) -> None:
 
 
 def test_shapes_segmentation_reads_the_generator_output(tmp_path: Path) -> None:
-    dataset = open_shapes_segmentation(tmp_path / "shapes", train_transforms(crop_size=48), num_images=3, seed=0,
-                                       image_size=(64, 64))  # generated on first use
+    dataset = open_shapes_segmentation(
+        tmp_path / "shapes", train_transforms(crop_size=48), num_images=3, seed=0, image_size=(64, 64)
+    )  # generated on first use
     assert len(dataset) == 3 and dataset.class_names[0] == "background" and dataset.num_classes == 6
     assert dataset.check().skipped_images == 0
     image, mask = dataset[0]
@@ -369,8 +382,9 @@ def test_train_augmentation_keeps_masks_aligned(seed: int) -> None:
         inner = cv2.erode(labelled, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
         assert not (inner & (1 - painted)).any()
         assert not (painted & (1 - cv2.dilate(labelled, kernel))).any()
-        inside = labelled.sum() > 0 and not (labelled[0].any() or labelled[-1].any() or labelled[:, 0].any()
-                                             or labelled[:, -1].any())
+        inside = labelled.sum() > 0 and not (
+            labelled[0].any() or labelled[-1].any() or labelled[:, 0].any() or labelled[:, -1].any()
+        )
         # Whole rectangle in the crop: centroids agree to half a pixel (nearest sampling moves an edge by <= 0.5 px).
         if inside:
             seen_whole += 1

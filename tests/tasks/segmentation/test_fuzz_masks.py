@@ -19,8 +19,9 @@ from PIL import Image
 from mobilevision.data.decode import BadSample
 from mobilevision.tasks.segmentation.masks import VOID, check_labels, decode_index_mask, read_index_mask
 
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 MODES = ["P", "L", "1", "I", "I;16", "RGB", "RGBA", "LA", "F", "CMYK"]
 
 

@@ -9,8 +9,9 @@ import json
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,9 +22,14 @@ from mobilevision.errors import DatasetError
 from mobilevision.tasks.segmentation.data import COCOSemantic, ShapesSegmentation
 from tests.tasks.detection.test_fuzz_data import FUZZ, PER_EXAMPLE_SECONDS, _Files, coco_dicts
 
-PATHOLOGICAL = [b"[" * 100_000, b'{"a":' * 100_000, b"\xff\xfe\x00\x00", b"NaN",
-                b'{"images": [], "categories": []}' + b" x",
-                b'{"images": [{"id": 1, "file_name": "a.jpg", "width": 1e999}], "categories": []}']  # fmt: skip
+PATHOLOGICAL = [
+    b"[" * 100_000,
+    b'{"a":' * 100_000,
+    b"\xff\xfe\x00\x00",
+    b"NaN",
+    b'{"images": [], "categories": []}' + b" x",
+    b'{"images": [{"id": 1, "file_name": "a.jpg", "width": 1e999}], "categories": []}',
+]
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +89,9 @@ def _check(reader: str, images: Path, path: Path) -> None:
 
 
 @pytest.mark.parametrize("reader", sorted(READERS))
-@pytest.mark.parametrize("payload", PATHOLOGICAL, ids=["deep-list", "deep-object", "utf32-bom", "nan", "trailing",
-                                                       "inf-width"])
+@pytest.mark.parametrize(
+    "payload", PATHOLOGICAL, ids=["deep-list", "deep-object", "utf32-bom", "nan", "trailing", "inf-width"]
+)
 def test_pathological_files(reader: str, images: Path, files: _Files, payload: bytes) -> None:
     _check(reader, images, files.write(payload))
 

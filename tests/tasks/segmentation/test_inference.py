@@ -36,8 +36,9 @@ def test_single_scale_without_flip_is_the_plain_forward() -> None:
     model = _calibrated(3)
     images = torch.randint(0, 256, (2, 3, 48, 48), dtype=torch.uint8)
     with torch.no_grad():
-        torch.testing.assert_close(multi_scale_flip_probs(model, images, scales=(1.0,), flip=False),
-                                   model(images).softmax(1))
+        torch.testing.assert_close(
+            multi_scale_flip_probs(model, images, scales=(1.0,), flip=False), model(images).softmax(1)
+        )
 
 
 def test_mf_averages_probabilities_not_logits() -> None:
@@ -51,8 +52,11 @@ def test_mf_averages_probabilities_not_logits() -> None:
         expected = torch.zeros(2, 5, 40, 56)
         for scale in scales:
             size = (round(40 * scale), round(56 * scale))
-            scaled = images.float() if scale == 1.0 else F.interpolate(images.float(), size=size, mode="bilinear",
-                                                                       align_corners=False)
+            scaled = (
+                images.float()
+                if scale == 1.0
+                else F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
+            )
             for flip in (False, True):
                 logits = model(scaled.flip(-1) if flip else scaled)
                 logits = logits.flip(-1) if flip else logits
@@ -60,9 +64,18 @@ def test_mf_averages_probabilities_not_logits() -> None:
                 expected += logits.softmax(1) / (2 * len(scales))
         got = multi_scale_flip_probs(model, images, scales=scales)
         logit_mean = sum(  # what the code did before: the mean of the logits
-            F.interpolate(model(F.interpolate(images.float(), size=(round(40 * s), round(56 * s)), mode="bilinear",
-                                              align_corners=False)), size=(40, 56), mode="bilinear",
-                          align_corners=False) for s in scales)
+            F.interpolate(
+                model(
+                    F.interpolate(
+                        images.float(), size=(round(40 * s), round(56 * s)), mode="bilinear", align_corners=False
+                    )
+                ),
+                size=(40, 56),
+                mode="bilinear",
+                align_corners=False,
+            )
+            for s in scales
+        )
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got.sum(1), torch.ones(2, 40, 56), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(got, logit_mean.softmax(1), atol=1e-4)

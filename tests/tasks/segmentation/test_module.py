@@ -64,7 +64,9 @@ def test_class_weights_weight_the_training_loss_per_class() -> None:
     assert torch.allclose(_loss(task, images, masks), plain, atol=1e-6)
 
 
-@pytest.mark.parametrize("weights", [[1.0, 2.0], [1.0, -1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, float("nan"), 1.0, 1.0]])
+@pytest.mark.parametrize(
+    "weights", [[1.0, 2.0], [1.0, -1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, float("nan"), 1.0, 1.0]]
+)
 def test_bad_class_weights_are_refused(weights: list[float]) -> None:
     with pytest.raises(ValueError, match="class_weights must be 4 finite non-negative numbers"):
         _task(class_weights=weights)

@@ -5,15 +5,15 @@ export) and PASCAL VOC (`voc`: 2007, 2012, 07+12), on the label mapping, box rep
 What a dataset guarantees, whatever the input:
 - Structure is checked at construction, before any work: malformed JSON or XML layout, an annotation whose image or
   category id is unknown, a missing split file -> `DatasetError` naming the file and the entry.
-- Boxes are repaired at construction against the annotated image size (and again, once, at the first read of an
-  image whose decoded size differs or was not given), and counted in `.report`: a box with non-positive width or height, or
+- Boxes are repaired at construction against the annotated image size (and again, once, at the first read of an image
+  whose decoded size differs or was not given), and counted in `.report`: a box with non-positive width or height, or
   entirely outside its image, is dropped (`dropped_boxes`); one partly outside is clipped (`clipped_boxes`). Crowd
-  annotations (COCO `iscrowd`) and VOC `difficult` objects are not training targets (`crowd` / `difficult`), but
-  they stay in `.coco` so COCOeval ignores detections on them, as the benchmarks do.
-- `__getitem__` decodes the image with `mobilevision.data.decode.read_image_in_frame`: EXIF orientation applied,
-  unless it would turn the image away from the annotation's stated size (`exif_frame_kept` counts those); a bad file (missing, empty, truncated,
-  not an image, a name escaping the image folder) returns None after a `DataWarning`, and is recorded once in
-  `.report.skipped`. Images without annotations stay: background images.
+  annotations (COCO `iscrowd`) and VOC `difficult` objects are not training targets (`crowd` / `difficult`), but they
+  stay in `.coco` so COCOeval ignores detections on them, as the benchmarks do.
+- `__getitem__` decodes the image with `mobilevision.data.decode.read_image_in_frame`: EXIF orientation applied, unless
+  it would turn the image away from the annotation's stated size (`exif_frame_kept` counts those); a bad file (missing,
+  empty, truncated, not an image, a name escaping the image folder) returns None after a `DataWarning`, and is recorded
+  once in `.report.skipped`. Images without annotations stay: background images.
 - `.coco` is a pycocotools `COCO` ground truth in the original image pixels, `.meta` the `DetectionMeta`.
 
 Targets follow the package contract: `(image uint8 [3, H, W], {"boxes": float32 [N, 4] x1 y1 x2 y2 in the pixels

@@ -142,11 +142,16 @@ class CocoDetection(DetectionDataset):
                 path, defect = None, error.reason
             self._records.append(
                 _Record(
-                    image_id=image["id"], file_name=image["file_name"], path=path, defect=defect,
-                    width=width if size_known else None, height=height if size_known else None,
-                    boxes=boxes, labels=labels,
+                    image_id=image["id"],
+                    file_name=image["file_name"],
+                    path=path,
+                    defect=defect,
+                    width=width if size_known else None,
+                    height=height if size_known else None,
+                    boxes=boxes,
+                    labels=labels,
                 )
-            )  # fmt: skip
+            )
         self.report = self._new_report()
         self.report.extra.update(dropped_boxes=dropped, clipped_boxes=clipped, crowd=crowd)
 
@@ -155,5 +160,3 @@ def coco2017(root: str | os.PathLike[str], split: str = "train", **kwargs: Any) 
     """The standard layout: `root/annotations/instances_{split}2017.json` and `root/{split}2017/`."""
     root = Path(root)
     return CocoDetection(root / f"{split}2017", root / "annotations" / f"instances_{split}2017.json", **kwargs)
-
-

@@ -180,26 +180,47 @@ class VOCDetection(DetectionDataset):
                     defect = error.reason
                 boxes = np.array([o.box for o in annotation.objects], dtype=np.float64).reshape(-1, 4)
                 is_difficult = np.array([o.difficult for o in annotation.objects], dtype=bool)
-                labels = np.array([self.meta.label_of(VOC_CLASSES.index(o.name) + 1) for o in annotation.objects],
-                                  dtype=np.int64)  # fmt: skip
+                labels = np.array(
+                    [self.meta.label_of(VOC_CLASSES.index(o.name) + 1) for o in annotation.objects], dtype=np.int64
+                )
                 kept, keep, n_clipped = sanitize_boxes(boxes, annotation.width, annotation.height)
                 dropped += int((~keep).sum())
                 clipped += n_clipped
                 difficult_count += int(is_difficult[keep].sum())
                 train = ~is_difficult[keep] if not keep_difficult else np.ones(int(keep.sum()), bool)
                 self._records.append(
-                    _Record(image_id, file_name, path, defect, annotation.width, annotation.height,
-                            kept[train], labels[keep][train])
-                )  # fmt: skip
+                    _Record(
+                        image_id,
+                        file_name,
+                        path,
+                        defect,
+                        annotation.width,
+                        annotation.height,
+                        kept[train],
+                        labels[keep][train],
+                    )
+                )
                 self.ids.append(f"{year_dir.name}/{name}")
-                gt_images.append({"id": image_id, "file_name": file_name, "width": annotation.width or 0,
-                                  "height": annotation.height or 0})  # fmt: skip
+                gt_images.append(
+                    {
+                        "id": image_id,
+                        "file_name": file_name,
+                        "width": annotation.width or 0,
+                        "height": annotation.height or 0,
+                    }
+                )
                 for box, label, hard in zip(kept, labels[keep], is_difficult[keep]):
                     w, h = float(box[2] - box[0]), float(box[3] - box[1])
                     gt_annotations.append(
-                        {"id": len(gt_annotations) + 1, "image_id": image_id, "category_id": int(label),
-                         "bbox": [float(box[0]), float(box[1]), w, h], "area": w * h, "iscrowd": int(hard)}
-                    )  # fmt: skip
+                        {
+                            "id": len(gt_annotations) + 1,
+                            "image_id": image_id,
+                            "category_id": int(label),
+                            "bbox": [float(box[0]), float(box[1]), w, h],
+                            "area": w * h,
+                            "iscrowd": int(hard),
+                        }
+                    )
         categories = [{"id": i + 1, "name": n, "supercategory": "voc"} for i, n in enumerate(VOC_CLASSES)]
         self.coco = coco_from_dict({"images": gt_images, "annotations": gt_annotations, "categories": categories})
         self.report = self._new_report()
@@ -223,12 +244,16 @@ def to_coco_main(argv: Sequence[str]) -> int:
 
     from mobilevision.io import atomic_write_json
 
-    parser = argparse.ArgumentParser(prog="mobilevision data to-coco", description=to_coco_main.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="mobilevision data to-coco",
+        description=to_coco_main.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--root", required=True, help="VOCdevkit (or one VOC20xx folder)")
     parser.add_argument("--split", required=True, help="split name in ImageSets/Main (train, val, trainval, test)")
-    parser.add_argument("--year", action="append", help="year(s) under a VOCdevkit (repeatable; default: every year "
-                        "that has the split)")
+    parser.add_argument(
+        "--year", action="append", help="year(s) under a VOCdevkit (repeatable; default: every year that has the split)"
+    )
     parser.add_argument("--out", required=True, type=Path, help="the COCO json to write")
     args = parser.parse_args(list(argv))
     with warnings.catch_warnings():
@@ -236,12 +261,14 @@ def to_coco_main(argv: Sequence[str]) -> int:
         dataset = VOCDetection(args.root, args.split, years=args.year)
     data = dataset.coco.dataset
     if dataset._voc_dirs == [dataset.root]:  # root is one year's folder: names are relative to it, not its parent
-        data = {**data, "images": [{**image, "file_name": image["file_name"].split("/", 1)[1]}
-                                   for image in data["images"]]}
+        data = {
+            **data,
+            "images": [{**image, "file_name": image["file_name"].split("/", 1)[1]} for image in data["images"]],
+        }
     atomic_write_json(args.out, data, indent=None)
-    print(f"wrote {args.out}: {len(data['images'])} images, {len(data['annotations'])} objects "
-          f"({sum(a['iscrowd'] for a in data['annotations'])} difficult, kept as crowd), "
-          f"{len(data['categories'])} classes")
+    print(
+        f"wrote {args.out}: {len(data['images'])} images, {len(data['annotations'])} objects "
+        f"({sum(a['iscrowd'] for a in data['annotations'])} difficult, kept as crowd), "
+        f"{len(data['categories'])} classes"
+    )
     return 0
-
-

@@ -31,8 +31,15 @@ Sample = tuple[Tensor, Target]
 # An albumentations Compose or anything with its call convention: f(image=, bboxes=, labels=, mask=) -> same keys.
 Transforms = Any
 
-__all__ = ["ConcatMultiTask", "MaskDefect", "MultiTaskDataset", "collate_multitask", "eval_transforms",
-           "label_mapping", "train_transforms"]  # fmt: skip
+__all__ = [
+    "ConcatMultiTask",
+    "MaskDefect",
+    "MultiTaskDataset",
+    "collate_multitask",
+    "eval_transforms",
+    "label_mapping",
+    "train_transforms",
+]
 
 # One sample's mask cannot be used: `file` is the offending file, `reason` says why (the segmentation readers' type).
 MaskDefect = _Defect
@@ -57,15 +64,19 @@ def label_mapping(source: DetectionMeta, target: DetectionMeta) -> np.ndarray:
         target_label[key(name)] = label
     missing = [name for name in source.class_names[1:] if key(name) not in target_label]
     if missing:
-        raise DatasetError(f"classes {missing} have no counterpart among the detector's {target.num_object_classes} "
-                           f"classes ({target.class_names[1:6]}...)")  # fmt: skip
+        raise DatasetError(
+            f"classes {missing} have no counterpart among the detector's {target.num_object_classes} "
+            f"classes ({target.class_names[1:6]}...)"
+        )
     return np.array([0] + [target_label[key(name)] for name in source.class_names[1:]], dtype=np.int64)
 
 
 def _remap_coco(coco: COCO, source: DetectionMeta, target: DetectionMeta, lut: np.ndarray) -> COCO:
     """`coco` (in `source`'s category ids) with every annotation in `target`'s ids and categories."""
-    annotations = [{**a, "category_id": target.category_ids[int(lut[source.label_of(a["category_id"])])]}
-                   for a in coco.dataset["annotations"]]  # fmt: skip
+    annotations = [
+        {**a, "category_id": target.category_ids[int(lut[source.label_of(a["category_id"])])]}
+        for a in coco.dataset["annotations"]
+    ]
     categories = [{"id": cid, "name": name} for name, cid in zip(target.class_names[1:], target.category_ids[1:])]
     return coco_from_dict({**coco.dataset, "annotations": annotations, "categories": categories})
 
@@ -97,8 +108,10 @@ class MultiTaskDataset(Dataset, ABC):
         meta: DetectionMeta | None = None,
     ) -> None:
         if detection.transforms is not None:
-            raise ValueError("build the detection dataset with transforms=None: the joint dataset transforms image, "
-                             "boxes and mask together")  # fmt: skip
+            raise ValueError(
+                "build the detection dataset with transforms=None: the joint dataset transforms image, "
+                "boxes and mask together"
+            )
         check_label_space(list(mask_class_names), source=f"{type(self).__name__} mask classes")
         self.detection = detection
         self.mask_class_names = list(mask_class_names)
@@ -223,8 +236,10 @@ class ConcatMultiTask(Dataset):
         first = datasets[0]
         for dataset in datasets[1:]:
             if dataset.meta != first.meta:
-                raise ValueError(f"{type(dataset).__name__}: box classes differ from {type(first).__name__}'s; give "
-                                 "it meta= to map its labels into theirs")  # fmt: skip
+                raise ValueError(
+                    f"{type(dataset).__name__}: box classes differ from {type(first).__name__}'s; give "
+                    "it meta= to map its labels into theirs"
+                )
             if dataset.mask_class_names != first.mask_class_names:
                 raise ValueError(f"{type(dataset).__name__}: mask classes differ from {type(first).__name__}'s")
         self.datasets = list(datasets)
@@ -266,9 +281,16 @@ def train_transforms(
     mask keeps every pixel the crop shows, that object's too: it is still right about what those pixels are.
     """
     return detection_transforms.train_transforms(
-        size, photometric=photometric, zoom_out=zoom_out, max_zoom=max_zoom, min_iou_crop=min_iou_crop, hflip=hflip,
-        fill=fill, fill_mask=VOID, seed=seed,
-    )  # fmt: skip
+        size,
+        photometric=photometric,
+        zoom_out=zoom_out,
+        max_zoom=max_zoom,
+        min_iou_crop=min_iou_crop,
+        hflip=hflip,
+        fill=fill,
+        fill_mask=VOID,
+        seed=seed,
+    )
 
 
 def eval_transforms(size: int | tuple[int, int]) -> A.Compose:
@@ -286,6 +308,8 @@ def collate_multitask(batch: Sequence[Sample | None]) -> tuple[Tensor, list[Targ
     """
     for sample in batch:
         if sample is not None and tuple(sample[1]["mask"].shape) != tuple(sample[0].shape[1:]):
-            raise ValueError(f"{sample[1]['file']}: mask {tuple(sample[1]['mask'].shape)} is not of its image's size "
-                             f"{tuple(sample[0].shape[1:])}")  # fmt: skip
+            raise ValueError(
+                f"{sample[1]['file']}: mask {tuple(sample[1]['mask'].shape)} is not of its image's size "
+                f"{tuple(sample[0].shape[1:])}"
+            )
     return collate_detection(batch)

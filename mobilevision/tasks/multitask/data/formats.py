@@ -115,8 +115,10 @@ class CocoMultiTask(MultiTaskDataset):
         height, width = image.shape[:2]
         # Polygons and RLE are in the annotated size's pixels: rendered on another size they would be misplaced.
         if record.width is not None and (record.width, record.height) != (width, height):
-            raise MaskDefect(record.file_name, f"image is {width}x{height} but the annotation file says "
-                                               f"{record.width}x{record.height}")  # fmt: skip
+            raise MaskDefect(
+                record.file_name,
+                f"image is {width}x{height} but the annotation file says {record.width}x{record.height}",
+            )
         try:
             return render_voc_mask(self._voc_annotations[record.image_id], height, width, self.category_to_class)
         except (ValueError, TypeError, KeyError) as error:
@@ -179,8 +181,9 @@ class VOCMultiTask(MultiTaskDataset):
                 self._masks.append(None)
                 continue
             self._masks.append(self._find_mask(year_dirs[year], name, sbd))
-        super().__init__(detection, with_background(VOC_CLASSES), transforms=transforms,
-                         with_orig_mask=with_orig_mask, meta=meta)  # fmt: skip
+        super().__init__(
+            detection, with_background(VOC_CLASSES), transforms=transforms, with_orig_mask=with_orig_mask, meta=meta
+        )
         self.report.count("images_without_mask", sum(m is None for m in self._masks))
         self.report.count("masks_withheld", n_withheld)
 

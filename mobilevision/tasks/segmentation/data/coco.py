@@ -43,8 +43,9 @@ def _segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndar
     return coco_mask.decode(rle).astype(bool)
 
 
-def render_voc_mask(annotations: Sequence[dict[str, Any]], height: int, width: int,
-                    category_to_class: dict[int, int]) -> np.ndarray:
+def render_voc_mask(
+    annotations: Sequence[dict[str, Any]], height: int, width: int, category_to_class: dict[int, int]
+) -> np.ndarray:
     """Render COCO instance annotations of one image to an (H, W) uint8 VOC semantic mask.
 
     Rules (deliberate choices):
@@ -104,8 +105,9 @@ class COCOSemantic(SegmentationDataset):
         super().__init__(root=images_dir, transform=transform, with_orig_size=with_orig_size)
         self.class_names = with_background(VOC_CLASSES)
         data = load_json(annotation_file)
-        if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations",
-                                                                                          "categories")):
+        if not isinstance(data, dict) or not all(
+            isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
+        ):
             raise DatasetError(f"{annotation_file}: expected a COCO object with lists images, annotations, categories")
         voc_index = {name: i for i, name in enumerate(self.class_names)}
         self.category_to_class: dict[int, int] = {}
@@ -122,8 +124,11 @@ class COCOSemantic(SegmentationDataset):
         images: dict[int, dict[str, Any]] = {}
         for image in data["images"]:
             try:
-                images[int(image["id"])] = {"file_name": str(image["file_name"]), "height": int(image["height"]),
-                                            "width": int(image["width"])}
+                images[int(image["id"])] = {
+                    "file_name": str(image["file_name"]),
+                    "height": int(image["height"]),
+                    "width": int(image["width"]),
+                }
             except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: a width of inf
                 raise DatasetError(f"{annotation_file}: images: malformed entry {image!r}") from None
         self._annotations: dict[int, list[dict[str, Any]]] = {}
@@ -169,11 +174,11 @@ class COCOSemantic(SegmentationDataset):
         info = self._image_info[sample.coco_id]
         height, width = image.shape[:2]
         if (height, width) != (info["height"], info["width"]):
-            raise _Defect(self._name(sample.image), f"image is {width}x{height} but the annotation file says "
-                                                    f"{info['width']}x{info['height']}")
+            raise _Defect(
+                self._name(sample.image),
+                f"image is {width}x{height} but the annotation file says {info['width']}x{info['height']}",
+            )
         try:
             return render_voc_mask(self._annotations.get(sample.coco_id, []), height, width, self.category_to_class)
         except (ValueError, TypeError, KeyError) as error:
             raise _Defect(self._name(sample.image), f"malformed segmentation in its annotations ({error})") from None
-
-

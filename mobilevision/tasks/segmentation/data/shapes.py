@@ -32,8 +32,10 @@ class ShapesSegmentation(SegmentationDataset):
             raise DatasetError(f"{root / 'masks'}: mask folder not found (expected images/, masks/, annotations.json)")
         super().__init__(root=root, transform=transform, with_orig_size=with_orig_size)
         data = load_json(annotation_file)
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
-            data.get("categories"), list
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("images"), list)
+            or not isinstance(data.get("categories"), list)
         ):
             raise DatasetError(f"{annotation_file}: expected a COCO object with lists images and categories")
         try:
@@ -84,5 +86,3 @@ def open_shapes_segmentation(
 
     paths = ensure_shapes(root, **generator_kwargs)
     return ShapesSegmentation(paths.root, transform, with_orig_size=with_orig_size)
-
-

@@ -32,15 +32,28 @@ def train_transforms(
     low, high = scale
     if not 0 < low <= high:
         raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale}")
-    return A.Compose([
-        # albumentations' scale_limit is relative to 1: (low - 1, high - 1) gives factors uniform in [low, high].
-        A.RandomScale(scale_limit=(low - 1.0, high - 1.0), interpolation=cv2.INTER_LINEAR,
-                      mask_interpolation=cv2.INTER_NEAREST_EXACT, p=1.0),
-        A.PadIfNeeded(min_height=crop_size, min_width=crop_size, position="top_left",
-                      border_mode=cv2.BORDER_CONSTANT, fill=fill, fill_mask=VOID),
-        A.RandomCrop(height=crop_size, width=crop_size),
-        A.HorizontalFlip(p=hflip),
-    ], seed=seed)  # fmt: skip
+    return A.Compose(
+        [
+            # albumentations' scale_limit is relative to 1: (low - 1, high - 1) gives factors uniform in [low, high].
+            A.RandomScale(
+                scale_limit=(low - 1.0, high - 1.0),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST_EXACT,
+                p=1.0,
+            ),
+            A.PadIfNeeded(
+                min_height=crop_size,
+                min_width=crop_size,
+                position="top_left",
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=fill,
+                fill_mask=VOID,
+            ),
+            A.RandomCrop(height=crop_size, width=crop_size),
+            A.HorizontalFlip(p=hflip),
+        ],
+        seed=seed,
+    )
 
 
 def eval_transforms(
@@ -66,15 +79,17 @@ def eval_transforms(
         if size is not None:
             height, width = (size, size) if isinstance(size, int) else size
             steps.append(A.PadIfNeeded(min_height=height, min_width=width, **pad))
-        steps.append(A.PadIfNeeded(min_height=None, min_width=None, pad_height_divisor=multiple,
-                                   pad_width_divisor=multiple, **pad))
+        steps.append(
+            A.PadIfNeeded(
+                min_height=None, min_width=None, pad_height_divisor=multiple, pad_width_divisor=multiple, **pad
+            )
+        )
         return A.Compose(steps)
     if mode == "resize":
         if size is None:
             raise ValueError("eval_transforms(mode='resize') needs size (int or (h, w)), got None")
         height, width = (size, size) if isinstance(size, int) else size
-        return A.Compose([A.Resize(height, width, interpolation=cv2.INTER_LINEAR,
-                                   mask_interpolation=cv2.INTER_NEAREST_EXACT)])
+        return A.Compose(
+            [A.Resize(height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST_EXACT)]
+        )
     raise ValueError(f"mode must be 'pad' or 'resize', got {mode!r}")
-
-

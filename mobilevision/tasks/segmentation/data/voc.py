@@ -65,8 +65,13 @@ class VOCSegmentation(SegmentationDataset):
         with_orig_size: return `(image, mask, (h, w))`; see the module docstring.
     """
 
-    AUG_LISTS = ("ImageSets/Segmentation/train_aug.txt", "ImageSets/Segmentation/trainaug.txt",
-                 "ImageSets/Segmentation/aug.txt", "train_aug.txt", "SegmentationClassAug/train_aug.txt")  # fmt: skip
+    AUG_LISTS = (
+        "ImageSets/Segmentation/train_aug.txt",
+        "ImageSets/Segmentation/trainaug.txt",
+        "ImageSets/Segmentation/aug.txt",
+        "train_aug.txt",
+        "SegmentationClassAug/train_aug.txt",
+    )
 
     def __init__(
         self,
@@ -125,8 +130,10 @@ class VOCSegmentation(SegmentationDataset):
         if sbd_root is not None:
             sbd = _resolve_sbd_root(sbd_root)
             if sbd is None:
-                raise DatasetError(f"{sbd_root}: not an SBD folder: expected {sbd_root / 'dataset' / 'cls'} or "
-                                   f"{sbd_root / 'cls'} (benchmark_RELEASE layout)")
+                raise DatasetError(
+                    f"{sbd_root}: not an SBD folder: expected {sbd_root / 'dataset' / 'cls'} or "
+                    f"{sbd_root / 'cls'} (benchmark_RELEASE layout)"
+                )
         elif aug_list is None or not (voc / "SegmentationClassAug").is_dir():
             for base in (voc.parent.parent, voc.parent, voc):
                 sbd = _resolve_sbd_root(base / "benchmark_RELEASE")
@@ -177,5 +184,3 @@ def check_voc_segmentation(root: Path, split: str, *, num_classes: int = 21) -> 
         warnings.simplefilter("ignore", DataWarning)
         dataset = VOCSegmentation(root, split, num_classes=num_classes)
         return dataset.check()
-
-

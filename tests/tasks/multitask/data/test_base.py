@@ -63,7 +63,7 @@ def test_train_transforms_keep_every_box_tight_on_its_mask_and_its_pixels() -> N
             covered[y1:y2, x1:x2] = True
             # The pixels follow: the object's interior (one pixel in from its mask edge) has its colour.
             inner = result_mask == label
-            inner[1:-1, 1:-1] &= (inner[:-2, 1:-1] & inner[2:, 1:-1] & inner[1:-1, :-2] & inner[1:-1, 2:])
+            inner[1:-1, 1:-1] &= inner[:-2, 1:-1] & inner[2:, 1:-1] & inner[1:-1, :-2] & inner[1:-1, 2:]
             inner[[0, -1], :] = inner[:, [0, -1]] = False
             if inner.any():
                 error = np.abs(result[inner].astype(int) - COLOURS[label]).max(1)

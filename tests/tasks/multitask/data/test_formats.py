@@ -58,7 +58,7 @@ def test_shapes_boxes_and_masks_of_the_same_objects(tmp_path: Path) -> None:
                 continue
             ys, xs = np.nonzero(mask.numpy() == k)
             inside = np.zeros(len(xs), bool)
-            for (x1, y1, x2, y2) in boxes[labels == k]:
+            for x1, y1, x2, y2 in boxes[labels == k]:
                 inside |= (xs >= x1 - 1) & (xs < x2 + 1) & (ys >= y1 - 1) & (ys < y2 + 1)
             assert inside.all(), f"image {index}: class {k} pixels outside every box of class {k}"
 
@@ -179,8 +179,12 @@ def test_voc_masks_where_present_and_labels_in_cocos_space(vocdevkit: tuple, coc
     masks = dict(zip(segmentation.ids, _all(segmentation)))
     samples = _all(dataset)
     flags = {s[1]["file"]: s[1]["has_mask"] for s in samples if s}
-    assert flags == {"VOC2012/JPEGImages/2007_000032.jpg": True, "VOC2012/JPEGImages/2007_000039.jpg": True,
-                     "VOC2012/JPEGImages/2008_000008.jpg": True, "VOC2012/JPEGImages/2008_000015.jpg": False}
+    assert flags == {
+        "VOC2012/JPEGImages/2007_000032.jpg": True,
+        "VOC2012/JPEGImages/2007_000039.jpg": True,
+        "VOC2012/JPEGImages/2008_000008.jpg": True,
+        "VOC2012/JPEGImages/2008_000015.jpg": False,
+    }
     assert dataset.report.skipped_images == expected["det/2012/trainval"].skipped
     for sample in samples:
         if sample and sample[1]["has_mask"]:
@@ -225,7 +229,8 @@ def test_voc_planted_mask_defects_and_sbd_masks(vocdevkit: tuple, tmp_path: Path
     (masks / "2007_000032.png").unlink()
     (devkit / "VOC2012" / "SegmentationClassAug").mkdir()
     Image.fromarray(np.where(aug_mask == VOID, 0, aug_mask).astype(np.uint8), mode="L").save(
-        devkit / "VOC2012" / "SegmentationClassAug" / "2007_000032.png")
+        devkit / "VOC2012" / "SegmentationClassAug" / "2007_000032.png"
+    )
     sbd_mask = np.zeros((500, 375), np.uint8)
     sbd_mask[100:200, 50:150] = 7
     (tmp_path / "sbd" / "cls").mkdir(parents=True)
@@ -241,8 +246,10 @@ def test_voc_planted_mask_defects_and_sbd_masks(vocdevkit: tuple, tmp_path: Path
     assert target["has_mask"] and torch.equal(target["mask"], torch.from_numpy(sbd_mask.astype(np.int64)))
     _all(dataset)
     assert sorted(s["file"] for s in dataset.report.skipped) == [
-        "VOC2012/JPEGImages/2008_999999.jpg", "VOC2012/SegmentationClass/2007_000039.png",
-        "VOC2012/SegmentationClass/2008_000008.png"]  # fmt: skip
+        "VOC2012/JPEGImages/2008_999999.jpg",
+        "VOC2012/SegmentationClass/2007_000039.png",
+        "VOC2012/SegmentationClass/2008_000008.png",
+    ]
     with pytest.raises(DatasetError, match="not an SBD folder"):
         VOCMultiTask(devkit, "trainval", years=("2012",), sbd_root=tmp_path)
 
@@ -252,8 +259,9 @@ def test_voc_planted_mask_defects_and_sbd_masks(vocdevkit: tuple, tmp_path: Path
 
 def test_concat_passes_sample_seeds_on_and_needs_one_label_space(coco2017: tuple, vocdevkit: tuple) -> None:
     root, _ = coco2017
-    coco = CocoMultiTask(root / "val2017", root / "annotations" / "instances_val2017.json",
-                         transforms=train_transforms(64))  # fmt: skip
+    coco = CocoMultiTask(
+        root / "val2017", root / "annotations" / "instances_val2017.json", transforms=train_transforms(64)
+    )
     voc = VOCMultiTask(vocdevkit[0], "trainval", years=("2012",), meta=coco.meta, transforms=train_transforms(64))
     joint = ConcatMultiTask([coco, voc])
     assert len(joint) == len(coco) + len(voc) and joint.meta == coco.meta and len(joint.reports) == 2
