@@ -104,8 +104,8 @@ def build_predictor(args: argparse.Namespace):  # noqa: ANN201 - Predictor, impo
     }
     if args.model is None:
         return Predictor(args.weights, **options)
-    from mobilevision.backbones.mobilenet_v2 import load_state_dict_file
     from mobilevision.checkpoint import model_from_name
+    from mobilevision.models.backbones.mobilenet_v2 import load_state_dict_file
 
     model, meta = model_from_name(
         args.model, num_classes=args.num_classes, width_mult=args.width_mult, purpose="run by predict"

@@ -92,7 +92,7 @@ def register(task: Task) -> Task:
 register(
     Task(
         name="detection",
-        model_class="mobilevision.tasks.detection.model:Detector",
+        model_class="mobilevision.models.detector:Detector",
         inference="mobilevision.tasks.detection.inference:DetectionInference",
         export_module="mobilevision.tasks.detection.inference:export_module",
         export_metadata="mobilevision.tasks.detection.inference:export_metadata",
@@ -117,7 +117,7 @@ register(
 register(
     Task(
         name="segmentation",
-        model_class="mobilevision.tasks.segmentation.model:Segmenter",
+        model_class="mobilevision.models.segmenter:Segmenter",
         inference="mobilevision.tasks.segmentation.inference:SegmentationInference",
         export_module="mobilevision.tasks.segmentation.inference:export_module",
         onnx_outputs=("logits",),
@@ -133,7 +133,7 @@ register(
 register(
     Task(
         name="multitask",
-        model_class="mobilevision.tasks.multitask.model:MultiTaskModel",
+        model_class="mobilevision.models.multitask:MultiTaskModel",
         inference="mobilevision.tasks.multitask.inference:MultiTaskInference",
         export_module="mobilevision.tasks.multitask.inference:export_module",
         export_metadata="mobilevision.tasks.detection.inference:export_metadata",

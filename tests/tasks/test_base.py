@@ -159,7 +159,7 @@ def test_isolated_nan_steps_do_not_add_up_to_a_stop() -> None:
 
 
 def test_tasks_start_residual_blocks_as_identities_unless_told_not_to() -> None:
-    from mobilevision.backbones.mobilenet_v2 import InvertedResidual
+    from mobilevision.models.backbones.mobilenet_v2 import InvertedResidual
     from mobilevision.tasks.segmentation.module import SegmentationTask
 
     def gammas(task: Any) -> list[Tensor]:

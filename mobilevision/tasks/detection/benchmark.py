@@ -162,7 +162,7 @@ def prepare(
     meta = None
     if weights is not None:
         from mobilevision.checkpoint import load_checkpoint
-        from mobilevision.tasks.detection.model import Detector
+        from mobilevision.models.detector import Detector
 
         model, meta = load_checkpoint(weights)
         if not isinstance(model, Detector):

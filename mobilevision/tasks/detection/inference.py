@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from torch import Tensor, nn
 
-from mobilevision.tasks.detection.postprocess import DetectionPostprocess
+from mobilevision.models.postprocess import DetectionPostprocess
 
 POSTPROCESS_KEY = "mobilevision.postprocess"
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
 
-from mobilevision.tasks.detection.anchors import BoxCoder
+from mobilevision.models.anchors import BoxCoder
 
 
 def match_anchors(gt_boxes: Tensor, anchors: Tensor, *, iou_threshold: float = 0.5) -> Tensor:

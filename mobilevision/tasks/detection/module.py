@@ -16,14 +16,14 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from mobilevision.checkpoint import default_class_names
-from mobilevision.heads.ssd import EXTRA_DEPTHS
-from mobilevision.models import SSD_TAPS, build_model
+from mobilevision.models import build_model
+from mobilevision.models.anchors import DefaultBoxes
+from mobilevision.models.detector import SSD_TAPS, Detector
+from mobilevision.models.heads.ssd import EXTRA_DEPTHS
 from mobilevision.tasks.base import BaseTask, LRSchedule, OptimizerFactory
-from mobilevision.tasks.detection.anchors import DefaultBoxes
 from mobilevision.tasks.detection.data import DetectionMeta
 from mobilevision.tasks.detection.evaluation import evaluate_coco, format_metrics, rescale_boxes, to_coco_results
 from mobilevision.tasks.detection.loss import MultiBoxLoss
-from mobilevision.tasks.detection.model import Detector
 
 METRIC_KEYS = (
     "map",

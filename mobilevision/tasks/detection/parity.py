@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mobilevision.tasks.detection.postprocess import DetectionPostprocess
+from mobilevision.models.postprocess import DetectionPostprocess
 
 # Two detections are the same when labels are equal and the boxes overlap with IoU >= this (or every coordinate is
 # within BOX_PIXEL_TOLERANCE px, for tiny boxes whose IoU moves fast).

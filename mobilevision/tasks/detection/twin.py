@@ -123,7 +123,7 @@ def build_pair(
     from torchvision.models.detection.ssdlite import SSDLiteHead
 
     from mobilevision.models import build_model
-    from mobilevision.tasks.detection.anchors import DefaultBoxes
+    from mobilevision.models.anchors import DefaultBoxes
 
     if detector is None:
         # class_prior=None: zero class biases like torchvision's head, so both score (and NMS) the same boxes.

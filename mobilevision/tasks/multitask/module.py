@@ -23,9 +23,9 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mobilevision.checkpoint import default_class_names
+from mobilevision.models.multitask import MULTITASK_EXTRA_DEPTHS, MULTITASK_TAPS, MultiTaskModel
 from mobilevision.tasks.detection.evaluation import rescale_boxes, to_coco_results
 from mobilevision.tasks.detection.module import DetectionTask
-from mobilevision.tasks.multitask.model import MULTITASK_EXTRA_DEPTHS, MULTITASK_TAPS, MultiTaskModel
 from mobilevision.tasks.segmentation.masks import VOID
 from mobilevision.tasks.segmentation.module import log_mask_scores
 

@@ -15,11 +15,11 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mobilevision.checkpoint import default_class_names
 from mobilevision.models import build_model
+from mobilevision.models.segmenter import Segmenter
 from mobilevision.tasks.base import BaseTask, LRSchedule, OptimizerFactory
 from mobilevision.tasks.segmentation.evaluation import format_table, scores
 from mobilevision.tasks.segmentation.inference import MF_SCALES, multi_scale_flip_probs
 from mobilevision.tasks.segmentation.masks import VOID
-from mobilevision.tasks.segmentation.model import Segmenter
 
 
 def log_mask_scores(

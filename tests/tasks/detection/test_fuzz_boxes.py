@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torchvision.ops import box_iou
 
-from mobilevision.tasks.detection.anchors import BoxCoder
+from mobilevision.models.anchors import BoxCoder
 from mobilevision.tasks.detection.data import sanitize_boxes
 from mobilevision.tasks.detection.loss import match_anchors
 

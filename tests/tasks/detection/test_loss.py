@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou, sigmoid_focal_loss
 
-from mobilevision.tasks.detection.anchors import DefaultBoxes
+from mobilevision.models.anchors import DefaultBoxes
 from mobilevision.tasks.detection.loss import MultiBoxLoss, match_anchors, match_anchors_atss
 
 

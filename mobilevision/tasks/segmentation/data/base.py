@@ -14,8 +14,8 @@ from mobilevision.data.dataset import ReportingDataset
 from mobilevision.data.decode import BadSample
 from mobilevision.data.report import DefectReport
 from mobilevision.data.seeding import SampleKey
+from mobilevision.models.normalize import IMAGENET_MEAN
 from mobilevision.tasks.segmentation.masks import VOID, check_labels, read_index_mask, read_sbd_mask
-from mobilevision.transforms import IMAGENET_MEAN
 
 # The ImageNet mean in 0..255, rounded ((124, 116, 104)): what padding adds to a uint8 image, so that after the
 # model's normalisation the padded pixels are (nearly) zero, as in the TF DeepLab reference.

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
-from mobilevision.tasks.detection.anchors import BoxCoder
+from mobilevision.models.anchors import BoxCoder
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from mobilevision.tasks.detection.postprocess import DetectionPostprocess
+from mobilevision.models.postprocess import DetectionPostprocess
 from mobilevision.tasks.segmentation.inference import segmentation_mask
 from tests.inference.models_for_tests import small_detector
 

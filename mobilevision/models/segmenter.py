@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mobilevision.backbones.mobilenet_v2 import MobileNetV2
-from mobilevision.heads.deeplabv3 import DeepLabV3Head
-from mobilevision.transforms import Normalize
+from mobilevision.models.backbones.mobilenet_v2 import MobileNetV2
+from mobilevision.models.heads.deeplabv3 import DeepLabV3Head
+from mobilevision.models.normalize import Normalize
+from mobilevision.models.registry import check_arguments
+
+# Mobile DeepLabv3's map: the second-last, 320-channel layer (the paper's MNet V2*).
+DEEPLAB_TAP: str = "layer_18"
 
 
 class Segmenter(nn.Module):
@@ -51,3 +58,36 @@ class Segmenter(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         logits = self.head(self.backbone(self.normalize(images))[self.tap])
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def deeplabv3_mobilenet_v2(
+    *,
+    num_classes: int = 21,
+    width_mult: float = 1.0,
+    weights: str | os.PathLike[str] | None = None,
+    output_stride: int = 16,
+    atrous_rates: Sequence[int] = (),
+    head_channels: int = 256,
+    dropout: float = 0.1,
+    zero_init_residual: bool = False,
+) -> Segmenter:
+    """Mobile DeepLabv3 on the second-last map (paper Table 7). `atrous_rates=()` is the reduced, on-device head."""
+    check_arguments(
+        "deeplabv3_mobilenet_v2", num_classes=num_classes, width_mult=width_mult, output_stride=output_stride
+    )
+    backbone = MobileNetV2(
+        num_classes=None,
+        width_mult=width_mult,
+        output_stride=output_stride,
+        out_taps=(DEEPLAB_TAP,),
+        weights=weights,
+        zero_init_residual=zero_init_residual,
+    )
+    head = DeepLabV3Head(
+        in_channels=backbone.out_channels[DEEPLAB_TAP],
+        num_classes=num_classes,
+        atrous_rates=atrous_rates,
+        channels=head_channels,
+        dropout=dropout,
+    )
+    return Segmenter(backbone=backbone, head=head)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mobilevision.heads.deeplabv3 import DeepLabV3Head
+from mobilevision.models.heads.deeplabv3 import DeepLabV3Head
 
 
 def test_reduced_head_has_two_branches_and_aspp_adds_atrous_ones() -> None:

@@ -6,16 +6,22 @@ It runs, exports and benchmarks without Lightning. Outputs follow torchvision's 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
-from mobilevision.backbones.mobilenet_v2 import MobileNetV2
-from mobilevision.heads.ssd import SSDHead
-from mobilevision.tasks.detection.anchors import BoxCoder, DefaultBoxes
-from mobilevision.transforms import Normalize
+from mobilevision.models.anchors import BoxCoder, DefaultBoxes
+from mobilevision.models.backbones.mobilenet_v2 import MobileNetV2
+from mobilevision.models.heads.ssd import EXTRA_DEPTHS, SSDHead
+from mobilevision.models.normalize import Normalize
+from mobilevision.models.registry import check_arguments
+
+# SSDLite's two backbone maps (paper section 6.2): layer-15 expansion (stride 16) and layer 19 (stride 32).
+SSD_TAPS: tuple[str, str] = ("layer_15/expansion", "layer_19")
 
 
 def prior_bias(prior: float, num_classes: int, classification: str) -> list[float]:
@@ -165,3 +171,96 @@ class Detector(nn.Module):
         outputs, anchors = self.forward_raw(images)
         boxes, scores = self.decode(outputs, anchors)
         return self.postprocess(boxes, scores, (images.shape[-2], images.shape[-1]))
+
+
+def _detector(
+    *,
+    separable: bool,
+    num_classes: int,
+    width_mult: float,
+    weights: str | os.PathLike[str] | None,
+    default_boxes: DefaultBoxes | dict[str, Any] | None,
+    extra_depths: Sequence[int],
+    taps: Sequence[str],
+    zero_init_residual: bool,
+    **detector_kwargs: Any,
+) -> Detector:
+    check_arguments("detector", num_classes=num_classes, width_mult=width_mult)
+    if isinstance(default_boxes, dict):  # as stored in checkpoints: plain values
+        default_boxes = DefaultBoxes(**{k: tuple(v) if isinstance(v, list) else v for k, v in default_boxes.items()})
+    backbone = MobileNetV2(
+        num_classes=None,
+        width_mult=width_mult,
+        out_taps=tuple(taps),
+        weights=weights,
+        zero_init_residual=zero_init_residual,
+    )
+    default_boxes = default_boxes or DefaultBoxes(num_maps=len(backbone.out_taps) + len(extra_depths))
+    if default_boxes.num_maps != len(backbone.out_taps) + len(extra_depths):
+        raise ValueError(
+            f"default_boxes.num_maps is {default_boxes.num_maps} but there are {len(backbone.out_taps)} taps and "
+            f"{len(extra_depths)} extra layers"
+        )
+    head = SSDHead(
+        in_channels=[backbone.out_channels[t] for t in backbone.out_taps],
+        num_anchors=default_boxes.num_anchors,
+        num_classes=num_classes,
+        extra_depths=extra_depths,
+        separable=separable,
+    )
+    return Detector(backbone=backbone, head=head, default_boxes=default_boxes, **detector_kwargs)
+
+
+def ssdlite_mobilenet_v2(
+    *,
+    num_classes: int = 91,
+    width_mult: float = 1.0,
+    weights: str | os.PathLike[str] | None = None,
+    default_boxes: DefaultBoxes | dict[str, Any] | None = None,
+    extra_depths: Sequence[int] = EXTRA_DEPTHS,
+    taps: Sequence[str] = SSD_TAPS,
+    zero_init_residual: bool = False,
+    **detector_kwargs: Any,
+) -> Detector:
+    """MobileNetV2 + SSDLite (paper Table 6). `num_classes` counts the background (COCO: 81, or 91 with id gaps).
+
+    `taps` are the backbone maps the head reads, fine to coarse (the paper's: layer-15 expansion and layer 19); the
+    extra layers grow from the last one. Adding a stride-8 map (e.g. "layer_8/expansion") helps small objects.
+    `zero_init_residual` starts residual blocks as identities (see `MobileNetV2`), for training from random weights.
+    """
+    return _detector(
+        separable=True,
+        num_classes=num_classes,
+        width_mult=width_mult,
+        weights=weights,
+        default_boxes=default_boxes,
+        extra_depths=extra_depths,
+        taps=taps,
+        zero_init_residual=zero_init_residual,
+        **detector_kwargs,
+    )
+
+
+def ssd_mobilenet_v2(
+    *,
+    num_classes: int = 91,
+    width_mult: float = 1.0,
+    weights: str | os.PathLike[str] | None = None,
+    default_boxes: DefaultBoxes | dict[str, Any] | None = None,
+    extra_depths: Sequence[int] = EXTRA_DEPTHS,
+    taps: Sequence[str] = SSD_TAPS,
+    zero_init_residual: bool = False,
+    **detector_kwargs: Any,
+) -> Detector:
+    """MobileNetV2 + classic SSD head with regular 3x3 convolutions (the paper's Table 5 comparison)."""
+    return _detector(
+        separable=False,
+        num_classes=num_classes,
+        width_mult=width_mult,
+        weights=weights,
+        default_boxes=default_boxes,
+        extra_depths=extra_depths,
+        taps=taps,
+        zero_init_residual=zero_init_residual,
+        **detector_kwargs,
+    )

@@ -59,7 +59,7 @@ class SSDHead(nn.Module):
     Forward: a sequence of maps [B, in_channels[i], H_i, W_i] -> dict
         `cls_logits`: [B, A, num_classes] and `bbox_regression`: [B, A, 4], where A = sum_i H_i * W_i * num_anchors[i]
         over all maps (backbone then extra), locations in row-major order and anchors innermost, matching
-        `mobilevision.tasks.detection.anchors.DefaultBoxes`.
+        `mobilevision.models.anchors.DefaultBoxes`.
     """
 
     def __init__(

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from mobilevision.heads.ssd import SSDHead
+from mobilevision.models.heads.ssd import SSDHead
 
 
 def test_output_shapes_follow_maps_and_anchors() -> None:

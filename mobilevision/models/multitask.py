@@ -25,11 +25,12 @@ from typing import Any
 from torch import Tensor
 from torch.nn import functional as F
 
-from mobilevision.backbones.mobilenet_v2 import MobileNetV2
-from mobilevision.heads.deeplabv3 import DeepLabV3Head
-from mobilevision.heads.ssd import SSDHead
-from mobilevision.tasks.detection.anchors import DefaultBoxes
-from mobilevision.tasks.detection.model import Detector
+from mobilevision.models.anchors import DefaultBoxes
+from mobilevision.models.backbones.mobilenet_v2 import MobileNetV2
+from mobilevision.models.detector import Detector
+from mobilevision.models.heads.deeplabv3 import DeepLabV3Head
+from mobilevision.models.heads.ssd import SSDHead
+from mobilevision.models.registry import check_arguments
 
 # The map both heads read: the segmentation head, and the detector as its last (stride-16) map.
 SHARED_TAP: str = "layer_18"
@@ -129,8 +130,6 @@ def ssdlite_deeplabv3_mobilenet_v2(
     "layer_8/expansion" in front for small objects); its extra layers grow from layer 18, the first taking layer
     19's place at stride 32. `atrous_rates=()` is the reduced DeepLabv3 head (paper Table 7).
     """
-    from mobilevision.models import check_arguments
-
     check_arguments("ssdlite_deeplabv3_mobilenet_v2", num_classes=num_classes, width_mult=width_mult)
     check_arguments("ssdlite_deeplabv3_mobilenet_v2", num_classes=seg_num_classes, width_mult=width_mult)
     if isinstance(default_boxes, dict):  # as stored in checkpoints: plain values

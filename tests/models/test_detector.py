@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mobilevision import build_model
-from mobilevision.tasks.detection.model import prior_bias
+from mobilevision.models.detector import prior_bias
 
 
 def _tiny(**kwargs):

@@ -8,8 +8,8 @@ import torch
 import torchvision
 
 from mobilevision import build_model
-from mobilevision.backbones.mobilenet_v2 import TAP_NAMES, InvertedResidual, MobileNetV2
 from mobilevision.errors import WeightsError
+from mobilevision.models.backbones.mobilenet_v2 import TAP_NAMES, InvertedResidual, MobileNetV2
 
 
 def _expected(size: int, stride: int) -> int:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mobilevision.tasks.detection.anchors import BoxCoder, DefaultBoxes
+from mobilevision.models.anchors import BoxCoder, DefaultBoxes
 
 
 def test_default_boxes_golden_two_maps() -> None:

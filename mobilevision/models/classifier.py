@@ -1,0 +1,20 @@
+"""The ImageNet classifiers (paper Table 4): the backbones with their classification layer."""
+
+from __future__ import annotations
+
+import os
+
+from mobilevision.models.backbones.mobilenet_v2 import MobileNetV2
+from mobilevision.models.registry import check_arguments
+
+
+def mobilenet_v2(
+    *,
+    num_classes: int = 1000,
+    width_mult: float = 1.0,
+    weights: str | os.PathLike[str] | None = None,
+    dropout: float = 0.2,
+) -> MobileNetV2:
+    """The ImageNet classifier (paper Table 4); state_dict keys are torchvision's."""
+    check_arguments("mobilenet_v2", num_classes=num_classes, width_mult=width_mult)
+    return MobileNetV2(num_classes=num_classes, width_mult=width_mult, weights=weights, dropout=dropout)
