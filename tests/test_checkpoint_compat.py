@@ -18,6 +18,11 @@ from mobilevision.training import run_cli
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "checkpoints"
 REPO = Path(__file__).resolve().parents[1]
+OLD_JOINT = [
+    "--model.init_args.taps=[layer_18]",
+    "--model.init_args.extra_depths=[32,32]",
+    "--model.init_args.default_boxes.num_maps=3",
+]
 OLD_DETECTOR = [
     "--model.init_args.taps=[layer_15/expansion,layer_18]",
     "--model.init_args.extra_depths=[32,32]",
@@ -33,7 +38,11 @@ def _unpack(name: str, folder: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("name", "task"),
-    [("detection_2026-11-29.ckpt.xz", "detection"), ("segmentation_2026-11-29.ckpt.xz", "segmentation")],
+    [
+        ("detection_2026-11-29.ckpt.xz", "detection"),
+        ("segmentation_2026-11-29.ckpt.xz", "segmentation"),
+        ("multitask_2026-12-02.ckpt.xz", "multitask"),
+    ],
 )
 def test_old_checkpoint_predicts_and_exports(name: str, task: str, tmp_path: Path) -> None:
     path = _unpack(name, tmp_path)
@@ -41,9 +50,9 @@ def test_old_checkpoint_predicts_and_exports(name: str, task: str, tmp_path: Pat
     assert meta.task == task and meta.class_names[1:] == ["circle", "square", "triangle", "star", "hexagon"]
     image = np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8)
     result = Predictor(path, score_threshold=0.0)(image)
-    if task == "detection":
+    if task in ("detection", "multitask"):
         assert len(result["boxes"]) > 0 and (result["labels"] >= 1).all()
-    else:
+    if task in ("segmentation", "multitask"):
         assert result["mask"].shape == (60, 90)
     from mobilevision.cli import main
 
@@ -57,6 +66,7 @@ def test_old_checkpoint_predicts_and_exports(name: str, task: str, tmp_path: Pat
     [
         ("detection_2026-11-29.ckpt.xz", "configs/detection/ssdlite_mobilenetv2_shapes.yaml", OLD_DETECTOR),
         ("segmentation_2026-11-29.ckpt.xz", "configs/segmentation/deeplabv3_mobilenetv2_shapes.yaml", []),
+        ("multitask_2026-12-02.ckpt.xz", "configs/multitask/ssdlite_deeplabv3_shapes.yaml", OLD_JOINT),
     ],
 )
 def test_old_checkpoint_validates(name: str, config: str, extra: list[str], tmp_path: Path) -> None:
