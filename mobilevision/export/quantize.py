@@ -90,9 +90,8 @@ class ImageCalibrationReader:
         self._iterator = None
 
 
-# What gets quantized: the arithmetic that costs time. Concat/Reshape/Transpose/Resize stay float: quantized, the
-# concatenation of all levels' outputs shares one 8-bit grid (logits in steps of ~0.1), which cost the shapes demo
-# detector 1.6 mAP points; left float, 0.2 (each predictor's output keeps its own scale), at the same speed.
+# What gets quantized: the arithmetic that costs time. Concat/Reshape/Transpose/Resize stay float, so each
+# predictor's output keeps its own scale instead of one 8-bit grid for all levels (measured: docs/design-notes.md).
 OP_TYPES = ("Conv", "Add", "Clip", "Relu")
 # Graph nodes the search for the output convolutions walks back through (data movement, no arithmetic).
 _PASS_THROUGH = {"Reshape", "Transpose", "Concat", "Resize", "Flatten", "Identity", "Squeeze", "Unsqueeze", "Cast"}

@@ -1,4 +1,4 @@
-"""The detector: backbone taps + SSDLite head + default boxes + decoding and batched NMS, as a plain nn.Module.
+"""The detector: backbone taps + SSDLite head + default boxes + the post-processor, as a plain nn.Module.
 
 It runs, exports and benchmarks without Lightning. Outputs follow torchvision's detection models.
 """
@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from mobilevision.models.anchors import BoxCoder, DefaultBoxes
 from mobilevision.models.backbones.mobilenet_v2 import MobileNetV2
 from mobilevision.models.heads.ssd import EXTRA_DEPTHS, SSDHead
 from mobilevision.models.normalize import Normalize
+from mobilevision.models.postprocess import DetectionPostprocess
 from mobilevision.models.registry import check_arguments
 
 # SSDLite's two backbone maps (paper section 6.2): layer-15 expansion (stride 16) and layer 19 (stride 32).
@@ -140,37 +140,37 @@ class Detector(nn.Module):
             self._anchor_cache = {key: self.default_boxes.pixels(feature_sizes, image_size, device=device)}
         return self._anchor_cache[key]
 
-    def decode(self, outputs: dict[str, Tensor], anchors: Tensor) -> tuple[Tensor, Tensor]:
-        """Decoded boxes [B, A, 4] (x1y1x2y2 pixels, not clipped) and class probabilities [B, A, C]."""
-        boxes = self.box_coder.decode(outputs["bbox_regression"], anchors.unsqueeze(0))
-        logits = outputs["cls_logits"]
-        return boxes, logits.sigmoid() if self.classification == "sigmoid" else logits.softmax(-1)
+    @property
+    def postprocessor(self) -> DetectionPostprocess:
+        """The one detection post-processing (validation, `Predictor`, export metadata) with this detector's
+        parameters; built on each access, so a changed `score_threshold` or `topk_candidates` takes effect."""
+        return DetectionPostprocess(
+            score_threshold=float(self.score_threshold),
+            nms_threshold=float(self.nms_threshold),
+            topk_candidates=int(self.topk_candidates),
+            detections_per_image=int(self.detections_per_image),
+            box_coder_weights=tuple(float(w) for w in self.box_coder.weights),
+            classification=self.classification,
+        )
 
-    def postprocess(self, boxes: Tensor, scores: Tensor, image_size: tuple[int, int]) -> list[dict[str, Tensor]]:
-        """Per-class top-k, score threshold, batched NMS and the per-image cap.
+    def postprocess(
+        self, outputs: dict[str, Tensor], anchors: Tensor, input_size: tuple[int, int]
+    ) -> list[dict[str, Tensor]]:
+        """Per image: scores, per-class top-k, threshold, decoding, clipping and class-wise NMS
+        (`DetectionPostprocess`), in input pixels.
 
         Args:
-            boxes: [B, A, 4] decoded boxes in input pixels; scores: [B, A, C] class probabilities.
+            outputs: `cls_logits` [B, A, C] and `bbox_regression` [B, A, 4]; anchors: [A, 4] in input pixels.
         """
-        results = []
-        num_fg = scores.shape[-1] - 1
-        for image_boxes, image_scores in zip(boxes, scores):
-            image_boxes = clip_boxes_to_image(image_boxes, image_size)
-            fg = image_scores[:, 1:].T  # [C-1, A]: one row per foreground class
-            k = min(self.topk_candidates, fg.shape[1])
-            top_scores, top_idx = fg.topk(k, dim=1)  # per-class top-k, all classes at once
-            keep = top_scores > self.score_threshold
-            cand_scores = top_scores[keep]
-            cand_labels = torch.arange(1, num_fg + 1, device=scores.device).unsqueeze(1).expand(-1, k)[keep]
-            cand_boxes = image_boxes[top_idx[keep]]
-            kept = batched_nms(cand_boxes, cand_scores, cand_labels, self.nms_threshold)[: self.detections_per_image]
-            results.append({"boxes": cand_boxes[kept], "scores": cand_scores[kept], "labels": cand_labels[kept]})
-        return results
+        post = self.postprocessor
+        return [
+            post(logits, regression, anchors, input_size=input_size)
+            for logits, regression in zip(outputs["cls_logits"], outputs["bbox_regression"])
+        ]
 
     def forward(self, images: Tensor) -> list[dict[str, Tensor]]:
         outputs, anchors = self.forward_raw(images)
-        boxes, scores = self.decode(outputs, anchors)
-        return self.postprocess(boxes, scores, (images.shape[-2], images.shape[-1]))
+        return self.postprocess(outputs, anchors, (images.shape[-2], images.shape[-1]))
 
 
 def _detector(
@@ -183,14 +183,17 @@ def _detector(
     extra_depths: Sequence[int],
     taps: Sequence[str],
     zero_init_residual: bool,
+    output_stride: int = 32,
     **detector_kwargs: Any,
 ) -> Detector:
+    """The detector of the builders below (and of the joint model's, at output stride 16)."""
     check_arguments("detector", num_classes=num_classes, width_mult=width_mult)
     if isinstance(default_boxes, dict):  # as stored in checkpoints: plain values
         default_boxes = DefaultBoxes(**{k: tuple(v) if isinstance(v, list) else v for k, v in default_boxes.items()})
     backbone = MobileNetV2(
         num_classes=None,
         width_mult=width_mult,
+        output_stride=output_stride,
         out_taps=tuple(taps),
         weights=weights,
         zero_init_residual=zero_init_residual,

@@ -11,9 +11,9 @@ four times what it costs at 32, and the layer-15 expansion (576 channels) is wid
 (`mobilevision benchmark multitask`, docs/benchmarks.md). The alternative, dilation on the segmentation branch
 only, would run layers 15 to 18 twice (once per stride): the layers the two heads most want to share.
 
-The model is a `Detector` (same default boxes, decoding and post-processing: the detection loss and evaluation
-reuse it) with a segmentation head on the same backbone pass. The output stride is fixed at 16: evaluating the
-segmentation at 8 would move the detector's maps too.
+The model composes a `Detector` (its default boxes, decoding and post-processing: the detection loss and evaluation
+use them as they are) and a segmentation head on the same backbone pass. The output stride is fixed at 16:
+evaluating the segmentation at 8 would move the detector's maps too.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mobilevision.models.anchors import DefaultBoxes
-from mobilevision.models.backbones.mobilenet_v2 import MobileNetV2
-from mobilevision.models.detector import Detector
+from mobilevision.models.detector import Detector, _detector
 from mobilevision.models.heads.deeplabv3 import DeepLabV3Head
-from mobilevision.models.heads.ssd import SSDHead
+from mobilevision.models.postprocess import DetectionPostprocess
 from mobilevision.models.registry import check_arguments
 
 # The map both heads read: the segmentation head, and the detector as its last (stride-16) map.
@@ -41,16 +40,18 @@ MULTITASK_EXTRA_DEPTHS: tuple[int, ...] = (512, 256, 256, 128, 64)
 OUTPUT_STRIDE = 16
 
 
-class MultiTaskModel(Detector):
+class MultiTaskModel(nn.Module):
     """SSDLite and Mobile DeepLabv3 on one MobileNetV2 pass.
 
     Args:
-        backbone: built at output stride 16 with the detector's taps and `seg_tap` among its `out_taps`.
-        head: the SSD head over `taps`.
-        default_boxes: the detector's default-box recipe.
+        detector: the detector, its backbone built at output stride 16 with `seg_tap` among its `out_taps`.
         seg_head: the DeepLabv3 head on `seg_tap`.
         seg_tap: the map the segmentation head reads (layer 18, the second-last).
-        taps, detector keyword arguments: see `Detector`.
+
+    The detector's modules are registered here under their own names (`normalize`, `backbone`, `head`), beside
+    `seg_head`: the state_dict is the flat one joint checkpoints have always had, and the backbone is one module run
+    once. The detector object itself is held unregistered, as the owner of the default boxes, the decoding and the
+    post-processing.
 
     `num_classes` is the detector's (background included); `seg_num_classes` the segmentation head's (its own label
     space: COCO's 80 objects for boxes and VOC's 20 for the mask in the COCO + VOC recipe).
@@ -59,18 +60,9 @@ class MultiTaskModel(Detector):
     `forward` gives per image the detector's dict plus `mask` int64 [H, W] (the argmax at the input size).
     """
 
-    def __init__(
-        self,
-        *,
-        backbone: MobileNetV2,
-        head: SSDHead,
-        default_boxes: DefaultBoxes,
-        seg_head: DeepLabV3Head,
-        seg_tap: str = SHARED_TAP,
-        taps: Sequence[str],
-        **detector_kwargs: Any,
-    ) -> None:
-        super().__init__(backbone=backbone, head=head, default_boxes=default_boxes, taps=taps, **detector_kwargs)
+    def __init__(self, *, detector: Detector, seg_head: DeepLabV3Head, seg_tap: str = SHARED_TAP) -> None:
+        super().__init__()
+        backbone = detector.backbone
         if seg_tap not in backbone.out_taps:
             raise ValueError(f"seg_tap {seg_tap!r} is not among the backbone's {backbone.out_taps}")
         if backbone.strides[seg_tap] != OUTPUT_STRIDE:
@@ -78,8 +70,22 @@ class MultiTaskModel(Detector):
                 f"the segmentation map must be at output stride {OUTPUT_STRIDE}, "
                 f"{seg_tap!r} is at {backbone.strides[seg_tap]}"
             )
+        self.normalize, self.backbone, self.head = detector.normalize, backbone, detector.head
         self.seg_head = seg_head
         self.seg_tap = seg_tap
+        self.__dict__["detector"] = detector  # not a submodule: its modules are the ones registered above
+
+    @property
+    def num_classes(self) -> int:
+        return self.detector.num_classes
+
+    @property
+    def default_boxes(self) -> DefaultBoxes:
+        return self.detector.default_boxes
+
+    @property
+    def postprocessor(self) -> DetectionPostprocess:
+        return self.detector.postprocessor
 
     @property
     def seg_num_classes(self) -> int:
@@ -98,13 +104,18 @@ class MultiTaskModel(Detector):
         """One backbone pass: the detector's `forward_levels` (head outputs, default boxes, level sizes) and the
         segmentation logits [B, seg_num_classes, H, W]."""
         features = self.backbone(self.normalize(images))
-        outputs, anchors, level_sizes = self.detect(features, images)
+        outputs, anchors, level_sizes = self.detector.detect(features, images)
         return outputs, anchors, level_sizes, self.segment(features, images)
 
-    def forward(self, images: Tensor) -> list[dict[str, Tensor]]:  # type: ignore[override]
+    def postprocess(
+        self, outputs: dict[str, Tensor], anchors: Tensor, input_size: tuple[int, int]
+    ) -> list[dict[str, Tensor]]:
+        """The detector's post-processing (`Detector.postprocess`)."""
+        return self.detector.postprocess(outputs, anchors, input_size)
+
+    def forward(self, images: Tensor) -> list[dict[str, Tensor]]:
         outputs, anchors, _, logits = self.forward_all(images)
-        boxes, scores = self.decode(outputs, anchors)
-        detections = self.postprocess(boxes, scores, (images.shape[-2], images.shape[-1]))
+        detections = self.postprocess(outputs, anchors, (images.shape[-2], images.shape[-1]))
         return [{**d, "mask": mask} for d, mask in zip(detections, logits.argmax(1))]
 
 
@@ -132,47 +143,29 @@ def ssdlite_deeplabv3_mobilenet_v2(
     """
     check_arguments("ssdlite_deeplabv3_mobilenet_v2", num_classes=num_classes, width_mult=width_mult)
     check_arguments("ssdlite_deeplabv3_mobilenet_v2", num_classes=seg_num_classes, width_mult=width_mult)
-    if isinstance(default_boxes, dict):  # as stored in checkpoints: plain values
-        default_boxes = DefaultBoxes(**{k: tuple(v) if isinstance(v, list) else v for k, v in default_boxes.items()})
     taps = tuple(taps)
     if not taps or taps[-1] != SHARED_TAP:
         raise ValueError(
             f"the detector's taps must end with {SHARED_TAP} (its extra layers grow from the map the "
             f"segmentation head reads), got {list(taps)}"
         )
-    backbone = MobileNetV2(
-        num_classes=None,
-        width_mult=width_mult,
-        output_stride=OUTPUT_STRIDE,
-        out_taps=taps,
-        weights=weights,
-        zero_init_residual=zero_init_residual,
-    )
-    default_boxes = default_boxes or DefaultBoxes(num_maps=len(taps) + len(extra_depths))
-    if default_boxes.num_maps != len(taps) + len(extra_depths):
-        raise ValueError(
-            f"default_boxes.num_maps is {default_boxes.num_maps} but there are {len(taps)} taps and "
-            f"{len(extra_depths)} extra layers"
-        )
-    head = SSDHead(
-        in_channels=[backbone.out_channels[t] for t in taps],
-        num_anchors=default_boxes.num_anchors,
+    detector = _detector(
+        separable=True,
         num_classes=num_classes,
+        width_mult=width_mult,
+        weights=weights,
+        default_boxes=default_boxes,
         extra_depths=extra_depths,
+        taps=taps,
+        zero_init_residual=zero_init_residual,
+        output_stride=OUTPUT_STRIDE,
+        **detector_kwargs,
     )
     seg_head = DeepLabV3Head(
-        in_channels=backbone.out_channels[SHARED_TAP],
+        in_channels=detector.backbone.out_channels[SHARED_TAP],
         num_classes=seg_num_classes,
         atrous_rates=atrous_rates,
         channels=head_channels,
         dropout=dropout,
     )
-    return MultiTaskModel(
-        backbone=backbone,
-        head=head,
-        default_boxes=default_boxes,
-        seg_head=seg_head,
-        seg_tap=SHARED_TAP,
-        taps=taps,
-        **detector_kwargs,
-    )
+    return MultiTaskModel(detector=detector, seg_head=seg_head, seg_tap=SHARED_TAP)

@@ -160,15 +160,14 @@ def get_task(name: str) -> Task:
 
 
 def task_of_model(model: Any) -> Task:
-    """The task whose model class `model` is an instance of; the most derived one when several match (the
-    multi-task model is a `Detector` too).
+    """The task whose model class `model` is an instance of.
 
     Raises:
-        ValueError: a module of no registered task.
+        ValueError: a module of no registered task, or of several (model classes do not inherit from each other).
     """
-    matches = [(task, load(task.model_class)) for task in TASKS.values()]
-    matches = [(task, cls) for task, cls in matches if isinstance(model, cls)]
-    for task, cls in matches:
-        if all(issubclass(cls, other) for _, other in matches):
-            return task
-    raise ValueError(f"{type(model).__name__} is not the model of any task ({', '.join(TASKS)})")
+    matches = [task for task in TASKS.values() if isinstance(model, load(task.model_class))]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ValueError(f"{type(model).__name__} is not the model of any task ({', '.join(TASKS)})")
+    raise ValueError(f"{type(model).__name__} is the model of several tasks: {', '.join(t.name for t in matches)}")

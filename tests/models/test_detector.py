@@ -21,7 +21,9 @@ def test_output_format_is_torchvision_style() -> None:
         assert set(det) == {"boxes", "scores", "labels"}
         assert det["boxes"].dtype == torch.float32 and det["boxes"].shape == (7, 4)
         assert det["labels"].dtype == torch.int64 and det["labels"].min() >= 1 and det["labels"].max() <= 3
-        assert (det["scores"][:-1] >= det["scores"][1:]).all()
+        # Best first in the post-processor's canonical ranking: score at a resolution of 2^-20, near-ties by position.
+        ranked = torch.round(det["scores"] * 2.0**20)
+        assert (ranked[:-1] >= ranked[1:]).all()
         b = det["boxes"]
         assert (b[:, 0] >= 0).all() and (b[:, 2] <= 224).all() and (b[:, 1] >= 0).all() and (b[:, 3] <= 160).all()
 
@@ -48,9 +50,11 @@ def test_raw_outputs_match_anchor_count() -> None:
 
 def test_nms_suppresses_same_class_duplicates() -> None:
     model = _tiny(score_threshold=0.0, nms_threshold=0.5)
-    boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.5], [50.0, 50.0, 60.0, 60.0]]])
-    scores = torch.tensor([[[0.1, 0.9, 0.0, 0.0], [0.1, 0.8, 0.1, 0.0], [0.2, 0.0, 0.0, 0.8]]])
-    (det,) = model.postprocess(boxes, scores, (100, 100))
+    # Zero offsets decode to the default boxes themselves; log-probabilities are logits whose softmax they are.
+    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.5], [50.0, 50.0, 60.0, 60.0]])
+    probabilities = torch.tensor([[[0.1, 0.9, 0.0, 0.0], [0.1, 0.8, 0.1, 0.0], [0.2, 0.0, 0.0, 0.8]]])
+    outputs = {"cls_logits": probabilities.log(), "bbox_regression": torch.zeros(1, 3, 4)}
+    (det,) = model.postprocess(outputs, anchors, (100, 100))
     # Box 1 is a duplicate of box 0 in class 1 but stays as class 2 (NMS is per class).
     pairs = sorted(zip(det["labels"].tolist(), [round(s, 2) for s in det["scores"].tolist()]))
     assert pairs == [(1, 0.9), (2, 0.1), (3, 0.8)]

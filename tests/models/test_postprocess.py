@@ -1,15 +1,27 @@
 from __future__ import annotations
 
 import torch
+from torchvision.ops import batched_nms, clip_boxes_to_image
 
+from mobilevision.models.anchors import BoxCoder
 from mobilevision.models.postprocess import DetectionPostprocess
 from mobilevision.tasks.segmentation.inference import segmentation_mask
 from tests.inference.models_for_tests import small_detector
 
 
 def _reference(model, cls_logits, box_reg, anchors, size):  # noqa: ANN001, ANN202
-    boxes, scores = model.decode({"cls_logits": cls_logits[None], "bbox_regression": box_reg[None]}, anchors)
-    return model.postprocess(boxes, scores, size)[0]
+    """The plain post-processing the prefix search must equal: per-class top-k of all anchors, then the threshold,
+    then class-wise NMS over every candidate, then the cap."""
+    boxes = clip_boxes_to_image(BoxCoder().decode(box_reg, anchors), size)
+    probabilities = cls_logits.sigmoid() if model.classification == "sigmoid" else cls_logits.softmax(-1)
+    fg = probabilities[:, 1:].T  # [C-1, A]
+    k = min(model.topk_candidates, fg.shape[1])
+    top_scores, top_idx = fg.topk(k, dim=1)
+    keep = top_scores > model.score_threshold
+    labels = torch.arange(1, fg.shape[0] + 1).unsqueeze(1).expand(-1, k)[keep]
+    scores, boxes = top_scores[keep], boxes[top_idx[keep]]
+    kept = batched_nms(boxes, scores, labels, model.nms_threshold)[: model.detections_per_image]
+    return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]}
 
 
 def _sorted(det: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -18,7 +30,7 @@ def _sorted(det: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return det["labels"][order], det["boxes"][order]
 
 
-def test_same_detections_as_detector_postprocess_even_when_top_k_binds() -> None:
+def test_same_detections_as_the_plain_postprocessing_even_when_top_k_binds() -> None:
     model = small_detector(num_classes=5)
     torch.manual_seed(0)
     anchors = torch.rand(3000, 2) * 200

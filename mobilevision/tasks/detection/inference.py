@@ -7,7 +7,7 @@ was built with (stored in the ONNX file's metadata).
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import cv2
@@ -36,15 +36,9 @@ def export_module(model: nn.Module) -> nn.Module:
 
 
 def postprocess_for(model: nn.Module, *, score_threshold: float = 0.3) -> DetectionPostprocess:
-    """The post-processing parameters a Detector was built with (NMS IoU, top-k, cap, box coder)."""
-    return DetectionPostprocess(
-        score_threshold=score_threshold,
-        nms_threshold=float(model.nms_threshold),  # type: ignore[arg-type]
-        topk_candidates=int(model.topk_candidates),  # type: ignore[arg-type]
-        detections_per_image=int(model.detections_per_image),  # type: ignore[arg-type]
-        box_coder_weights=tuple(model.box_coder.weights),  # type: ignore[arg-type, union-attr]
-        classification=str(getattr(model, "classification", "softmax")),
-    )
+    """The post-processing a detector (or the joint model) was built with (NMS IoU, top-k, cap, box coder), at the
+    serving score threshold."""
+    return replace(model.postprocessor, score_threshold=score_threshold)  # type: ignore[arg-type]
 
 
 def export_metadata(model: nn.Module) -> dict[str, Any]:

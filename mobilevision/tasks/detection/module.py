@@ -204,9 +204,8 @@ class DetectionTask(BaseTask):
         outputs, anchors, level_sizes = model.forward_levels(images)
         loss = self.criterion(outputs, anchors, targets, level_sizes)["loss"]
         self.log(f"{prefix}/loss", loss, batch_size=images.shape[0], sync_dist=True)
-        boxes, scores = model.decode(outputs, anchors)
         input_size = (images.shape[-2], images.shape[-1])
-        detections = model.postprocess(boxes, scores, input_size)
+        detections = model.postprocess(outputs, anchors, input_size)
         meta = self.label_meta
         for detection, target in zip(detections, targets):
             detection = {**detection, "boxes": rescale_boxes(detection["boxes"], input_size, target["orig_size"])}

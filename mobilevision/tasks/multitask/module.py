@@ -190,9 +190,8 @@ class MultiTaskTask(DetectionTask):
         # The validation loss: both terms, fixed weights (the learned ones would make epochs incomparable).
         masks = torch.stack([t["mask"] for t in targets]).to(images.device)
         self.log(f"{prefix}/loss_seg", self.seg_loss(logits, masks), batch_size=batch_size, sync_dist=True)
-        boxes, box_scores = model.decode(outputs, anchors)
         input_size = (images.shape[-2], images.shape[-1])
-        detections = model.postprocess(boxes, box_scores, input_size)
+        detections = model.postprocess(outputs, anchors, input_size)
         meta = self.label_meta
         confusion = self.val_confusion if prefix == "val" else self.test_confusion
         for i, (detection, target) in enumerate(zip(detections, targets)):

@@ -56,11 +56,10 @@ class SegmentationTask(BaseTask):
         background_prior: the background probability the untrained model gives every pixel; the other classes
             share the rest equally (the classifier's biases start at the log of these). Under Adam a bias moves
             about lr per step, so starting from zero biases a from-scratch model spends its first few hundred steps
-            learning only that the background dominates (the shapes demo: mIoU 0.354 instead of 0.241 at step 500
-            with 0.85). None keeps zero biases. Only an initialisation: loaded weights replace it.
+            learning only that the background dominates (measured: docs/design-notes.md). None keeps zero biases.
+            Only an initialisation: loaded weights replace it.
         class_weights: per-class weights of the cross-entropy (one per class, background first), or None for the
-            plain loss of the paper; for data where some classes cover few pixels. (On the shapes demo a 3x weight on
-            the foreground lifted mIoU at step 500 from 0.241 to 0.260, and nothing on top of the background prior.)
+            plain loss of the paper; for data where some classes cover few pixels.
         optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last, init_from: see `BaseTask`; the DeepLab
             recipe is SGD with momentum 0.9 and the poly schedule (power 0.9).
     """
