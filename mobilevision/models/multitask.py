@@ -80,6 +80,15 @@ class MultiTaskModel(nn.Module):
         return self.detector.num_classes
 
     @property
+    def taps(self) -> tuple[str, ...]:
+        """The detector's backbone maps, fine to coarse (ending with `seg_tap`)."""
+        return self.detector.taps
+
+    @property
+    def classification(self) -> str:
+        return self.detector.classification
+
+    @property
     def default_boxes(self) -> DefaultBoxes:
         return self.detector.default_boxes
 
