@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from mobilevision.checkpoint import ModelMeta, load_checkpoint
 from mobilevision.errors import UserError
+from mobilevision.inference.adapter import TaskAdapter, check_adapter
 from mobilevision.inference.inputs import ImageInput, load_input, split_inputs
 from mobilevision.inference.sources import DEFAULT_TIMEOUT, CaptureFactory, Source, open_source
 from mobilevision.tasks.table import get_task, load
@@ -155,7 +156,7 @@ class Predictor:
             "metadata": metadata,
         }
         # The adapter may change the model (a segmenter's output stride) before it is optimised or exported.
-        self.adapter = load(spec.inference)(model, meta, options)
+        self.adapter: TaskAdapter = check_adapter(load(spec.inference)(model, meta, options))
         self.input_size: tuple[int, int] = tuple(input_size or meta.input_size)  # type: ignore[assignment]
         self.class_names = list(meta.class_names)
         self.score_threshold = float(score_threshold)

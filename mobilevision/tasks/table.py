@@ -9,12 +9,8 @@ creates no import cycle (the task packages import `checkpoint`, which imports th
 
 Contract of the hooks an entry points to:
 - `model_class`: the plain `nn.Module` a model of this task is (`isinstance` decides a bare module's task).
-- `inference`: a class built as `cls(model_or_none, meta, options)` with
-    `prepare(image) -> HWC uint8 array`: the network's input for one image (images prepared to one shape are
-        batched together);
-    `run(network, batch) -> list[Tensor]`: the raw outputs (named `onnx_outputs`) of a float/uint8 NCHW batch,
-        `network(batch) -> list[Tensor]` being the torch module or the onnxruntime session;
-    `result(outputs, index, image_size) -> dict`: one image's result at its own size.
+- `inference`: a class built as `cls(model_or_none, meta, options)` providing
+    `mobilevision.inference.adapter.TaskAdapter` (what `Predictor` and `predict`'s sinks use; checked when built).
 - `export_module(model) -> nn.Module`: the exported surface, returning the `onnx_outputs` tensors in order (also
     what the torch backend of `Predictor` runs, so both backends compute the same thing).
 - `export_metadata(model) -> dict`: extra JSON-able metadata stored in the ONNX file (post-processing parameters).
