@@ -22,23 +22,9 @@ from mobilevision.models.detector import SSD_TAPS, Detector
 from mobilevision.models.heads.ssd import EXTRA_DEPTHS
 from mobilevision.tasks.base import BaseTask, LRSchedule, OptimizerFactory
 from mobilevision.tasks.detection.data import DetectionMeta
-from mobilevision.tasks.detection.evaluation import evaluate_coco, format_metrics, rescale_boxes, to_coco_results
+from mobilevision.tasks.detection.evaluation import format_metrics
+from mobilevision.tasks.detection.evaluator import METRIC_KEYS, CocoEvaluator
 from mobilevision.tasks.detection.loss import MultiBoxLoss
-
-METRIC_KEYS = (
-    "map",
-    "map_50",
-    "map_75",
-    "map_small",
-    "map_medium",
-    "map_large",
-    "mar_1",
-    "mar_10",
-    "mar_100",
-    "mar_small",
-    "mar_medium",
-    "mar_large",
-)
 
 
 class DetectionTask(BaseTask):
@@ -139,8 +125,8 @@ class DetectionTask(BaseTask):
             box_weight=box_weight,
         )
         self.meta: DetectionMeta | None = None
-        self._results: dict[int, list[dict[str, Any]]] = {}
-        self._last_evaluation: dict[str, tuple[Any, list[dict[str, Any]], list[int]]] = {}
+        # One evaluator per split, so validation inside fit never mixes with a test run.
+        self.box_evaluators = {"val": CocoEvaluator(), "test": CocoEvaluator()}
         self._finish_init()
 
     # -------------------------------------------------------------------------------------------------- metadata
@@ -206,12 +192,7 @@ class DetectionTask(BaseTask):
         self.log(f"{prefix}/loss", loss, batch_size=images.shape[0], sync_dist=True)
         input_size = (images.shape[-2], images.shape[-1])
         detections = model.postprocess(outputs, anchors, input_size)
-        meta = self.label_meta
-        for detection, target in zip(detections, targets):
-            detection = {**detection, "boxes": rescale_boxes(detection["boxes"], input_size, target["orig_size"])}
-            image_id = int(target["image_id"])
-            # Keyed by image: DistributedSampler repeats images to even out ranks; each image counts once.
-            self._results[image_id] = to_coco_results([detection], [image_id], meta)
+        self.box_evaluators[prefix].update(detections, targets, input_size, self.label_meta)
 
     def validation_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -224,9 +205,10 @@ class DetectionTask(BaseTask):
         return self.eval_model(images)
 
     def on_validation_epoch_start(self) -> None:
-        self._results = {}
+        self.box_evaluators["val"].reset()
 
-    on_test_epoch_start = on_validation_epoch_start
+    def on_test_epoch_start(self) -> None:
+        self.box_evaluators["test"].reset()
 
     def on_validation_epoch_end(self) -> None:
         self._evaluate("val", "val_dataset")
@@ -234,48 +216,36 @@ class DetectionTask(BaseTask):
     def on_test_epoch_end(self) -> None:
         self._evaluate("test", "test_dataset")
 
-    def _gather_results(self) -> dict[int, list[dict[str, Any]]]:
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return self._results
-        gathered: list[dict[int, list[dict[str, Any]]] | None] = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(gathered, self._results)
-        merged: dict[int, list[dict[str, Any]]] = {}
-        for part in gathered:
-            merged.update(part or {})
-        return merged
-
     def _evaluate(self, prefix: str, dataset_attr: str) -> None:
+        evaluator = self.box_evaluators[prefix]
         if self.trainer.sanity_checking:
-            self._results = {}
+            evaluator.reset()
             return
-        results = self._gather_results()
+        results = evaluator.synchronize()
         dataset = getattr(getattr(self.trainer, "datamodule", None), dataset_attr, None)
         coco_gt = getattr(dataset, "coco", None)
         metrics = torch.zeros(len(METRIC_KEYS), dtype=torch.float64)
         if self.trainer.is_global_zero and coco_gt is not None:
-            # COCO's protocol scores every evaluated image, those with no detection too.
-            evaluated_ids = sorted(results)
-            flat = [r for image_id in evaluated_ids for r in results[image_id]]
-            output = evaluate_coco(coco_gt, flat, image_ids=evaluated_ids)
-            self._last_evaluation[prefix] = (coco_gt, flat, evaluated_ids)  # for `plot_evaluation`
+            output = evaluator.compute(coco_gt, results)
             metrics = torch.tensor([output[k] for k in METRIC_KEYS], dtype=torch.float64)
             rank_zero_info(
-                f"\n{prefix} COCO metrics, epoch {self.current_epoch}, {len(evaluated_ids)} images:\n"
+                f"\n{prefix} COCO metrics, epoch {self.current_epoch}, {output['images']} images:\n"
                 + format_metrics(output)
             )
         metrics = self.trainer.strategy.broadcast(metrics, src=0)
         for key, value in zip(METRIC_KEYS, metrics.tolist()):
             self.log(f"{prefix}/{key}", value, prog_bar=key in ("map", "map_50"), rank_zero_only=False)
-        self._results = {}
+        evaluator.reset()
 
     def plot_evaluation(self, folder: Path, *, split: str = "val") -> list[Path]:
         """Per-class precision-recall curves (IoU 0.5 and the mean over 0.5:0.95) of the last `split` evaluation."""
-        if split not in self._last_evaluation:
+        last = self.box_evaluators[split].last if split in self.box_evaluators else None
+        if last is None:
             return []
         from mobilevision.plots import plot_pr_curves
         from mobilevision.tasks.detection.evaluation import precision_recall
 
-        curves = precision_recall(*self._last_evaluation[split])
+        curves = precision_recall(*last)
         written = []
         for name, iou_label, precision, ap in (
             ("pr_curves_iou50", "IoU 0.5", curves["precision_50"], curves["ap_50"]),

@@ -24,7 +24,6 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mobilevision.checkpoint import default_class_names
 from mobilevision.models.multitask import MULTITASK_EXTRA_DEPTHS, MULTITASK_TAPS, MultiTaskModel
-from mobilevision.tasks.detection.evaluation import rescale_boxes, to_coco_results
 from mobilevision.tasks.detection.module import DetectionTask
 from mobilevision.tasks.segmentation.masks import VOID
 from mobilevision.tasks.segmentation.module import log_mask_scores
@@ -192,13 +191,9 @@ class MultiTaskTask(DetectionTask):
         self.log(f"{prefix}/loss_seg", self.seg_loss(logits, masks), batch_size=batch_size, sync_dist=True)
         input_size = (images.shape[-2], images.shape[-1])
         detections = model.postprocess(outputs, anchors, input_size)
-        meta = self.label_meta
+        self.box_evaluators[prefix].update(detections, targets, input_size, self.label_meta)
         confusion = self.val_confusion if prefix == "val" else self.test_confusion
-        for i, (detection, target) in enumerate(zip(detections, targets)):
-            if target.get("has_boxes", True):
-                detection = {**detection, "boxes": rescale_boxes(detection["boxes"], input_size, target["orig_size"])}
-                image_id = int(target["image_id"])
-                self._results[image_id] = to_coco_results([detection], [image_id], meta)
+        for i, target in enumerate(targets):
             if target.get("has_mask", True):
                 # Scored at the image's own size, as `predict` writes the mask: logits resized, then the argmax.
                 reference = target.get("orig_mask", target["mask"]).to(images.device)
