@@ -26,15 +26,17 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from mobilevision.models.anchors import DefaultBoxes
-from mobilevision.models.backbones.mobilenet_v2 import MobileNetV2
+from mobilevision.models.backbones import backbone_class
+from mobilevision.models.backbones.base import Backbone
 from mobilevision.models.detector import Detector
 from mobilevision.models.heads.deeplabv3 import DeepLabV3Head
 from mobilevision.models.heads.ssd import SSDHead
 from mobilevision.models.registry import check_arguments
 
-# The map both heads read: the segmentation head, and the detector as its last (stride-16) map.
+# The map both heads read on MobileNetV2: the segmentation head, and the detector as its last (stride-16) map.
+# Other backbones declare theirs as DEFAULT_TAPS["multitask"] (its last entry is the shared map).
 SHARED_TAP: str = "layer_18"
-MULTITASK_TAPS: tuple[str, ...] = (SHARED_TAP,)
+MULTITASK_TAPS: tuple[str, ...] = ("second_last",)
 # The first extra layer takes layer 19's place at stride 32, then SSDLite's (TF reference: 512, 256, 256, 128)
 # shifted by one map, so there are six maps as in SSDLite.
 MULTITASK_EXTRA_DEPTHS: tuple[int, ...] = (512, 256, 256, 128, 64)
@@ -62,7 +64,7 @@ class MultiTaskModel(Detector):
     def __init__(
         self,
         *,
-        backbone: MobileNetV2,
+        backbone: Backbone,
         head: SSDHead,
         default_boxes: DefaultBoxes,
         seg_head: DeepLabV3Head,
@@ -71,6 +73,7 @@ class MultiTaskModel(Detector):
         **detector_kwargs: Any,
     ) -> None:
         super().__init__(backbone=backbone, head=head, default_boxes=default_boxes, taps=taps, **detector_kwargs)
+        seg_tap = backbone.tap_name(seg_tap)
         if seg_tap not in backbone.out_taps:
             raise ValueError(f"seg_tap {seg_tap!r} is not among the backbone's {backbone.out_taps}")
         if backbone.strides[seg_tap] != OUTPUT_STRIDE:
@@ -112,41 +115,48 @@ def ssdlite_deeplabv3_mobilenet_v2(
     *,
     num_classes: int = 91,
     seg_num_classes: int = 21,
+    backbone: str = "mobilenet_v2",
     width_mult: float = 1.0,
     weights: str | os.PathLike[str] | None = None,
     default_boxes: DefaultBoxes | dict[str, Any] | None = None,
-    taps: Sequence[str] = MULTITASK_TAPS,
+    taps: Sequence[str] | None = None,
     extra_depths: Sequence[int] = MULTITASK_EXTRA_DEPTHS,
     atrous_rates: Sequence[int] = (),
     head_channels: int = 256,
     dropout: float = 0.1,
     zero_init_residual: bool = False,
+    backbone_kwargs: dict[str, Any] | None = None,
     **detector_kwargs: Any,
 ) -> MultiTaskModel:
-    """SSDLite + Mobile DeepLabv3 on one MobileNetV2 at output stride 16 (see the module docstring).
+    """SSDLite + Mobile DeepLabv3 on one `backbone` (a name of `BACKBONES`) at output stride 16 (see the module
+    docstring).
 
     `num_classes` counts the detector's classes with background (COCO: 81), `seg_num_classes` the segmentation
-    head's (VOC: 21). `taps` are the detector's backbone maps, fine to coarse, ending with layer 18 (add
-    "layer_8/expansion" in front for small objects); its extra layers grow from layer 18, the first taking layer
-    19's place at stride 32. `atrous_rates=()` is the reduced DeepLabv3 head (paper Table 7).
+    head's (VOC: 21). `taps` are the detector's backbone maps (roles or layer names), fine to coarse, ending with the
+    shared map (None: the backbone's `DEFAULT_TAPS["multitask"]`, MobileNetV2's layer 18; add "stride8_expansion" in
+    front for small objects); its extra layers grow from the shared map, the first taking the stride-32 map's place.
+    `atrous_rates=()` is the reduced DeepLabv3 head (paper Table 7).
     """
     check_arguments("ssdlite_deeplabv3_mobilenet_v2", num_classes=num_classes, width_mult=width_mult)
     check_arguments("ssdlite_deeplabv3_mobilenet_v2", num_classes=seg_num_classes, width_mult=width_mult)
     if isinstance(default_boxes, dict):  # as stored in checkpoints: plain values
         default_boxes = DefaultBoxes(**{k: tuple(v) if isinstance(v, list) else v for k, v in default_boxes.items()})
-    taps = tuple(taps)
-    if not taps or taps[-1] != SHARED_TAP:
+    network = backbone_class(backbone)
+    shared = network.default_taps("multitask")[-1]
+    taps = network.default_taps("multitask") if taps is None else tuple(network.tap_name(t) for t in taps)
+    if not taps or taps[-1] != shared:
         raise ValueError(
-            f"the detector's taps must end with {SHARED_TAP} (its extra layers grow from the map the "
+            f"the detector's taps must end with {shared} (its extra layers grow from the map the "
             f"segmentation head reads), got {list(taps)}"
         )
-    backbone = MobileNetV2(
+    network = network(
         num_classes=None,
         width_mult=width_mult,
         output_stride=OUTPUT_STRIDE,
         out_taps=taps,
         weights=weights,
         zero_init_residual=zero_init_residual,
+        **(backbone_kwargs or {}),
     )
     default_boxes = default_boxes or DefaultBoxes(num_maps=len(taps) + len(extra_depths))
     if default_boxes.num_maps != len(taps) + len(extra_depths):
@@ -155,24 +165,29 @@ def ssdlite_deeplabv3_mobilenet_v2(
             f"{len(extra_depths)} extra layers"
         )
     head = SSDHead(
-        in_channels=[backbone.out_channels[t] for t in taps],
+        in_channels=[network.out_channels[t] for t in taps],
         num_anchors=default_boxes.num_anchors,
         num_classes=num_classes,
         extra_depths=extra_depths,
     )
     seg_head = DeepLabV3Head(
-        in_channels=backbone.out_channels[SHARED_TAP],
+        in_channels=network.out_channels[shared],
         num_classes=seg_num_classes,
         atrous_rates=atrous_rates,
         channels=head_channels,
         dropout=dropout,
     )
     return MultiTaskModel(
-        backbone=backbone,
+        backbone=network,
         head=head,
         default_boxes=default_boxes,
         seg_head=seg_head,
-        seg_tap=SHARED_TAP,
+        seg_tap=shared,
         taps=taps,
         **detector_kwargs,
     )
+
+
+def ssdlite_deeplabv3_mobilenet_v3_large(**kwargs: Any) -> MultiTaskModel:
+    """SSDLite + Mobile DeepLabv3 on one MobileNetV3-Large (its last map at stride 16); see the V2 builder."""
+    return ssdlite_deeplabv3_mobilenet_v2(**{"backbone": "mobilenet_v3_large", **kwargs})

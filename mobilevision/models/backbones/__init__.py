@@ -6,9 +6,12 @@ A new backbone is one file meeting `base.Backbone` plus one line here; the build
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mobilevision.models.registry import LazyTable
+
+if TYPE_CHECKING:
+    from mobilevision.models.backbones.base import Backbone
 
 BACKBONES: LazyTable = LazyTable(
     {
@@ -19,7 +22,7 @@ BACKBONES: LazyTable = LazyTable(
 )
 
 
-def backbone_class(name: str) -> Any:
+def backbone_class(name: str) -> type[Backbone]:
     """The `Backbone` subclass registered as `name`."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONES)}")
