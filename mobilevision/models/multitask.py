@@ -44,14 +44,14 @@ OUTPUT_STRIDE = 16
 
 
 class MultiTaskModel(Detector):
-    """SSDLite and Mobile DeepLabv3 on one MobileNetV2 pass.
+    """SSDLite and Mobile DeepLabv3 on one backbone pass (MobileNetV2 by default).
 
     Args:
         backbone: built at output stride 16 with the detector's taps and `seg_tap` among its `out_taps`.
         head: the SSD head over `taps`.
         default_boxes: the detector's default-box recipe.
         seg_head: the DeepLabv3 head on `seg_tap`.
-        seg_tap: the map the segmentation head reads (layer 18, the second-last).
+        seg_tap: the map the segmentation head reads, role or layer name (MobileNetV2: layer 18, the second-last).
         taps, detector keyword arguments: see `Detector`.
 
     `num_classes` is the detector's (background included); `seg_num_classes` the segmentation head's (its own label
