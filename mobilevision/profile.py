@@ -42,6 +42,10 @@ class Row:
     def madds_diff(self) -> float | None:
         return None if self.paper_madds_b is None else 100 * (self.madds_b / self.paper_madds_b - 1)
 
+    def _with(self, note: str) -> Row:
+        self.note = note
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["params_diff_pct"], d["madds_diff_pct"] = self.params_diff, self.madds_diff
@@ -218,6 +222,53 @@ def joint_rows(
     return [joint, detector, segmenter, both]
 
 
+class _TorchvisionRaw(nn.Module):
+    """A torchvision SSD or segmentation model up to its raw outputs (no resize transform, decoding or NMS), the same
+    surface `count_madds` counts of ours."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> Any:
+        if hasattr(self.model, "anchor_generator"):  # torchvision's SSD: backbone maps -> head
+            return self.model.head(list(self.model.backbone(x).values()))
+        return self.model(x)
+
+
+def _torchvision_row(table: str, name: str, size: int, paper: tuple[float | None, float | None], **kwargs: Any) -> Row:
+    import torchvision.models.detection
+    import torchvision.models.segmentation
+
+    module = torchvision.models.detection if name.startswith("ssd") else torchvision.models.segmentation
+    with torch.device("meta"):
+        model = getattr(module, name)(weights=None, weights_backbone=None, **kwargs).eval()
+    raw = _TorchvisionRaw(model)
+    return Row(table, f"torchvision {name}", size, count_params(model) / 1e6, count_madds(raw, size) / 1e9, *paper)
+
+
+def v3_rows() -> list[Row]:
+    """MobileNetV3-Large models beside torchvision's, counted in the same run the same way (raw outputs). The
+    "paper" columns of torchvision's SSDLite are its published figures (3.44M params, 0.58 GFLOPS at 320)."""
+    ssd_note = "torchvision builds its SSDLite with the reduced tail when no ImageNet backbone is loaded, as here"
+    return [
+        _row(
+            "v3",
+            "ssdlite_mobilenet_v3_large",
+            320,
+            (3.44, 0.58),
+            num_classes=91,
+            backbone_kwargs={"reduced_tail": True},
+        ),
+        _row("v3", "ssdlite_mobilenet_v3_large", 320, (3.44, 0.58), num_classes=91),
+        _torchvision_row("v3", "ssdlite320_mobilenet_v3_large", 320, (3.44, 0.58), num_classes=91)._with(ssd_note),
+        _row("v3", "deeplabv3_mobilenet_v3_large", 520, (None, None), num_classes=21, atrous_rates=(12, 24, 36)),
+        _row("v3", "deeplabv3_mobilenet_v3_large", 520, (None, None), num_classes=21),
+        _torchvision_row("v3", "deeplabv3_mobilenet_v3_large", 520, (None, None), num_classes=21),
+        _torchvision_row("v3", "lraspp_mobilenet_v3_large", 520, (None, None), num_classes=21),
+    ]
+
+
 def format_table(rows: Sequence[Row]) -> str:
     def num(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
@@ -265,6 +316,6 @@ def main(argv: Sequence[str]) -> int:
         except TypeError as error:
             parser.error(f"{args.model} does not take that option ({error})")
     else:
-        rows = paper_rows() + joint_rows()
+        rows = paper_rows() + joint_rows() + v3_rows()
     print(json.dumps([r.to_dict() for r in rows], indent=2) if args.json else format_table(rows))
     return 0

@@ -51,3 +51,13 @@ def test_profile_lists_the_joint_rows(capsys) -> None:
     assert main(["profile", "--json"]) == 0
     rows = [r for r in json.loads(capsys.readouterr().out) if r["table"] == "joint"]
     assert [r["input_size"] for r in rows] == [320] * 4 and rows[-1]["name"] == "detector + segmenter"
+
+
+def test_profile_lists_mobilenet_v3_beside_torchvision(capsys) -> None:
+    assert main(["profile", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out) if r["table"] == "v3"}
+    torchvision_ssd = rows["torchvision ssdlite320_mobilenet_v3_large"]
+    # Counted in the same run, torchvision's own model reproduces its published 3.44M params and 0.58 GFLOPS.
+    assert abs(torchvision_ssd["params_diff_pct"]) < 1 and abs(torchvision_ssd["madds_diff_pct"]) < 2
+    assert "ssdlite_mobilenet_v3_large" in rows and "torchvision lraspp_mobilenet_v3_large" in rows
+    assert "torchvision deeplabv3_mobilenet_v3_large" in rows

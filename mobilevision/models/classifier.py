@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from mobilevision.models.backbones.mobilenet_v2 import MobileNetV2
+from mobilevision.models.backbones.mobilenet_v3 import MobileNetV3Large
 from mobilevision.models.registry import check_arguments
 
 
@@ -18,3 +19,15 @@ def mobilenet_v2(
     """The ImageNet classifier (paper Table 4); state_dict keys are torchvision's."""
     check_arguments("mobilenet_v2", num_classes=num_classes, width_mult=width_mult)
     return MobileNetV2(num_classes=num_classes, width_mult=width_mult, weights=weights, dropout=dropout)
+
+
+def mobilenet_v3_large(
+    *,
+    num_classes: int = 1000,
+    width_mult: float = 1.0,
+    weights: str | os.PathLike[str] | None = None,
+    dropout: float = 0.2,
+) -> MobileNetV3Large:
+    """MobileNetV3-Large's ImageNet classifier; state_dict keys are torchvision's `mobilenet_v3_large`'s."""
+    check_arguments("mobilenet_v3_large", num_classes=num_classes, width_mult=width_mult)
+    return MobileNetV3Large(num_classes=num_classes, width_mult=width_mult, weights=weights, dropout=dropout)

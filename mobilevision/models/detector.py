@@ -14,14 +14,16 @@ import torch
 from torch import Tensor, nn
 
 from mobilevision.models.anchors import BoxCoder, DefaultBoxes
-from mobilevision.models.backbones.mobilenet_v2 import MobileNetV2
+from mobilevision.models.backbones import backbone_class
+from mobilevision.models.backbones.base import Backbone
 from mobilevision.models.heads.ssd import EXTRA_DEPTHS, SSDHead
 from mobilevision.models.normalize import Normalize
 from mobilevision.models.postprocess import DetectionPostprocess
 from mobilevision.models.registry import check_arguments
 
-# SSDLite's two backbone maps (paper section 6.2): layer-15 expansion (stride 16) and layer 19 (stride 32).
-SSD_TAPS: tuple[str, str] = ("layer_15/expansion", "layer_19")
+# SSDLite's two backbone maps by role (paper section 6.2: MobileNetV2's layer-15 expansion at stride 16 and layer 19
+# at stride 32); each backbone declares them as its DEFAULT_TAPS["ssdlite"].
+SSD_TAPS: tuple[str, str] = ("stride16_expansion", "last")
 
 
 def prior_bias(prior: float, num_classes: int, classification: str) -> list[float]:
@@ -54,8 +56,8 @@ class Detector(nn.Module):
             pi; the TF reference's class bias init is the same idea). The class biases start there instead of at a
             uniform guess, so the first steps are not spent unlearning a flood of false positives. None keeps zero
             biases. Only an initialisation: loaded weights replace it.
-        taps: the backbone maps the head reads, in the head's order (its predicted maps, then its extra source if it
-            has one); None reads all of the backbone's `out_taps`.
+        taps: the backbone maps the head reads (roles or layer names), in the head's order (its predicted maps, then
+            its extra source if it has one); None reads all of the backbone's `out_taps`.
 
     Input: images [B, 3, H, W], RGB, uint8 or float in 0..255 (normalisation is inside the model).
     Output of `forward`: per image a dict `boxes` float [N, 4] (x1, y1, x2, y2 in input pixels), `scores` float [N],
@@ -65,7 +67,7 @@ class Detector(nn.Module):
     def __init__(
         self,
         *,
-        backbone: MobileNetV2,
+        backbone: Backbone,
         head: SSDHead,
         default_boxes: DefaultBoxes,
         score_threshold: float = 0.01,
@@ -87,7 +89,8 @@ class Detector(nn.Module):
         self.classification = classification
         self.normalize = Normalize()
         self.backbone = backbone
-        self.taps = tuple(taps) if taps is not None else backbone.out_taps
+        # Roles or layer names (checkpoints store either); kept as layer names.
+        self.taps = tuple(backbone.tap_name(t) for t in taps) if taps is not None else backbone.out_taps
         unknown = [t for t in self.taps if t not in backbone.out_taps]
         if unknown:
             raise ValueError(f"taps {unknown} are not among the backbone's {backbone.out_taps}")
@@ -176,63 +179,72 @@ class Detector(nn.Module):
 def _detector(
     *,
     separable: bool,
+    backbone: str,
     num_classes: int,
     width_mult: float,
     weights: str | os.PathLike[str] | None,
     default_boxes: DefaultBoxes | dict[str, Any] | None,
     extra_depths: Sequence[int],
-    taps: Sequence[str],
+    taps: Sequence[str] | None,
     zero_init_residual: bool,
     output_stride: int = 32,
+    backbone_kwargs: dict[str, Any] | None = None,
     **detector_kwargs: Any,
 ) -> Detector:
     """The detector of the builders below (and of the joint model's, at output stride 16)."""
     check_arguments("detector", num_classes=num_classes, width_mult=width_mult)
     if isinstance(default_boxes, dict):  # as stored in checkpoints: plain values
         default_boxes = DefaultBoxes(**{k: tuple(v) if isinstance(v, list) else v for k, v in default_boxes.items()})
-    backbone = MobileNetV2(
+    network = backbone_class(backbone)
+    network = network(
         num_classes=None,
         width_mult=width_mult,
         output_stride=output_stride,
-        out_taps=tuple(taps),
+        out_taps=network.default_taps("ssdlite") if taps is None else tuple(taps),
         weights=weights,
         zero_init_residual=zero_init_residual,
+        **(backbone_kwargs or {}),
     )
-    default_boxes = default_boxes or DefaultBoxes(num_maps=len(backbone.out_taps) + len(extra_depths))
-    if default_boxes.num_maps != len(backbone.out_taps) + len(extra_depths):
+    default_boxes = default_boxes or DefaultBoxes(num_maps=len(network.out_taps) + len(extra_depths))
+    if default_boxes.num_maps != len(network.out_taps) + len(extra_depths):
         raise ValueError(
-            f"default_boxes.num_maps is {default_boxes.num_maps} but there are {len(backbone.out_taps)} taps and "
+            f"default_boxes.num_maps is {default_boxes.num_maps} but there are {len(network.out_taps)} taps and "
             f"{len(extra_depths)} extra layers"
         )
     head = SSDHead(
-        in_channels=[backbone.out_channels[t] for t in backbone.out_taps],
+        in_channels=[network.out_channels[t] for t in network.out_taps],
         num_anchors=default_boxes.num_anchors,
         num_classes=num_classes,
         extra_depths=extra_depths,
         separable=separable,
     )
-    return Detector(backbone=backbone, head=head, default_boxes=default_boxes, **detector_kwargs)
+    return Detector(backbone=network, head=head, default_boxes=default_boxes, **detector_kwargs)
 
 
 def ssdlite_mobilenet_v2(
     *,
     num_classes: int = 91,
+    backbone: str = "mobilenet_v2",
     width_mult: float = 1.0,
     weights: str | os.PathLike[str] | None = None,
     default_boxes: DefaultBoxes | dict[str, Any] | None = None,
     extra_depths: Sequence[int] = EXTRA_DEPTHS,
-    taps: Sequence[str] = SSD_TAPS,
+    taps: Sequence[str] | None = None,
     zero_init_residual: bool = False,
     **detector_kwargs: Any,
 ) -> Detector:
-    """MobileNetV2 + SSDLite (paper Table 6). `num_classes` counts the background (COCO: 81, or 91 with id gaps).
+    """MobileNetV2 (or `backbone`, a name of `BACKBONES`) + SSDLite (paper Table 6). `num_classes` counts the
+    background (COCO: 81, or 91 with id gaps).
 
-    `taps` are the backbone maps the head reads, fine to coarse (the paper's: layer-15 expansion and layer 19); the
-    extra layers grow from the last one. Adding a stride-8 map (e.g. "layer_8/expansion") helps small objects.
-    `zero_init_residual` starts residual blocks as identities (see `MobileNetV2`), for training from random weights.
+    `taps` are the backbone maps the head reads, fine to coarse, by role or layer name; None is the backbone's
+    `DEFAULT_TAPS["ssdlite"]` (the paper's: the stride-16 expansion and the last map). The extra layers grow from the
+    last one. Adding a stride-8 map ("stride8_expansion") helps small objects. `zero_init_residual` starts residual
+    blocks as identities (see `MobileNetV2`), for training from random weights. `backbone_kwargs` (in
+    `detector_kwargs`) go to the backbone (e.g. MobileNetV3's `reduced_tail`).
     """
     return _detector(
         separable=True,
+        backbone=backbone,
         num_classes=num_classes,
         width_mult=width_mult,
         weights=weights,
@@ -244,20 +256,27 @@ def ssdlite_mobilenet_v2(
     )
 
 
+def ssdlite_mobilenet_v3_large(**kwargs: Any) -> Detector:
+    """MobileNetV3-Large + SSDLite (torchvision's `ssdlite320_mobilenet_v3_large` taps); see `ssdlite_mobilenet_v2`."""
+    return ssdlite_mobilenet_v2(**{"backbone": "mobilenet_v3_large", **kwargs})
+
+
 def ssd_mobilenet_v2(
     *,
     num_classes: int = 91,
+    backbone: str = "mobilenet_v2",
     width_mult: float = 1.0,
     weights: str | os.PathLike[str] | None = None,
     default_boxes: DefaultBoxes | dict[str, Any] | None = None,
     extra_depths: Sequence[int] = EXTRA_DEPTHS,
-    taps: Sequence[str] = SSD_TAPS,
+    taps: Sequence[str] | None = None,
     zero_init_residual: bool = False,
     **detector_kwargs: Any,
 ) -> Detector:
     """MobileNetV2 + classic SSD head with regular 3x3 convolutions (the paper's Table 5 comparison)."""
     return _detector(
         separable=False,
+        backbone=backbone,
         num_classes=num_classes,
         width_mult=width_mult,
         weights=weights,

@@ -1,4 +1,4 @@
-"""`MultiTaskModel`: one MobileNetV2 pass, two answers (SSDLite boxes and a Mobile DeepLabv3 mask).
+"""`MultiTaskModel`: one backbone pass (MobileNetV2 by default), two answers (SSDLite boxes and a DeepLabv3 mask).
 
 Output stride. Mobile DeepLabv3 wants the second-last map (layer 18) at output stride 16; SSDLite reads the layer-15
 expansion at stride 16 and layer 19 at stride 32. The shared backbone runs at output stride 16 (the last stride-2
@@ -26,14 +26,16 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mobilevision.models.anchors import DefaultBoxes
+from mobilevision.models.backbones import backbone_class
 from mobilevision.models.detector import Detector, _detector
 from mobilevision.models.heads.deeplabv3 import DeepLabV3Head
 from mobilevision.models.postprocess import DetectionPostprocess
 from mobilevision.models.registry import check_arguments
 
-# The map both heads read: the segmentation head, and the detector as its last (stride-16) map.
+# The map both heads read on MobileNetV2: the segmentation head, and the detector as its last (stride-16) map.
+# Other backbones declare theirs as DEFAULT_TAPS["multitask"] (its last entry is the shared map).
 SHARED_TAP: str = "layer_18"
-MULTITASK_TAPS: tuple[str, ...] = (SHARED_TAP,)
+MULTITASK_TAPS: tuple[str, ...] = ("second_last",)
 # The first extra layer takes layer 19's place at stride 32, then SSDLite's (TF reference: 512, 256, 256, 128)
 # shifted by one map, so there are six maps as in SSDLite.
 MULTITASK_EXTRA_DEPTHS: tuple[int, ...] = (512, 256, 256, 128, 64)
@@ -41,12 +43,12 @@ OUTPUT_STRIDE = 16
 
 
 class MultiTaskModel(nn.Module):
-    """SSDLite and Mobile DeepLabv3 on one MobileNetV2 pass.
+    """SSDLite and Mobile DeepLabv3 on one backbone pass (MobileNetV2 by default).
 
     Args:
         detector: the detector, its backbone built at output stride 16 with `seg_tap` among its `out_taps`.
         seg_head: the DeepLabv3 head on `seg_tap`.
-        seg_tap: the map the segmentation head reads (layer 18, the second-last).
+        seg_tap: the map the segmentation head reads, role or layer name (MobileNetV2: layer 18, the second-last).
 
     The detector's modules are registered here under their own names (`normalize`, `backbone`, `head`), beside
     `seg_head`: the state_dict is the flat one joint checkpoints have always had, and the backbone is one module run
@@ -63,6 +65,7 @@ class MultiTaskModel(nn.Module):
     def __init__(self, *, detector: Detector, seg_head: DeepLabV3Head, seg_tap: str = SHARED_TAP) -> None:
         super().__init__()
         backbone = detector.backbone
+        seg_tap = backbone.tap_name(seg_tap)
         if seg_tap not in backbone.out_taps:
             raise ValueError(f"seg_tap {seg_tap!r} is not among the backbone's {backbone.out_taps}")
         if backbone.strides[seg_tap] != OUTPUT_STRIDE:
@@ -132,34 +135,41 @@ def ssdlite_deeplabv3_mobilenet_v2(
     *,
     num_classes: int = 91,
     seg_num_classes: int = 21,
+    backbone: str = "mobilenet_v2",
     width_mult: float = 1.0,
     weights: str | os.PathLike[str] | None = None,
     default_boxes: DefaultBoxes | dict[str, Any] | None = None,
-    taps: Sequence[str] = MULTITASK_TAPS,
+    taps: Sequence[str] | None = None,
     extra_depths: Sequence[int] = MULTITASK_EXTRA_DEPTHS,
     atrous_rates: Sequence[int] = (),
     head_channels: int = 256,
     dropout: float = 0.1,
     zero_init_residual: bool = False,
+    backbone_kwargs: dict[str, Any] | None = None,
     **detector_kwargs: Any,
 ) -> MultiTaskModel:
-    """SSDLite + Mobile DeepLabv3 on one MobileNetV2 at output stride 16 (see the module docstring).
+    """SSDLite + Mobile DeepLabv3 on one `backbone` (a name of `BACKBONES`) at output stride 16 (see the module
+    docstring).
 
     `num_classes` counts the detector's classes with background (COCO: 81), `seg_num_classes` the segmentation
-    head's (VOC: 21). `taps` are the detector's backbone maps, fine to coarse, ending with layer 18 (add
-    "layer_8/expansion" in front for small objects); its extra layers grow from layer 18, the first taking layer
-    19's place at stride 32. `atrous_rates=()` is the reduced DeepLabv3 head (paper Table 7).
+    head's (VOC: 21). `taps` are the detector's backbone maps (roles or layer names), fine to coarse, ending with the
+    shared map (None: the backbone's `DEFAULT_TAPS["multitask"]`, MobileNetV2's layer 18; add "stride8_expansion" in
+    front for small objects); its extra layers grow from the shared map, the first taking the stride-32 map's place.
+    `atrous_rates=()` is the reduced DeepLabv3 head (paper Table 7).
     """
     check_arguments("ssdlite_deeplabv3_mobilenet_v2", num_classes=num_classes, width_mult=width_mult)
     check_arguments("ssdlite_deeplabv3_mobilenet_v2", num_classes=seg_num_classes, width_mult=width_mult)
-    taps = tuple(taps)
-    if not taps or taps[-1] != SHARED_TAP:
+    network = backbone_class(backbone)
+    shared = network.default_taps("multitask")[-1]
+    taps = network.default_taps("multitask") if taps is None else tuple(network.tap_name(t) for t in taps)
+    if not taps or taps[-1] != shared:
         raise ValueError(
-            f"the detector's taps must end with {SHARED_TAP} (its extra layers grow from the map the "
+            f"the detector's taps must end with {shared} (its extra layers grow from the map the "
             f"segmentation head reads), got {list(taps)}"
         )
     detector = _detector(
         separable=True,
+        backbone=backbone,
         num_classes=num_classes,
         width_mult=width_mult,
         weights=weights,
@@ -168,13 +178,19 @@ def ssdlite_deeplabv3_mobilenet_v2(
         taps=taps,
         zero_init_residual=zero_init_residual,
         output_stride=OUTPUT_STRIDE,
+        backbone_kwargs=backbone_kwargs,
         **detector_kwargs,
     )
     seg_head = DeepLabV3Head(
-        in_channels=detector.backbone.out_channels[SHARED_TAP],
+        in_channels=detector.backbone.out_channels[shared],
         num_classes=seg_num_classes,
         atrous_rates=atrous_rates,
         channels=head_channels,
         dropout=dropout,
     )
-    return MultiTaskModel(detector=detector, seg_head=seg_head, seg_tap=SHARED_TAP)
+    return MultiTaskModel(detector=detector, seg_head=seg_head, seg_tap=shared)
+
+
+def ssdlite_deeplabv3_mobilenet_v3_large(**kwargs: Any) -> MultiTaskModel:
+    """SSDLite + Mobile DeepLabv3 on one MobileNetV3-Large (its last map at stride 16); see the V2 builder."""
+    return ssdlite_deeplabv3_mobilenet_v2(**{"backbone": "mobilenet_v3_large", **kwargs})

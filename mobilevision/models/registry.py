@@ -62,6 +62,10 @@ MODELS: LazyTable = LazyTable(
         "ssd_mobilenet_v2": "mobilevision.models.detector:ssd_mobilenet_v2",
         "deeplabv3_mobilenet_v2": "mobilevision.models.segmenter:deeplabv3_mobilenet_v2",
         "ssdlite_deeplabv3_mobilenet_v2": "mobilevision.models.multitask:ssdlite_deeplabv3_mobilenet_v2",
+        "mobilenet_v3_large": "mobilevision.models.classifier:mobilenet_v3_large",
+        "ssdlite_mobilenet_v3_large": "mobilevision.models.detector:ssdlite_mobilenet_v3_large",
+        "deeplabv3_mobilenet_v3_large": "mobilevision.models.segmenter:deeplabv3_mobilenet_v3_large",
+        "ssdlite_deeplabv3_mobilenet_v3_large": "mobilevision.models.multitask:ssdlite_deeplabv3_mobilenet_v3_large",
     }
 )
 

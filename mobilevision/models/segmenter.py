@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mobilevision.models.backbones.mobilenet_v2 import MobileNetV2
+from mobilevision.models.backbones import backbone_class
+from mobilevision.models.backbones.base import Backbone
 from mobilevision.models.heads.deeplabv3 import DeepLabV3Head
 from mobilevision.models.normalize import Normalize
 from mobilevision.models.registry import check_arguments
 
-# Mobile DeepLabv3's map: the second-last, 320-channel layer (the paper's MNet V2*).
+# Mobile DeepLabv3's map on MobileNetV2: the second-last, 320-channel layer (the paper's MNet V2*). Other backbones
+# declare theirs as DEFAULT_TAPS["deeplabv3"].
 DEEPLAB_TAP: str = "layer_18"
 
 
@@ -28,7 +31,7 @@ class Segmenter(nn.Module):
     Input: images [B, 3, H, W], RGB, uint8 or float in 0..255. Output: logits [B, num_classes, H, W].
     """
 
-    def __init__(self, *, backbone: MobileNetV2, head: DeepLabV3Head) -> None:
+    def __init__(self, *, backbone: Backbone, head: DeepLabV3Head) -> None:
         super().__init__()
         if len(backbone.out_taps) != 1:
             raise ValueError(f"the segmenter reads one backbone map, got taps {backbone.out_taps}")
@@ -63,6 +66,7 @@ class Segmenter(nn.Module):
 def deeplabv3_mobilenet_v2(
     *,
     num_classes: int = 21,
+    backbone: str = "mobilenet_v2",
     width_mult: float = 1.0,
     weights: str | os.PathLike[str] | None = None,
     output_stride: int = 16,
@@ -70,24 +74,35 @@ def deeplabv3_mobilenet_v2(
     head_channels: int = 256,
     dropout: float = 0.1,
     zero_init_residual: bool = False,
+    tap: str | None = None,
+    backbone_kwargs: dict[str, Any] | None = None,
 ) -> Segmenter:
-    """Mobile DeepLabv3 on the second-last map (paper Table 7). `atrous_rates=()` is the reduced, on-device head."""
+    """Mobile DeepLabv3 (paper Table 7) on `backbone` (a name of `BACKBONES`). `atrous_rates=()` is the reduced,
+    on-device head. `tap` (role or layer name) defaults to the backbone's `DEFAULT_TAPS["deeplabv3"]`: MobileNetV2's
+    second-last map, MobileNetV3's last map (as torchvision's DeepLabv3 and LR-ASPP)."""
     check_arguments(
         "deeplabv3_mobilenet_v2", num_classes=num_classes, width_mult=width_mult, output_stride=output_stride
     )
-    backbone = MobileNetV2(
+    network = backbone_class(backbone)
+    network = network(
         num_classes=None,
         width_mult=width_mult,
         output_stride=output_stride,
-        out_taps=(DEEPLAB_TAP,),
+        out_taps=network.default_taps("deeplabv3") if tap is None else (tap,),
         weights=weights,
         zero_init_residual=zero_init_residual,
+        **(backbone_kwargs or {}),
     )
     head = DeepLabV3Head(
-        in_channels=backbone.out_channels[DEEPLAB_TAP],
+        in_channels=network.out_channels[network.out_taps[0]],
         num_classes=num_classes,
         atrous_rates=atrous_rates,
         channels=head_channels,
         dropout=dropout,
     )
-    return Segmenter(backbone=backbone, head=head)
+    return Segmenter(backbone=network, head=head)
+
+
+def deeplabv3_mobilenet_v3_large(**kwargs: Any) -> Segmenter:
+    """Mobile DeepLabv3 on MobileNetV3-Large's last map at output stride 16; see `deeplabv3_mobilenet_v2`."""
+    return deeplabv3_mobilenet_v2(**{"backbone": "mobilenet_v3_large", **kwargs})

@@ -15,6 +15,10 @@ def test_unknown_name_lists_valid_ones() -> None:
         "ssd_mobilenet_v2",
         "deeplabv3_mobilenet_v2",
         "ssdlite_deeplabv3_mobilenet_v2",
+        "mobilenet_v3_large",
+        "ssdlite_mobilenet_v3_large",
+        "deeplabv3_mobilenet_v3_large",
+        "ssdlite_deeplabv3_mobilenet_v3_large",
     }
 
 

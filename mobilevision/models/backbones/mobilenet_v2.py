@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 from torchvision.ops.misc import Conv2dNormActivation
 
-from mobilevision.errors import WeightsError
+from mobilevision.models.backbones.base import Backbone, check_output_stride, init_weights
+from mobilevision.models.backbones.base import (
+    load_state_dict_file as load_state_dict_file,
+)  # re-exported: older imports
 
 # Table 2: expansion factor t, output channels c, repeats n, first stride s.
 INVERTED_RESIDUAL_SETTING: tuple[tuple[int, int, int, int], ...] = (
@@ -118,7 +119,7 @@ class InvertedResidual(nn.Module):
         return (x + out if self.use_res_connect else out), expanded
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(Backbone):
     """MobileNetV2 as a classifier (`num_classes` set) or as a feature extractor (`out_taps` set).
 
     Args:
@@ -127,8 +128,9 @@ class MobileNetV2(nn.Module):
             layer keeps 1280 channels below 1.0, as in the paper.
         output_stride: 32, 16 or 8. Strides past this are replaced by dilation in the later blocks (DeepLab's atrous
             trick), so feature maps keep the resolution and the receptive fields.
-        out_taps: names from `TAP_NAMES` returned by `forward` as a dict, fine to coarse. The network is truncated
-            after the deepest tap, so unused layers cost nothing. None returns classifier logits.
+        out_taps: taps returned by `forward` as a dict, fine to coarse: roles of `ROLES` or names of `TAP_NAMES`
+            (stored as names). The network is truncated after the deepest tap, so unused layers cost nothing. None
+            returns classifier logits.
         weights: None, a torchvision weight name (e.g. "IMAGENET1K_V1", "DEFAULT", needs internet once), or a local
             file path (a state_dict, loaded with `weights_only=True`). Loaded into the classifier form, then the
             unused layers are dropped; in feature-extractor form the classifier weights are ignored.
@@ -138,6 +140,23 @@ class MobileNetV2(nn.Module):
             shapes demo it took segmentation mIoU from 0.19 to 0.30, and (with the detector's class prior)
             detection mAP from 0.034 to 0.092. Pretrained `weights` overwrite it.
     """
+
+    TAP_NAMES = TAP_NAMES
+    # Paper section 6.2: SSDLite reads the layer-15 expansion (576 ch, stride 16) and layer 19 (1280 ch, stride 32);
+    # section 6.3: Mobile DeepLabv3 reads the second-last, 320-channel map (layer 18).
+    ROLES = {
+        "stride8_expansion": "layer_8/expansion",
+        "stride16_expansion": "layer_15/expansion",
+        "second_last": "layer_18",
+        "last": "layer_19",
+    }
+    DEFAULT_TAPS = {
+        "ssdlite": ("stride16_expansion", "last"),
+        "deeplabv3": ("second_last",),
+        # The joint model shares layer 18 at output stride 16 (see mobilevision.models.multitask).
+        "multitask": ("second_last",),
+    }
+    WEIGHTS_ENUM = "MobileNet_V2_Weights"
 
     def __init__(
         self,
@@ -152,17 +171,13 @@ class MobileNetV2(nn.Module):
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        check_output_stride(output_stride)
         if not 0.1 <= width_mult <= 2.0:
             raise ValueError(f"width_mult must be between 0.1 and 2.0, got {width_mult}")
         if num_classes is None and not out_taps:
             raise ValueError("give num_classes (classifier) or out_taps (feature extractor)")
         if out_taps is not None:
-            unknown = [t for t in out_taps if t not in TAP_NAMES]
-            if unknown:
-                raise ValueError(f"unknown taps {unknown}; valid taps: {list(TAP_NAMES)}")
-            out_taps = sorted(set(out_taps), key=TAP_NAMES.index)
+            out_taps = self.resolve_taps(out_taps)
         self.width_mult = width_mult
         self.output_stride = output_stride
         self.out_taps: tuple[str, ...] = tuple(out_taps or ())
@@ -212,62 +227,19 @@ class MobileNetV2(nn.Module):
             if num_classes is None:
                 self.classifier = None
 
-    @staticmethod
-    def _layer_index(tap: str) -> int:
-        return int(tap.split("/")[0].removeprefix("layer_")) - 1
-
     def _init_weights(self, *, zero_init_residual: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, InvertedResidual) and m.use_res_connect:
                     nn.init.zeros_(m.conv[-1].weight)
-
-    def load_pretrained(self, weights: str | os.PathLike[str]) -> None:
-        """Load ImageNet weights by torchvision name or from a local state_dict file (no code is executed)."""
-        state = load_state_dict_file(weights) if _looks_like_path(weights) else _torchvision_state_dict(str(weights))
-        own = self.state_dict()
-        if self.classifier is None or self.classifier[1].out_features != 1000:
-            # A detection/segmentation backbone: ImageNet classifier weights are not ours to load.
-            state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-            own = {k: v for k, v in own.items() if not k.startswith("classifier.")}
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        mismatched = [
-            f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-            for k in own
-            if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-        ]
-        if missing or unexpected or mismatched:
-            parts = []
-            if missing:
-                parts.append(f"{len(missing)} missing keys (first: {missing[:5]})")
-            if unexpected:
-                parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[:5]})")
-            if mismatched:
-                parts.append(f"{len(mismatched)} shape mismatches (first: {mismatched[:3]})")
-            raise WeightsError(
-                f"weights {str(weights)!r} do not fit MobileNetV2(width_mult={self.width_mult}): " + "; ".join(parts)
-            )
-        self.load_state_dict(state, strict=False)
 
     def set_output_stride(self, output_stride: int) -> None:
         """Change the output stride in place (e.g. train at 16, evaluate at 8 as in the paper's Table 7).
 
         Only strides, dilations and paddings of the depthwise convolutions change; the weights are the same.
         """
-        if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        check_output_stride(output_stride)
         plan = stride_plan(output_stride)
         factor = {}
         for index, (stride, dilation) in enumerate(plan[: len(self.features) - 1]):
@@ -309,70 +281,3 @@ class MobileNetV2(nn.Module):
             if name in self.out_taps:
                 taps[name] = x
         return taps
-
-
-def _looks_like_path(weights: str | os.PathLike[str]) -> bool:
-    text = str(weights)
-    return isinstance(weights, os.PathLike) or os.sep in text or "." in text or Path(text).exists()
-
-
-def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
-    """Read a state_dict from a `.pt/.pth` (torch, `weights_only=True`) or `.safetensors` file.
-
-    A Lightning checkpoint or `{"state_dict": ...}` / `{"model": ...}` wrapper is unwrapped.
-
-    Raises:
-        WeightsError: the file is missing, not a weights file, or holds objects other than tensors (pickled code).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError as error:  # pragma: no cover - depends on the user's environment
-            raise WeightsError("reading .safetensors needs the `safetensors` package") from error
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises several types for unsafe or corrupt files
-        raise WeightsError(
-            f"cannot load {path} as weights: {str(error).splitlines()[0]} "
-            "(only tensors and plain containers are accepted; pickled code is refused)"
-        ) from None
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise WeightsError(f"{path} is not a state_dict (a mapping from names to tensors)")
-    return obj
-
-
-def _torchvision_state_dict(name: str) -> dict[str, Tensor]:
-    from torchvision.models import MobileNet_V2_Weights
-
-    try:
-        weights = MobileNet_V2_Weights[name] if name != "DEFAULT" else MobileNet_V2_Weights.DEFAULT
-    except KeyError:
-        valid = [w.name for w in MobileNet_V2_Weights] + ["DEFAULT"]
-        raise WeightsError(f"unknown weights {name!r}: give a file path or one of {valid}") from None
-    import contextlib
-    import io
-    import sys
-
-    file_name = weights.url.rsplit("/", 1)[-1]
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
-    if not cached.is_file():
-        print(f"downloading torchvision's {name} weights ({weights.url}) to {cached}", file=sys.stderr)
-    try:
-        # torch.hub writes its own "Downloading: ..." line and progress bar; on failure they would only bury ours.
-        with contextlib.redirect_stderr(io.StringIO()):
-            return weights.get_state_dict(progress=False, check_hash=True)
-    except Exception as error:  # noqa: BLE001 - network errors come in many types
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise WeightsError(
-            f"could not download torchvision's {name} weights ({reason}). Offline: fetch {weights.url} on a "
-            f"machine with internet and pass the file, e.g. backbone_weights: /path/to/{file_name} "
-            f"(--model.init_args.backbone_weights=/path/to/{file_name}), or put it at {cached}"
-        ) from None

@@ -18,7 +18,7 @@ from torch import Tensor
 from mobilevision.checkpoint import default_class_names
 from mobilevision.models import build_model
 from mobilevision.models.anchors import DefaultBoxes
-from mobilevision.models.detector import SSD_TAPS, Detector
+from mobilevision.models.detector import Detector
 from mobilevision.models.heads.ssd import EXTRA_DEPTHS
 from mobilevision.tasks.base import BaseTask, LRSchedule, OptimizerFactory
 from mobilevision.tasks.detection.data import DetectionMeta
@@ -37,7 +37,9 @@ class DetectionTask(BaseTask):
         backbone_weights: ImageNet weights for the backbone: a torchvision name or a local file.
         input_size: training and evaluation input side (square), linked from the DataModule by the CLI.
         default_boxes: the default-box recipe (TF reference by default); `num_maps` = taps + extra layers.
-        taps: backbone maps the head reads, fine to coarse (the paper's two by default).
+        backbone: a name of `mobilevision.models.backbones.BACKBONES`; None is the model builder's own.
+        taps: backbone maps the head reads, fine to coarse, by role ("stride16_expansion", "last") or layer name;
+            None is the backbone's declared default (the paper's two for SSDLite). Stored as layer names.
         extra_depths: output depths of the extra layers grown from the last tap (the paper's four by default).
         zero_init_residual: residual blocks start as identities when training from random weights (see
             `MobileNetV2`); loaded backbone weights or `init_from` replace it.
@@ -63,7 +65,8 @@ class DetectionTask(BaseTask):
         backbone_weights: str | None = None,
         input_size: int = 320,
         default_boxes: DefaultBoxes | None = None,
-        taps: Sequence[str] = SSD_TAPS,
+        backbone: str | None = None,
+        taps: Sequence[str] | None = None,
         extra_depths: Sequence[int] = EXTRA_DEPTHS,
         zero_init_residual: bool = True,
         classification: str = "softmax",
@@ -101,9 +104,10 @@ class DetectionTask(BaseTask):
             "num_classes": num_classes,
             "width_mult": width_mult,
             "classification": classification,
-            "taps": list(taps),
+            **({"backbone": backbone} if backbone is not None else {}),
+            "taps": list(taps) if taps is not None else None,
             "extra_depths": list(extra_depths),
-            "default_boxes": dataclasses.asdict(default_boxes or DefaultBoxes(num_maps=len(taps) + len(extra_depths))),
+            "default_boxes": dataclasses.asdict(default_boxes) if default_boxes is not None else None,
             "score_threshold": score_threshold,
             "nms_threshold": nms_threshold,
             "detections_per_image": detections_per_image,
@@ -112,6 +116,10 @@ class DetectionTask(BaseTask):
         self.model: Detector = build_model(
             model, weights=backbone_weights, zero_init_residual=zero_init_residual, **self.model_kwargs
         )
+        # What the builder resolved (the backbone's default taps as layer names, the default boxes), so checkpoints
+        # rebuild this network even if a backbone's defaults change later.
+        self.model_kwargs["taps"] = list(self.model.taps)
+        self.model_kwargs["default_boxes"] = dataclasses.asdict(self.model.default_boxes)
         self.criterion = MultiBoxLoss(
             neg_pos_ratio=neg_pos_ratio,
             iou_threshold=iou_threshold,

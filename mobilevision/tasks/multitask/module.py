@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mobilevision.checkpoint import default_class_names
-from mobilevision.models.multitask import MULTITASK_EXTRA_DEPTHS, MULTITASK_TAPS, MultiTaskModel
+from mobilevision.models.multitask import MULTITASK_EXTRA_DEPTHS, MultiTaskModel
 from mobilevision.tasks.detection.module import DetectionTask
 from mobilevision.tasks.segmentation.masks import VOID
 from mobilevision.tasks.segmentation.module import log_mask_scores
@@ -43,7 +43,8 @@ class MultiTaskTask(DetectionTask):
             `SegmentationTask`); None keeps zero biases.
         det_weight, seg_weight: the losses' weights (fixed), or the starting weights of uncertainty weighting.
         loss_weighting: "fixed" or "uncertainty" (learned, see the module docstring).
-        taps, extra_depths: the detector's backbone maps (ending with layer 18) and extra layers.
+        taps, extra_depths: the detector's backbone maps (ending with the shared map; None: the backbone's
+            `DEFAULT_TAPS["multitask"]`, MobileNetV2's layer 18) and extra layers.
         Everything else: see `DetectionTask` (the detector's loss, post-processing, training machinery).
     """
 
@@ -61,7 +62,7 @@ class MultiTaskTask(DetectionTask):
         det_weight: float = 1.0,
         seg_weight: float = 1.0,
         loss_weighting: str = "fixed",
-        taps: Sequence[str] = MULTITASK_TAPS,
+        taps: Sequence[str] | None = None,
         extra_depths: Sequence[int] = MULTITASK_EXTRA_DEPTHS,
         **kwargs: Any,
     ) -> None:

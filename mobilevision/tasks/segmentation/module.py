@@ -46,6 +46,8 @@ class SegmentationTask(BaseTask):
         model: a segmenter name of `mobilevision.MODELS` ("deeplabv3_mobilenet_v2").
         num_classes: classes including background; linked from the DataModule by the CLI.
         width_mult, backbone_weights: the backbone's width and ImageNet weights (torchvision name or local file).
+        backbone: a name of `mobilevision.models.backbones.BACKBONES`; None is the model builder's own. The map the
+            head reads is the backbone's declared default (`DEFAULT_TAPS["deeplabv3"]`).
         output_stride: training output stride (16 in the paper's on-device model).
         atrous_rates: ASPP rates; () is the reduced head (paper Table 7, bold row).
         zero_init_residual: residual blocks start as identities when training from random weights (see
@@ -70,6 +72,7 @@ class SegmentationTask(BaseTask):
         model: str = "deeplabv3_mobilenet_v2",
         num_classes: int = 21,
         width_mult: float = 1.0,
+        backbone: str | None = None,
         backbone_weights: str | None = None,
         output_stride: int = 16,
         atrous_rates: Sequence[int] = (),
@@ -102,6 +105,7 @@ class SegmentationTask(BaseTask):
             "width_mult": width_mult,
             "output_stride": output_stride,
             "atrous_rates": list(atrous_rates),
+            **({"backbone": backbone} if backbone is not None else {}),
         }
         self.model: Segmenter = build_model(
             model, weights=backbone_weights, zero_init_residual=zero_init_residual, **self.model_kwargs
