@@ -23,10 +23,8 @@ Command: `OMP_NUM_THREADS=1 mobilevision benchmark segmentation` (options: --rep
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
-import statistics
 import tempfile
 import time
 import warnings
@@ -40,9 +38,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mobilevision.benchmarks import common
+from mobilevision.benchmarks.calibration import calibrate_batchnorm
+from mobilevision.benchmarks.images import photo_like_images
+from mobilevision.benchmarks.quantized import int8_model
+from mobilevision.benchmarks.timing import interleaved, median_ms
 from mobilevision.errors import UserError
-from mobilevision.inference.timing import interleaved
-from mobilevision.io import atomic_write_json
 
 
 class _Tap(nn.Module):
@@ -152,11 +153,6 @@ def _run(
 ) -> dict[str, Any]:
     from mobilevision.checkpoint import ModelMeta
     from mobilevision.inference.predictor import Predictor
-    from mobilevision.tasks.detection.benchmark import (
-        _int8_model,
-        calibrate_batchnorm,
-        photo_like_images,
-    )
 
     warnings.filterwarnings("ignore")
     meta = None
@@ -179,12 +175,12 @@ def _run(
         # The extra block of torchvision's head gets statistics too; the shared layers see the same images (their
         # statistics come out the same, up to float rounding).
         norm_images = [np.ascontiguousarray(i) for i in images]
-        _calibrate_torchvision(theirs, norm_images, ours.normalize)
+        calibrate_batchnorm(theirs, norm_images, forward=lambda batch: theirs(ours.normalize(batch)))
     image = photo_like_images(1, size, seed=99, objects=(12, 13))[0]
     int8_path = None
     if int8_folder is not None:
         int8_meta = dataclasses.replace(meta or ModelMeta.for_model(ours), input_size=size)
-        int8_path = _int8_model(ours, int8_meta, int8_folder)
+        int8_path = int8_model(ours, int8_meta, int8_folder)
     results: dict[str, Any] = {
         "input_size": list(size),
         "weights": str(weights)
@@ -209,7 +205,7 @@ def _run(
         stages, _ = interleaved(
             {name: partial(pipe.timed, image) for name, pipe in pipelines.items()}, repeats=repeats, warmup=2
         )
-        table = {name: {k: 1000 * statistics.median(v) for k, v in s.items()} for name, s in stages.items()}
+        table = {name: {k: median_ms(v) for k, v in s.items()} for name, s in stages.items()}
         reference = table["torchvision DeepLabV3 head (eager)"]["end_to_end"]
         log(
             f"\n== {n} thread(s): {size[0]}x{size[1]} RGB uint8 -> mask, 21 classes, output stride "
@@ -231,25 +227,9 @@ def _run(
     return results
 
 
-def _calibrate_torchvision(model: nn.Module, images: Sequence[np.ndarray], normalize: nn.Module) -> None:
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for start in range(0, len(images), 8):
-            batch = torch.from_numpy(np.stack(images[start : start + 8])).permute(0, 3, 1, 2).float()
-            model(normalize(batch))
-    for m in norms:
-        m.momentum = 0.1
-    model.eval()
-
-
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mobilevision benchmark segmentation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=20, help="interleaved runs per pipeline (medians reported)")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="intra-op thread counts")
+    parser = common.parser("segmentation", __doc__)
+    common.add_timing(parser)
     parser.add_argument("--weights", type=Path, default=None, help="a trained segmentation checkpoint")
     parser.add_argument(
         "--size",
@@ -260,15 +240,12 @@ def main(argv: Sequence[str]) -> int:
         help="input size without --weights (a checkpoint uses its own)",
     )
     parser.add_argument("--int8", action="store_true", help="add our int8 ONNX model (calibrated on generated images)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    common.add_json(parser)
     args = parser.parse_args(list(argv))
     if args.repeats < 1 or any(t < 1 for t in args.threads) or min(args.size) < 32:
         parser.error("--repeats and --threads must be >= 1 and --size at least 32x32")
-    if args.weights is not None and not args.weights.is_file():
-        raise UserError(f"--weights {args.weights}: file not found")
+    common.check_weights(args.weights)
     results = run(
         repeats=args.repeats, threads=args.threads, size=tuple(args.size), weights=args.weights, int8=args.int8
     )
-    if args.json:
-        atomic_write_json(args.json, results)
-    return 0
+    return common.finish(results, args.json)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from mobilevision.benchmarks.int8 import run
 from mobilevision.checkpoint import save_checkpoint
 from mobilevision.data.shapes import generate_shapes
 from mobilevision.errors import UserError
-from mobilevision.tasks.int8_benchmark import run
 from tests.inference.models_for_tests import detector_meta, segmenter_meta, small_detector, small_segmenter
 
 

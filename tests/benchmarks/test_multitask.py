@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from mobilevision.benchmarks.multitask import PRESETS, build_models
 from mobilevision.checkpoint import save_checkpoint
 from mobilevision.cli import main
-from mobilevision.tasks.multitask.benchmark import PRESETS, build_models
 from tests.inference.models_for_tests import (
     detector_meta,
     multitask_meta,

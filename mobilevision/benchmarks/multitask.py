@@ -9,7 +9,7 @@ Models, same width and input size (presets, or `--weights JOINT DETECTOR SEGMENT
           (joint taps [layer_8/expansion, layer_18], detector taps [layer_8/expansion, layer_15/expansion,
           layer_19]) and its default boxes (`configs/detection/ssdlite_mobilenetv2_shapes.yaml`).
 Weights state without checkpoints: built from seed 0 with zero class biases, every BatchNorm calibrated on generated
-photo-like images (`tasks.detection.twin`; `benchmark predictor` explains why), so detections exist. The segmenter is
+photo-like images (`benchmarks.images`; `benchmark predictor` explains why), so detections exist. The segmenter is
 the joint model's segmentation branch (its backbone and head weights copied), so both pipelines' masks are the same
 network's; the separate detector keeps the joint's backbone weights where its layers are the same.
 
@@ -17,7 +17,7 @@ Pipelines, one RGB uint8 image at the input size (a busy generated scene, no res
   joint      one Predictor: preprocessing, one forward pass, boxes + mask post-processing;
   pair       the detector's Predictor then the segmenter's on the same image (stages summed, each also timed),
 for the torch backend (BatchNorm folded, channels-last) and onnxruntime (the exported graphs). Runs interleaved
-(`inference.timing.interleaved`), medians; end-to-end is the wall time around the call. Ratio = joint / pair, of the
+(`benchmarks.timing.interleaved`), medians; end-to-end is the wall time around the call. Ratio = joint / pair, of the
 forward stage and of end-to-end. Detection counts per pipeline must agree across the backends (the command fails
 otherwise); masks are compared as pixel agreement (information).
 
@@ -27,8 +27,6 @@ Command: `OMP_NUM_THREADS=1 mobilevision benchmark multitask [--preset paper|sha
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -40,9 +38,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilevision.benchmarks import common
+from mobilevision.benchmarks.calibration import calibrate_batchnorm
+from mobilevision.benchmarks.images import busy_image, photo_like_images
+from mobilevision.benchmarks.timing import interleaved, median_ms
 from mobilevision.errors import InvalidValueError, UserError
-from mobilevision.inference.timing import interleaved
-from mobilevision.io import atomic_write_json
 
 SCORE_THRESHOLD = 0.3
 _SHAPES_BOXES = {"num_maps": 6, "min_scale": 0.07, "max_scale": 0.75, "reduce_lowest": False}
@@ -88,7 +88,6 @@ def build_models(preset: Preset, *, calibration_images: int = 32) -> tuple[list[
     docstring), and their `ModelMeta`s at the preset's input size."""
     from mobilevision.checkpoint import ModelMeta
     from mobilevision.models import build_model
-    from mobilevision.tasks.detection.twin import calibrate_batchnorm, photo_like_images
 
     size = (preset.input_size, preset.input_size)
     images = photo_like_images(calibration_images, size, seed=0)
@@ -170,10 +169,6 @@ def _pair_timed(detector: Any, segmenter: Any, image: np.ndarray) -> tuple[dict[
     return {**boxes, "mask": mask["mask"]}, {**stages, "detector": sum(det.values()), "segmenter": sum(seg.values())}
 
 
-def _median_ms(values: list[float]) -> float:
-    return 1000.0 * statistics.median(values)
-
-
 def run(
     models: Sequence[nn.Module],
     metas: Sequence[Any],
@@ -186,7 +181,6 @@ def run(
 ) -> dict[str, Any]:
     """Time the joint model against the pair at each thread count, both backends (see the module docstring)."""
     from mobilevision.inference.predictor import Predictor
-    from mobilevision.tasks.detection.twin import busy_image
 
     warnings.filterwarnings("ignore")
     size = tuple(metas[0].input_size)
@@ -211,7 +205,7 @@ def run(
             pipelines[f"joint {backend}"] = partial(predictors[0].timed, image)
             pipelines[f"pair {backend}"] = partial(_pair_timed, predictors[1], predictors[2], image)
         stages, last = interleaved(pipelines, repeats=repeats, warmup=2)
-        table = {name: {k: _median_ms(v) for k, v in s.items()} for name, s in stages.items()}
+        table = {name: {k: median_ms(v) for k, v in s.items()} for name, s in stages.items()}
         counts = {name: len(result["scores"]) for name, result in last.items()}
         masks = {
             backend: float((last[f"joint {backend}"]["mask"] == last[f"pair {backend}"]["mask"]).mean())
@@ -263,7 +257,7 @@ def run(
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mobilevision benchmark multitask", description=__doc__.split("\n\n")[0])
+    parser = common.parser("multitask", __doc__)
     parser.add_argument(
         "--preset",
         choices=list(PRESETS),
@@ -282,11 +276,10 @@ def main(argv: Sequence[str]) -> int:
         default=None,
         help="trained checkpoints instead of calibrated untrained models (the joint's input size)",
     )
-    parser.add_argument("--repeats", type=int, default=20, help="interleaved runs per pipeline (medians reported)")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="intra-op thread counts")
+    common.add_timing(parser)
     parser.add_argument("--score-threshold", type=float, default=SCORE_THRESHOLD)
     parser.add_argument("--calibration-images", type=int, default=32, help="BatchNorm calibration images (untrained)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the numbers to this JSON file")
+    common.add_json(parser, "--out")
     args = parser.parse_args(list(argv))
     if args.repeats < 1 or any(t < 1 for t in args.threads):
         parser.error("--repeats and --threads must be >= 1")
@@ -320,6 +313,4 @@ def main(argv: Sequence[str]) -> int:
         if args.weights
         else f"preset {args.preset}, untrained, BatchNorm calibrated on {args.calibration_images} generated images"
     )
-    if args.out is not None:
-        atomic_write_json(args.out, results)
-    return 0 if results["counts_agree"] else 1
+    return common.finish(results, args.out, ok=results["counts_agree"])

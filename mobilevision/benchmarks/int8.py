@@ -16,8 +16,6 @@ Command: `OMP_NUM_THREADS=1 mobilevision benchmark int8 --weights CKPT --data SP
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -27,8 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from mobilevision.benchmarks import common
+from mobilevision.benchmarks.timing import median_ms
 from mobilevision.errors import UserError
-from mobilevision.io import atomic_write_json
 
 AGREEMENT_IOU = 0.8
 
@@ -117,7 +116,7 @@ def _forward_ms(predictors: dict[str, Any], image: np.ndarray, repeats: int) -> 
             predictor.forward(batches[name])
             if step >= 3:
                 times[name].append(time.perf_counter() - start)
-    return {name: 1000 * statistics.median(v) for name, v in times.items()}
+    return {name: median_ms(v) for name, v in times.items()}
 
 
 def run(
@@ -194,7 +193,7 @@ def run(
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mobilevision benchmark int8", description=__doc__.split("\n\n")[0])
+    parser = common.parser("int8", __doc__)
     parser.add_argument("--weights", type=Path, required=True, help="a trained mobilevision checkpoint")
     parser.add_argument("--data", type=Path, required=True, help="held-out split: images/ + annotations.json|masks/")
     parser.add_argument("--calibration", type=Path, required=True, help="calibration images (not the held-out ones)")
@@ -202,10 +201,9 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N held-out images only")
     parser.add_argument("--repeats", type=int, default=20, help="interleaved forward runs (medians reported)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    common.add_json(parser)
     args = parser.parse_args(list(argv))
-    if not args.weights.is_file():
-        raise UserError(f"--weights {args.weights}: file not found")
+    common.check_weights(args.weights)
     results = run(
         weights=args.weights,
         data=args.data,
@@ -215,6 +213,4 @@ def main(argv: Sequence[str]) -> int:
         repeats=args.repeats,
         threads=args.threads,
     )
-    if args.json:
-        atomic_write_json(args.json, results)
-    return 0
+    return common.finish(results, args.json)

@@ -16,7 +16,6 @@ Command: `OMP_NUM_THREADS=1 mobilevision benchmark throughput` (the thread count
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -29,14 +28,11 @@ import cv2
 import numpy as np
 import torch
 
-from mobilevision.inference.timing import interleaved
-from mobilevision.io import atomic_write_json
-from mobilevision.tasks.detection.benchmark import (
-    IMAGE_SHAPE,
-    SCORE_THRESHOLD,
-    photo_like_images,
-    prepare,
-)
+from mobilevision.benchmarks import common
+from mobilevision.benchmarks.images import IMAGE_SHAPE, photo_like_images
+from mobilevision.benchmarks.predictor import prepare
+from mobilevision.benchmarks.timing import interleaved
+from mobilevision.benchmarks.twin import SCORE_THRESHOLD
 
 
 def _torchvision_batch(ssd: Any, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
@@ -149,19 +145,17 @@ def run(
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mobilevision benchmark throughput", description=__doc__.split("\n\n")[0])
+    parser = common.parser("throughput", __doc__)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32], help="images per call (1 8 32)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="intra-op thread counts (1 2)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved calls per batch size (medians)")
     parser.add_argument("--frames", type=int, default=100, help="frames of the generated video (0 skips it)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating passes over the video (medians)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    common.add_json(parser)
     args = parser.parse_args(list(argv))
     if min(args.batches) < 1 or min(args.threads) < 1 or args.repeats < 1 or args.rounds < 1 or args.frames < 0:
         parser.error("--batches, --threads, --repeats and --rounds must be >= 1, --frames >= 0")
     results = run(
         batches=args.batches, threads=args.threads, repeats=args.repeats, frames=args.frames, rounds=args.rounds
     )
-    if args.json:
-        atomic_write_json(args.json, results)
-    return 0
+    return common.finish(results, args.json)

@@ -3,6 +3,7 @@ rounds, so that the machine's load (which drifts over minutes on a shared CPU) h
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -37,3 +38,8 @@ def interleaved(
                 stages[name].setdefault(key, []).append(value)
             last[name] = result
     return stages, last
+
+
+def median_ms(values: list[float]) -> float:
+    """Median of `values` (seconds) in milliseconds."""
+    return 1000.0 * statistics.median(values)

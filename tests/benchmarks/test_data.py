@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from mobilevision.benchmarks.data import run
 from mobilevision.cli import main as cli_main
-from mobilevision.tasks.detection.data_benchmark import run
 
 
 def test_benchmark_reports_both_pipelines(tmp_path: Path) -> None:

@@ -43,10 +43,8 @@ Command: `OMP_NUM_THREADS=1 mobilevision benchmark predictor` (options: --repeat
 
 from __future__ import annotations
 
-import argparse
 import copy
 import gc
-import statistics
 import tempfile
 import time
 import warnings
@@ -60,26 +58,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mobilevision.benchmarks import common
+from mobilevision.benchmarks.calibration import calibrate_batchnorm
+from mobilevision.benchmarks.images import IMAGE_SHAPE, busy_image, photo_like_images
+from mobilevision.benchmarks.quantized import int8_model
+from mobilevision.benchmarks.timing import interleaved, median_ms
+from mobilevision.benchmarks.twin import INPUT_SIZE, NUM_CLASSES, SCORE_THRESHOLD, TorchvisionPipeline, build_pair
 from mobilevision.errors import UserError
-from mobilevision.inference.timing import interleaved
-from mobilevision.io import atomic_write_json
 
 INT8 = "ours onnxruntime int8"
 # (name, score threshold): a user's busy frame at the usual display threshold, and COCO evaluation's threshold.
 REGIMES: tuple[tuple[str, float], ...] = (("busy, 0.3", 0.3), ("COCO eval, 0.01", 0.01))
-
-# The torchvision twin and the images: `mobilevision.tasks.detection.twin` (re-exported for the other benchmarks).
-from mobilevision.tasks.detection.twin import (  # noqa: E402
-    IMAGE_SHAPE,
-    INPUT_SIZE,
-    NUM_CLASSES,
-    SCORE_THRESHOLD,
-    _TorchvisionPipeline,
-    build_pair,
-    busy_image,
-    calibrate_batchnorm,
-    photo_like_images,
-)
 
 
 def _rss_mb() -> float:
@@ -122,10 +111,6 @@ def stream_memory_check(predictor: Any, *, frames: int = 300, size: tuple[int, i
     }
 
 
-def _median_ms(values: list[float]) -> float:
-    return 1000.0 * statistics.median(values)
-
-
 def _count(result: dict[str, Any]) -> int:
     return int(len(result["scores"]))
 
@@ -147,7 +132,7 @@ def _resize_times(ssd: nn.Module, predictor: Any, repeats: int) -> dict[str, flo
             start = time.perf_counter()
             predictor.preprocess([image])
             times["ours onnxruntime"].append(time.perf_counter() - start)
-    return {name: _median_ms(values[3:]) for name, values in times.items()}
+    return {name: median_ms(values[3:]) for name, values in times.items()}
 
 
 def prepare(
@@ -179,22 +164,6 @@ def prepare(
     calibrate_batchnorm(ours, photo_like_images(calibration_images, INPUT_SIZE, seed=0))
     ours, ssd = build_pair(ours)  # the twin copies the calibrated statistics
     return ours, ssd, meta
-
-
-def _int8_model(ours: nn.Module, meta: Any, folder: Path, count: int = 32) -> Path:
-    """Our detector exported and statically quantized (`mobilevision.export.quantize`), calibrated on `count`
-    generated photo-like images (not the benchmark image) written to `folder`."""
-    from mobilevision.checkpoint import ModelMeta
-    from mobilevision.export.onnx import export_onnx
-    from mobilevision.export.quantize import quantize_onnx
-
-    meta = meta or ModelMeta.for_model(ours)
-    paths = []
-    for i, image in enumerate(photo_like_images(count, tuple(meta.input_size), seed=7)):
-        paths.append(folder / f"calibration_{i:03d}.png")
-        cv2.imwrite(str(paths[-1]), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    fp32 = export_onnx(copy.deepcopy(ours), folder / "model.onnx", meta)
-    return quantize_onnx(fp32, folder / "model.int8.onnx", paths)
 
 
 def run(
@@ -245,7 +214,7 @@ def _run(
 
     warnings.filterwarnings("ignore")
     ours, ssd, meta = prepare(weights, width_mult=width_mult, calibration_images=calibration_images)
-    int8_path = _int8_model(ours, meta, int8_folder) if int8_folder is not None else None
+    int8_path = int8_model(ours, meta, int8_folder) if int8_folder is not None else None
     input_size = tuple(meta.input_size) if meta is not None else INPUT_SIZE
     # At the network's input size: neither pipeline resizes, so both run the network on the same pixels and must
     # find the same detections (an untrained network amplifies the differences between cv2's uint8 resize and
@@ -267,7 +236,7 @@ def _run(
         for regime, threshold in regimes:
             ssd.score_thresh = threshold
             pipelines: dict[str, Any] = {
-                "torchvision SSD (eager)": _TorchvisionPipeline(ssd),
+                "torchvision SSD (eager)": TorchvisionPipeline(ssd),
                 "ours torch": Predictor(
                     copy.deepcopy(ours), backend="torch", num_threads=n, meta=meta, score_threshold=threshold
                 ),
@@ -280,7 +249,7 @@ def _run(
             stages, last = interleaved(
                 {name: partial(pipe.timed, image) for name, pipe in pipelines.items()}, repeats=repeats, warmup=3
             )
-            table = {name: {k: _median_ms(v) for k, v in s.items()} for name, s in stages.items()}
+            table = {name: {k: median_ms(v) for k, v in s.items()} for name, s in stages.items()}
             counts = {name: _count(result) for name, result in last.items()}
             reference = last["torchvision SSD (eager)"]
             matched = {
@@ -345,9 +314,8 @@ def _run(
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mobilevision benchmark predictor", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=20, help="interleaved runs per pipeline (medians reported)")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="intra-op thread counts")
+    parser = common.parser("predictor", __doc__)
+    common.add_timing(parser)
     parser.add_argument(
         "--weights",
         type=Path,
@@ -357,12 +325,11 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--stream-frames", type=int, default=300, help="frames of the memory check (0 skips it)")
     parser.add_argument("--width-mult", type=float, default=1.0, help="width multiplier (1.0 is the paper's model)")
     parser.add_argument("--int8", action="store_true", help="add our int8 ONNX model (calibrated on generated images)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    common.add_json(parser)
     args = parser.parse_args(list(argv))
     if args.repeats < 1 or any(t < 1 for t in args.threads):
         parser.error(f"--repeats and --threads must be >= 1, got {args.repeats} and {args.threads}")
-    if args.weights is not None and not args.weights.is_file():
-        raise UserError(f"--weights {args.weights}: file not found")
+    common.check_weights(args.weights)
     results = run(
         repeats=args.repeats,
         threads=args.threads,
@@ -371,6 +338,4 @@ def main(argv: Sequence[str]) -> int:
         weights=args.weights,
         int8=args.int8,
     )
-    if args.json:
-        atomic_write_json(args.json, results)
-    return 0 if results["counts_agree"] else 1
+    return common.finish(results, args.json, ok=results["counts_agree"])

@@ -34,6 +34,8 @@ from typing import Any
 import cv2
 import torch
 
+from mobilevision.benchmarks import common
+
 
 def _ours(images: Path, annotations: Path, size: int) -> Callable[[int], Any]:
     from mobilevision.tasks.detection.data import CocoDetection, train_transforms
@@ -126,9 +128,8 @@ def run(*, num_images: int = 48, rounds: int = 3, size: int = 320, workdir: Path
 
 def main(argv: Sequence[str]) -> int:
     """Print images/s per worker of both pipelines and their ratio."""
-    parser = argparse.ArgumentParser(
-        prog="mobilevision benchmark data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = common.parser("data", __doc__)
+    parser.description, parser.formatter_class = __doc__, argparse.RawDescriptionHelpFormatter
     parser.add_argument("--num-images", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size", type=int, default=320)

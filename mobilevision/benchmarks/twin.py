@@ -1,19 +1,16 @@
-"""The same detector in torchvision's SSD pipeline (the benchmarks' reference), and the images the benchmarks use:
-photo-like generated scenes, a busy one, and BatchNorm calibration on them."""
+"""The same detector in torchvision's SSD pipeline: the reference the detection benchmarks time ours against."""
 
 from __future__ import annotations
 
 import copy
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-IMAGE_SHAPE = (480, 640)
 INPUT_SIZE = (320, 320)
 NUM_CLASSES = 81
 SCORE_THRESHOLD = 0.3
@@ -33,60 +30,6 @@ class _TapsAndExtras(nn.Module):
         for layer in self.extra:
             maps.append(layer(maps[-1]))
         return OrderedDict((str(i), m) for i, m in enumerate(maps))
-
-
-def photo_like_images(
-    count: int,
-    size: tuple[int, int],
-    *,
-    seed: int = 0,
-    objects: tuple[int, int] = (1, 9),
-    max_object: float | None = None,
-) -> list[np.ndarray]:
-    """`count` RGB uint8 (H, W, 3) images from the shapes generator: textured noisy backgrounds with clutter and
-    `objects` (low, high exclusive) filled shapes each, as photo-like as a generator without data gets."""
-    from mobilevision.data.shapes_render import render_image
-
-    rng = np.random.default_rng(seed)
-    h, w = size
-    return [
-        render_image(
-            h,
-            w,
-            rng,
-            num_objects=int(rng.integers(*objects)),
-            min_object_size=12.0,
-            max_object_size=max_object or 0.6 * min(h, w),
-        )[0]
-        for _ in range(count)
-    ]
-
-
-def busy_image(size: tuple[int, int] = IMAGE_SHAPE, *, seed: int = 1) -> np.ndarray:
-    """RGB uint8 (H, W, 3): 40 shapes of 16 px to 40% of the short side on clutter, a crowded street's worth."""
-    return photo_like_images(1, size, seed=seed, objects=(40, 41), max_object=0.4 * min(size))[0]
-
-
-def calibrate_batchnorm(model: nn.Module, images: Sequence[np.ndarray], *, batch_size: int = 8) -> nn.Module:
-    """Set every BatchNorm's running statistics to the plain average over `images` (RGB uint8 (H, W, 3) at the
-    network's input size): train mode with `momentum=None` (cumulative average), no gradient, then eval mode.
-
-    Fresh statistics (mean 0, variance 1) leave an untrained network's activations vanishing with depth, so every
-    box scores about 1/num_classes; calibrated, the network's outputs vary across the image as a trained one's do.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    # Every branch's BatchNorms see the images: the joint model's segmentation head too (`forward_all`).
-    forward = getattr(model, "forward_all", None) or getattr(model, "forward_raw", model)
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            forward(torch.from_numpy(np.stack(images[start : start + batch_size])).permute(0, 3, 1, 2).float())
-    for m in norms:
-        m.momentum = 0.1
-    return model.eval()
 
 
 class _OurDefaultBoxes(nn.Module):
@@ -186,7 +129,7 @@ def build_pair(
     return ours, ssd
 
 
-class _TorchvisionPipeline:
+class TorchvisionPipeline:
     """The user's path through torchvision: HWC uint8 -> float CHW in 0..1 -> SSD (transform, net, postprocess)."""
 
     def __init__(self, ssd: nn.Module) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mobilevision.tasks.detection.throughput import run
+from mobilevision.benchmarks.throughput import run
 
 
 @pytest.mark.slow

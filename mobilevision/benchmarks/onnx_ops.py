@@ -13,7 +13,6 @@ model's time goes against its fp32 source (docs/benchmarks.md).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import statistics
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from mobilevision.benchmarks import common
 from mobilevision.errors import UserError, WeightsError
 
 WARMUP = 3  # runs before the measured ones
@@ -136,7 +136,7 @@ def format_profile(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mobilevision benchmark onnx-ops", description=__doc__.split("\n\n")[0])
+    parser = common.parser("onnx-ops", __doc__)
     parser.add_argument("models", type=Path, nargs="+", help="ONNX files (e.g. model.onnx model.int8.onnx)")
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)

@@ -14,16 +14,14 @@ Command: `OMP_NUM_THREADS=1 mobilevision benchmark coco-eval` (options: --images
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mobilevision.io import atomic_write_json
+from mobilevision.benchmarks import common
 
 # COCO's 80 category ids (1..90 with gaps): the benchmark exercises the same non-contiguous ids a val2017 run does.
 COCO_CATEGORY_IDS: tuple[int, ...] = tuple(i for i in range(1, 91) if i not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83})
@@ -160,17 +158,15 @@ def run(*, num_images: int, max_dets: int, repeats: int, log: Any = print) -> di
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mobilevision benchmark coco-eval", description=__doc__.split("\n\n")[0])
+    parser = common.parser("coco-eval", __doc__)
     parser.add_argument("--images", type=int, default=500, help="generated images")
     parser.add_argument("--max-dets", type=int, default=100, help="detections per image at most (COCO's cap)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per backend (medians reported)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    common.add_json(parser)
     args = parser.parse_args(list(argv))
     if args.images < 1 or args.max_dets < 1 or args.repeats < 1:
         parser.error(
             f"--images, --max-dets and --repeats must be >= 1, got {args.images}, {args.max_dets}, {args.repeats}"
         )
     results = run(num_images=args.images, max_dets=args.max_dets, repeats=args.repeats)
-    if args.json:
-        atomic_write_json(args.json, results)
-    return 0 if results["identical"] else 1
+    return common.finish(results, args.json, ok=results["identical"])

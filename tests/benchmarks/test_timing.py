@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mobilevision.inference.timing import interleaved
+from mobilevision.benchmarks.timing import interleaved
 
 
 def test_pipelines_take_turns_and_every_stage_is_kept() -> None:

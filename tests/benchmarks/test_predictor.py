@@ -3,15 +3,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mobilevision.inference.predictor import Predictor
-from mobilevision.tasks.detection.benchmark import (
-    _TorchvisionPipeline,
+from mobilevision.benchmarks.predictor import (
+    TorchvisionPipeline,
     build_pair,
     busy_image,
     calibrate_batchnorm,
     photo_like_images,
     run,
 )
+from mobilevision.inference.predictor import Predictor
 from tests.inference.models_for_tests import random_image
 
 
@@ -24,7 +24,7 @@ def test_torchvision_twin_is_the_same_network() -> None:
     assert torch.allclose(raw["cls_logits"], theirs["cls_logits"], atol=1e-5)
     assert torch.allclose(raw["bbox_regression"], theirs["bbox_regression"], atol=1e-5)
     assert anchors.shape[0] == raw["cls_logits"].shape[1]
-    result, stages = _TorchvisionPipeline(ssd).timed(random_image(120, 160))
+    result, stages = TorchvisionPipeline(ssd).timed(random_image(120, 160))
     assert set(stages) == {"preprocess", "forward", "postprocess"} and result["boxes"].shape[1] == 4
 
 
@@ -43,7 +43,7 @@ def test_calibrated_batchnorm_gives_detections_both_pipelines_agree_on() -> None
     for threshold in (0.3, 0.01):
         ssd.score_thresh = threshold
         a = Predictor(ours, optimize=False, score_threshold=threshold)(image)
-        b = _TorchvisionPipeline(ssd)(image)
+        b = TorchvisionPipeline(ssd)(image)
         a_t = {k: torch.as_tensor(np.asarray(a[k])) for k in ("boxes", "scores", "labels")}
         found, _ = match_detections(a_t, b)
         assert len(a["scores"]) > 0 and len(a["scores"]) == len(b["scores"]) == int(found.sum()), threshold
@@ -60,7 +60,7 @@ def test_twin_of_a_detector_with_its_own_default_boxes() -> None:
     ours, ssd = build_pair(model, score_threshold=0.01)
     image = busy_image((320, 320))
     a = Predictor(ours, optimize=False, score_threshold=0.01)(image)
-    b = _TorchvisionPipeline(ssd)(image)
+    b = TorchvisionPipeline(ssd)(image)
     assert len(a["scores"]) > 0 and len(a["scores"]) == len(b["scores"])
     assert np.allclose(np.sort(a["scores"]), np.sort(b["scores"].numpy()), atol=1e-4)
 

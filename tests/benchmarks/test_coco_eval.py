@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from mobilevision.benchmarks.coco_eval import run, synthetic_coco
 from mobilevision.tasks.detection.data import coco_from_dict
-from mobilevision.tasks.detection.eval_benchmark import run, synthetic_coco
 from mobilevision.tasks.detection.evaluation import STAT_NAMES, evaluate_coco
 
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import torch
 
+from mobilevision.benchmarks.segmentation import build_pair, run
 from mobilevision.models import build_model
-from mobilevision.tasks.segmentation.benchmark import build_pair, run
 
 
 def test_torchvision_head_holds_our_weights_where_shapes_allow() -> None:

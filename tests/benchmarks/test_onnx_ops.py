@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from mobilevision.benchmarks.onnx_ops import profile
 from mobilevision.checkpoint import save_checkpoint
 from mobilevision.cli import main
-from mobilevision.export.ort_profile import profile
 from tests.inference.models_for_tests import detector_meta, segmenter_meta, small_detector, small_segmenter
 
 
