@@ -1,4 +1,4 @@
-"""`mobilevision demo` (what `make demo` runs): train, evaluate and use the models on the synthetic shapes.
+"""The demo (`mobilevision demo`, what `make demo` runs): train, evaluate and use the models on the synthetic shapes.
 
 1. trains SSDLite (the shipped config ssdlite_mobilenetv2_shapes) from random weights for `--minutes`,
 2. evaluates it on a held-out generated split (COCO mAP),
@@ -15,30 +15,49 @@ training from its last checkpoint and skips the stages already done.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mobilevision.errors import UserError
-from mobilevision.io import atomic_path, atomic_write_json, check_writable_folder
+from mobilevision.io import atomic_path, atomic_write_json
 
-# The shipped configs (package data, `mobilevision.configs`), so the demo runs from a pip install in any folder.
-STAGES = {
-    "detection": ("ssdlite_mobilenetv2_shapes", "val/map"),
-    "segmentation": ("deeplabv3_mobilenetv2_shapes", "val/miou"),
-    "multitask": ("ssdlite_deeplabv3_shapes", "val/map"),
-}
-# Held-out evaluations beyond the training configuration's own: name -> CLI arguments. Their metrics are reported
-# as `<name>/<metric>` (e.g. `val_mf/miou`). Validation during training stays single-scale (MF costs ~17x).
-EXTRA_EVALUATIONS = {
-    "segmentation": {"val_mf": ["--model.init_args.multi_scale_flip=true"]},
+
+@dataclass(frozen=True)
+class Stage:
+    """One model of the demo: its shipped config, the metrics it reports, what its pictures draw.
+
+    Attributes:
+        config: a shipped config (package data, `mobilevision.configs`), so the demo runs from a pip install.
+        metrics: validation metrics said after evaluating (the first is the one extra evaluations report too).
+        extra_evaluations: held-out evaluations beyond the training configuration's own, name -> CLI arguments;
+            their metrics are reported as `<name>/<metric>` (e.g. `val_mf/miou`).
+        boxes: whether its pictures draw boxes (ground truth and predicted).
+        masks: whether its pictures overlay masks (boxes, if drawn too, go over the mask).
+    """
+
+    config: str
+    metrics: tuple[str, ...]
+    boxes: bool = False
+    masks: bool = False
+    extra_evaluations: dict[str, list[str]] = field(default_factory=dict)
+
+
+# Stage name (its folder under --out, its key in summary.json) -> Stage. Validation during training stays
+# single-scale; MF (costs ~17x) is an extra evaluation.
+STAGES: dict[str, Stage] = {
+    "detection": Stage("ssdlite_mobilenetv2_shapes", ("val/map",), boxes=True),
+    "segmentation": Stage(
+        "deeplabv3_mobilenetv2_shapes",
+        ("val/miou",),
+        masks=True,
+        extra_evaluations={"val_mf": ["--model.init_args.multi_scale_flip=true"]},
+    ),
+    "multitask": Stage("ssdlite_deeplabv3_shapes", ("val/map", "val/miou"), boxes=True, masks=True),
 }
 
 
@@ -61,8 +80,9 @@ def train_and_evaluate(
     """
     from mobilevision.training import run_cli
 
-    config_name, key = STAGES[task]
-    config = _config(config_name)
+    stage = STAGES[task]
+    key = stage.metrics[0]
+    config = _config(stage.config)
     run_dir = out / task
     done = run_dir / "fit.done"
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -92,9 +112,9 @@ def train_and_evaluate(
     _say(f"{task}: evaluating {last} on the held-out split")
     run_cli(["validate", *common, f"--ckpt_path={last}", "--trainer.logger=false"])
     metrics = json.loads((run_dir / "validate_metrics.json").read_text())
-    for shown in (key, "val/miou") if task == "multitask" else (key,):
+    for shown in stage.metrics:
         _say(f"{task}: {shown} = {metrics.get(shown, float('nan')):.4f}")
-    for name, extra in EXTRA_EVALUATIONS.get(task, {}).items():
+    for name, extra in stage.extra_evaluations.items():
         _say(f"{task}: evaluating again, {' '.join(extra)}")
         run_cli(["validate", *common, f"--ckpt_path={last}", "--trainer.logger=false", *extra])
         more = json.loads((run_dir / "validate_metrics.json").read_text())
@@ -150,8 +170,8 @@ def showcase(out: Path, data_root: Path) -> dict[str, str]:
     model's boxes are drawn over its mask."""
     from PIL import Image
 
+    from mobilevision.cli.predict import main as predict_main
     from mobilevision.data.decode import read_image
-    from mobilevision.inference.cli import main as predict_main
     from mobilevision.inference.draw import contact_sheet, draw_detections, overlay_with_legend, write_image
     from mobilevision.inference.predictor import Predictor
 
@@ -159,7 +179,7 @@ def showcase(out: Path, data_root: Path) -> dict[str, str]:
     held_out = sorted((data_root / "val" / "images").iterdir())[:8]
     truth, names = _ground_truth(data_root)
     written: dict[str, str] = {"input_video": str(video)}
-    for task in STAGES:
+    for task, stage in STAGES.items():
         checkpoint = out / task / "checkpoints" / "last.ckpt"
         target = out / "video" / task
         predict_main(["--weights", str(checkpoint), "--source", str(video), "--output", str(target), "--no-progress"])
@@ -168,76 +188,19 @@ def showcase(out: Path, data_root: Path) -> dict[str, str]:
         tiles, captions = [], []
         for path, result in zip(held_out, predictor([str(p) for p in held_out])):
             image = read_image(path)
-            if task == "detection":
-                tiles += [
-                    draw_detections(image, truth.get(path.name, {}), show_scores=False),
-                    draw_detections(image, result),
-                ]
-            else:
+            truth_tile, predicted_tile = image, image
+            if stage.masks:
                 with Image.open(data_root / "val" / "masks" / f"{path.stem}.png") as png:
                     true_mask = np.asarray(png)  # palette PNG: the indices are the class ids
                 shown = sorted({int(v) for m in (true_mask, result["mask"]) for v in np.unique(m) if 0 < v < 255})
                 truth_tile = overlay_with_legend(image, true_mask, names, labels=shown)
                 predicted_tile = overlay_with_legend(image, result["mask"], names, labels=shown)
-                if task == "multitask":  # boxes over the mask (the legend strip is below the image: same pixels)
-                    truth_tile = draw_detections(truth_tile, truth.get(path.name, {}), show_scores=False)
-                    predicted_tile = draw_detections(predicted_tile, result)
-                tiles += [truth_tile, predicted_tile]
+            if stage.boxes:  # over the mask if there is one (the legend strip is below the image: same pixels)
+                truth_tile = draw_detections(truth_tile, truth.get(path.name, {}), show_scores=False)
+                predicted_tile = draw_detections(predicted_tile, result)
+            tiles += [truth_tile, predicted_tile]
             captions += ["ground truth", "prediction"]
         sheet = out / f"contact_sheet_{task}.jpg"
         write_image(sheet, contact_sheet(tiles, cols=4, captions=captions))
         written[f"{task}_contact_sheet"] = str(sheet)
     return written
-
-
-def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mobilevision demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (runs/demo)")
-    parser.add_argument("--minutes", type=float, default=5.0, help="training budget per model in minutes (5)")
-    parser.add_argument("--data", type=Path, default=Path("data_cache/shapes"), help="generated data (cached)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--skip-showcase", action="store_true", help="train and evaluate only")
-    parser.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="an extra LightningCLI argument for both models' runs, repeatable, e.g. "
-        "--override=--data.init_args.num_train=500",
-    )
-    args = parser.parse_args(argv)
-    if args.minutes <= 0:
-        raise UserError(f"--minutes must be positive, got {args.minutes}; e.g. --minutes 0.1 for a smoke run")
-    check_writable_folder(args.out, "--out")
-    import torch
-
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    started = time.monotonic()
-    summary: dict[str, Any] = {"minutes_per_model": args.minutes}
-    for task in STAGES:
-        metrics = train_and_evaluate(task, args.out, minutes=args.minutes, data_root=args.data, overrides=args.override)
-        summary[task] = {k: v for k, v in metrics.items() if k.startswith("val")}
-        summary[task]["curve"] = str(args.out / task / "curve.csv")
-        summary[task]["checkpoint"] = str(args.out / task / "checkpoints" / "last.ckpt")
-        summary[task]["plots"] = sorted(str(p) for p in (args.out / task / "plots").glob("*.png"))
-    if not args.skip_showcase:
-        summary["outputs"] = showcase(args.out, args.data)
-    summary["wall_minutes"] = round((time.monotonic() - started) / 60, 2)
-    atomic_write_json(args.out / "summary.json", summary)
-    det, seg, joint = summary["detection"], summary["segmentation"], summary["multitask"]
-    print(
-        f"\nmobilevision demo finished in {summary['wall_minutes']} min. Held-out generated split:\n"
-        f"  detection    mAP@0.5 {det.get('val/map_50', 0):.3f}   mAP@[.5:.95] {det.get('val/map', 0):.3f}\n"
-        f"  segmentation mIoU {seg.get('val/miou', 0):.3f}   pixel accuracy {seg.get('val/pixel_accuracy', 0):.3f}"
-        f"   (single scale)\n"
-        f"               mIoU {seg.get('val_mf/miou', 0):.3f}   "
-        f"pixel accuracy {seg.get('val_mf/pixel_accuracy', 0):.3f}"
-        f"   (MF: scales 0.5-1.75 and flips)\n"
-        f"  joint model  mAP@0.5 {joint.get('val/map_50', 0):.3f}   mAP@[.5:.95] {joint.get('val/map', 0):.3f}   "
-        f"mIoU {joint.get('val/miou', 0):.3f}   (one backbone pass, one training budget)\n"
-        f"Outputs in {args.out}/:\n"
-        f"  summary.json, detection/, segmentation/ and multitask/ (checkpoints/last.ckpt, curve.csv, logs/,\n"
-        f"  plots/*.png), video/ (annotated videos), contact_sheet_{{detection,segmentation,multitask}}.jpg",
-        file=sys.stdout,
-    )
-    return 0

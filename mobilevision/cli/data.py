@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
-from mobilevision.subcommands import dispatch
+from mobilevision.cli.dispatch import dispatch
 from mobilevision.tasks.table import TASKS, load
 
 TABLE = {
-    "shapes": ("mobilevision.data.shapes", "main"),
-    "check": ("mobilevision.tasks.data_cli", "check_main"),
-    "to-coco": ("mobilevision.tasks.detection.data", "to_coco_main"),
+    "shapes": ("mobilevision.data.shapes", "main", "generate the synthetic shapes set (images, COCO json, masks)"),
+    "check": ("mobilevision.cli.data", "check_main", "read a whole dataset as training does and report its defects"),
+    "to-coco": ("mobilevision.cli.data", "to_coco_main", "write a VOC detection split as COCO-format ground truth"),
 }
 
 
@@ -45,6 +46,39 @@ def check_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     report = load(formats[args.format])(args)
     print(report.to_json() if args.json else report.format_table())
+    return 0
+
+
+def to_coco_main(argv: Sequence[str]) -> int:
+    """`mobilevision data to-coco --root VOCdevkit --split test [--year 2007] --out gt.json`.
+
+    The ground truth validation scores a VOC split against (difficult objects as COCO crowd regions, which COCOeval
+    ignores, as the VOC protocol does), as a COCO json whose `file_name`s are relative to `--root`. Then
+    `mobilevision predict --source ROOT --annotations gt.json` predicts on exactly that split with its ids, and
+    `mobilevision evaluate detection --gt gt.json` scores what `validate` scores.
+    """
+    from mobilevision.io import atomic_write_json
+    from mobilevision.tasks.detection.data.voc_coco import voc_split_as_coco
+
+    parser = argparse.ArgumentParser(
+        prog="mobilevision data to-coco",
+        description=to_coco_main.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--root", required=True, help="VOCdevkit (or one VOC20xx folder)")
+    parser.add_argument("--split", required=True, help="split name in ImageSets/Main (train, val, trainval, test)")
+    parser.add_argument(
+        "--year", action="append", help="year(s) under a VOCdevkit (repeatable; default: every year that has the split)"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="the COCO json to write")
+    args = parser.parse_args(list(argv))
+    data = voc_split_as_coco(args.root, args.split, years=args.year)
+    atomic_write_json(args.out, data, indent=None)
+    print(
+        f"wrote {args.out}: {len(data['images'])} images, {len(data['annotations'])} objects "
+        f"({sum(a['iscrowd'] for a in data['annotations'])} difficult, kept as crowd), "
+        f"{len(data['categories'])} classes"
+    )
     return 0
 
 

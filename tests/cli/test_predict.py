@@ -178,9 +178,9 @@ def test_config_is_delegated_to_lightning_predict(monkeypatch: pytest.MonkeyPatc
     import types
 
     calls = []
-    fake = types.ModuleType("mobilevision.training")
-    fake.main_predict = lambda argv: calls.append(list(argv)) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "mobilevision.training", fake)
+    fake = types.ModuleType("mobilevision.cli.fit")
+    fake.predict = lambda argv: calls.append(list(argv)) or 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mobilevision.cli.fit", fake)
     assert main(["predict", "-c", "configs/x.yaml", "--ckpt_path", "a.ckpt"]) == 0
     assert calls == [["-c", "configs/x.yaml", "--ckpt_path", "a.ckpt"]]
 

@@ -1,7 +1,7 @@
 """`mobilevision predict`: run a checkpoint, an ONNX file or an untrained named model on images, folders, globs,
 video files, cameras or stream URLs, writing annotated images/video, COCO-results JSON, palette masks and overlays.
 
-With `-c/--config` the command is LightningCLI's `predict` instead (`mobilevision.training.main_predict`).
+With `-c/--config` the command is LightningCLI's `predict` instead (`mobilevision.cli.fit.predict`).
 """
 
 from __future__ import annotations
@@ -129,9 +129,9 @@ def main(argv: Sequence[str]) -> int:
     argv = list(argv)
     if any(a in ("-c", "--config") or a.startswith("--config=") for a in argv):
         # LightningCLI's predict (a config file with data and trainer): the lead's training entry point.
-        from mobilevision.training import main_predict
+        from mobilevision.cli.fit import predict
 
-        return int(main_predict(argv) or 0)
+        return int(predict(argv) or 0)
     parser = _parser()
     args = parser.parse_args(argv)
     if args.weights is None and args.model is None:

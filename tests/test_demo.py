@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mobilevision.tasks import demo
+from mobilevision.cli import demo
 
 TINY = [
     "--override=--data.init_args.num_train=12",

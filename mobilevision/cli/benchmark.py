@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mobilevision.benchmarks import BENCHMARKS
-from mobilevision.subcommands import dispatch
+from mobilevision.cli.dispatch import dispatch
 
 
 def main(argv: Sequence[str]) -> int:
-    table = {name: (module, "main") for name, (module, _) in BENCHMARKS.items()}
+    table = {name: (module, "main", description) for name, (module, description) in BENCHMARKS.items()}
     return dispatch("benchmark", table, argv)

@@ -1,4 +1,5 @@
-"""The `mobilevision` command: one explicit table from sub-command to the module that runs it.
+"""The `mobilevision` command: one explicit table from command to the module of this package that parses its
+arguments and prints its results (the work is in the library modules they call).
 
 Modules are imported only when their command runs, so `mobilevision --help` is instant and a command's heavy
 imports (Lightning, onnxruntime) cost nothing to the others.
@@ -14,21 +15,21 @@ from mobilevision.errors import UserError
 
 # name -> (module, function, one-line help). Each function takes the remaining argv and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "configs": ("mobilevision.configs", "main", "list the shipped configs, or copy one out for editing"),
+    "configs": ("mobilevision.cli.configs", "main", "list the shipped configs, or copy one out for editing"),
     "demo": (
-        "mobilevision.tasks.demo",
+        "mobilevision.cli.demo",
         "main",
         "train, evaluate and run the models on generated data (what `make demo` runs)",
     ),
-    "profile": ("mobilevision.profile", "main", "parameters and MAdds of the paper's configurations"),
-    "data": ("mobilevision.tasks.data_cli", "main", "generate the synthetic shapes set, check a dataset"),
-    "evaluate": ("mobilevision.evaluate", "main", "score a predictions file against ground truth"),
-    "fit": ("mobilevision.training", "main_fit", "train with a LightningCLI config"),
-    "validate": ("mobilevision.training", "main_validate", "validate with a LightningCLI config"),
-    "test": ("mobilevision.training", "main_test", "test with a LightningCLI config"),
-    "predict": ("mobilevision.inference.cli", "main", "run a model on images, folders, videos or streams"),
-    "export": ("mobilevision.export.cli", "main", "export a model to ONNX and check parity"),
-    "benchmark": ("mobilevision.benchmark", "main", "measure data-loading and end-to-end inference speed"),
+    "profile": ("mobilevision.cli.profile", "main", "parameters and MAdds of the paper's configurations"),
+    "data": ("mobilevision.cli.data", "main", "generate the synthetic shapes set, check a dataset"),
+    "evaluate": ("mobilevision.cli.evaluate", "main", "score a predictions file against ground truth"),
+    "fit": ("mobilevision.cli.fit", "fit", "train with a LightningCLI config"),
+    "validate": ("mobilevision.cli.fit", "validate", "validate with a LightningCLI config"),
+    "test": ("mobilevision.cli.fit", "test", "test with a LightningCLI config"),
+    "predict": ("mobilevision.cli.predict", "main", "run a model on images, folders, videos or streams"),
+    "export": ("mobilevision.cli.export", "main", "export a model to ONNX and check parity"),
+    "benchmark": ("mobilevision.cli.benchmark", "main", "measure data-loading and end-to-end inference speed"),
 }
 
 
@@ -72,7 +73,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mobilevision {name}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

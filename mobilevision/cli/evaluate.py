@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mobilevision.subcommands import dispatch
+from mobilevision.cli.dispatch import dispatch
 from mobilevision.tasks.table import TASKS
 
 
 def main(argv: Sequence[str]) -> int:
-    table = {name: tuple(task.evaluate.split(":")) for name, task in TASKS.items() if task.evaluate}
+    table = {
+        name: (*task.evaluate.split(":", 1), f"score {name} predictions against ground truth")
+        for name, task in TASKS.items()
+        if task.evaluate
+    }
     return dispatch("evaluate", table, argv)  # type: ignore[arg-type]
