@@ -7,8 +7,6 @@ device: shapes propagate, nothing is computed, so even the multi-scale rows take
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -17,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from mobilevision.models import MODELS, build_model
+from mobilevision.models import build_model
 
 # The paper's multi-scale + flip test (MF, Table 7): these input scales, each also left-right flipped.
 MF_SCALES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -294,28 +292,8 @@ def format_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines + (["", "notes:", *notes] if notes else []))
 
 
-def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mobilevision profile", description=__doc__.split("\n")[0])
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--model", choices=list(MODELS), help="profile one configuration instead of the paper's")
-    parser.add_argument("--input-size", type=int, default=None, help="square input size (default 224/320/512)")
-    parser.add_argument("--num-classes", type=int, default=None)
-    parser.add_argument("--width-mult", type=float, default=None)
-    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32), default=None, help="segmentation only")
-    parser.add_argument("--atrous-rates", type=int, nargs="*", default=None, help="segmentation only")
-    parser.add_argument("--mf", action="store_true", help="multi-scale + flip inference (segmentation)")
-    args = parser.parse_args(argv)
-    if args.model:
-        kwargs: dict[str, Any] = {}
-        for key in ("num_classes", "width_mult", "output_stride", "atrous_rates"):
-            if getattr(args, key) is not None:
-                kwargs[key] = tuple(args.atrous_rates) if key == "atrous_rates" else getattr(args, key)
-        default_size = {"mobilenet_v2": 224, "deeplabv3_mobilenet_v2": 512}.get(args.model, 320)
-        try:
-            rows = [_row("-", args.model, args.input_size or default_size, (None, None), mf=args.mf, **kwargs)]
-        except TypeError as error:
-            parser.error(f"{args.model} does not take that option ({error})")
-    else:
-        rows = paper_rows() + joint_rows() + v3_rows()
-    print(json.dumps([r.to_dict() for r in rows], indent=2) if args.json else format_table(rows))
-    return 0
+def model_rows(name: str, input_size: int | None = None, *, mf: bool = False, **kwargs: Any) -> list[Row]:
+    """One configuration of `MODELS` profiled at `input_size` (default: 224 for the classifier, 512 for the
+    segmenter, 320 otherwise); a TypeError if it does not take one of `kwargs`."""
+    default_size = {"mobilenet_v2": 224, "deeplabv3_mobilenet_v2": 512}.get(name, 320)
+    return [_row("-", name, input_size or default_size, (None, None), mf=mf, **kwargs)]

@@ -1,4 +1,5 @@
-"""`mobilevision fit | validate | test | predict -c CONFIG`: LightningCLI with the project's defaults.
+"""LightningCLI with the project's defaults, behind `mobilevision fit | validate | test | predict -c CONFIG`
+(`mobilevision.cli.fit`).
 
 What the CLI adds to a plain LightningCLI:
 - checkpoints under `<default_root_dir>/checkpoints`: `last.ckpt` every `checkpoint.every_n_train_steps` steps and at
@@ -18,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,7 +32,6 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from mobilevision.errors import UserError, WeightsError
 from mobilevision.io import atomic_path, check_writable_folder
-from mobilevision.tasks.base import NonFiniteLossError
 
 # What torch.load raises for a file it refuses or cannot read (pickled code, garbage, an empty or cut file).
 _LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, ValueError)
@@ -261,47 +260,6 @@ def run_cli(argv: Sequence[str], *, run: bool = True) -> MobileVisionCLI:
         run=run,
         auto_configure_optimizers=False,
     )
-
-
-def _main(subcommand: str, argv: Sequence[str]) -> int:
-    args = resolve_config_args(argv)
-    try:
-        run_cli([subcommand, *args])
-    except SystemExit as exit_:
-        return int(exit_.code or 0) if not isinstance(exit_.code, str) else _fail(exit_.code)
-    except NonFiniteLossError as error:
-        # The last checkpoint stays; the message names the batch's files and says what to change.
-        raise UserError(str(error)) from None
-    except UserError:
-        raise
-    except OSError as error:
-        # A file or folder of the user's (missing, unreadable, not writable) met during the run.
-        found = user_error_in(error)
-        if found is None:
-            raise
-        raise found from None
-    return 0
-
-
-def _fail(message: str) -> int:
-    print(message, file=sys.stderr)
-    return 2
-
-
-def main_fit(argv: Sequence[str]) -> int:
-    return _main("fit", argv)
-
-
-def main_validate(argv: Sequence[str]) -> int:
-    return _main("validate", argv)
-
-
-def main_test(argv: Sequence[str]) -> int:
-    return _main("test", argv)
-
-
-def main_predict(argv: Sequence[str]) -> int:
-    return _main("predict", argv)
 
 
 class CurveLogger(pl.Callback):

@@ -15,8 +15,8 @@ Contract of the hooks an entry points to:
     what the torch backend of `Predictor` runs, so both backends compute the same thing).
 - `export_metadata(model) -> dict`: extra JSON-able metadata stored in the ONNX file (post-processing parameters).
 - `checkers`: `mobilevision data check --format NAME` -> a function `(args) -> DefectReport`.
-- `evaluate`: `mobilevision evaluate NAME` -> a `main(argv) -> int`; `benchmarks`: `mobilevision benchmark NAME` ->
-    a `main(argv) -> int`.
+- `evaluate`: `mobilevision evaluate NAME` -> a `main(argv) -> int`. (Benchmarks are listed in
+    `mobilevision.benchmarks`, not here.)
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ class Task:
         category_ids: whether its checkpoints carry the dataset's category ids (detection's COCO ids).
         checkers: `data check` formats this task reads -> "module:function".
         evaluate: "module:function" of `mobilevision evaluate <name>`, or None.
-        benchmarks: `mobilevision benchmark NAME` -> "module:function" (a `main(argv) -> int`).
     """
 
     name: str
@@ -66,7 +65,6 @@ class Task:
     category_ids: bool = False
     checkers: dict[str, str] = field(default_factory=dict)
     evaluate: str | None = None
-    benchmarks: dict[str, str] = field(default_factory=dict)
 
 
 def load(path: str) -> Any:
@@ -102,12 +100,6 @@ register(
             "voc-det": "mobilevision.tasks.detection.check:check_voc",
         },
         evaluate="mobilevision.tasks.detection.evaluation:main",
-        benchmarks={
-            "predictor": "mobilevision.tasks.detection.benchmark:main",
-            "data": "mobilevision.tasks.detection.data_benchmark:main",
-            "coco-eval": "mobilevision.tasks.detection.eval_benchmark:main",
-            "throughput": "mobilevision.tasks.detection.throughput:main",
-        },
     )
 )
 register(
@@ -121,7 +113,6 @@ register(
         default_input_size=(512, 512),
         checkers={"voc-seg": "mobilevision.tasks.segmentation.check:check_voc"},
         evaluate="mobilevision.tasks.segmentation.evaluation:main",
-        benchmarks={"segmentation": "mobilevision.tasks.segmentation.benchmark:main"},
     )
 )
 
@@ -138,7 +129,6 @@ register(
         compare="mobilevision.tasks.multitask.inference:compare",
         default_input_size=(320, 320),
         category_ids=True,
-        benchmarks={"multitask": "mobilevision.tasks.multitask.benchmark:main"},
     )
 )
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from mobilevision.cli.configs import main
 from mobilevision.configs import (
     CONFIG_DIR,
     ConfigNotFoundError,
     config_names,
     config_paths,
     copy_config,
-    main,
     resolve_config,
 )
 

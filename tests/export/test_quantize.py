@@ -11,12 +11,12 @@ import onnx
 import pytest
 import torch
 
+from mobilevision.benchmarks.images import photo_like_images
 from mobilevision.checkpoint import save_checkpoint
 from mobilevision.cli import main
 from mobilevision.export.onnx import read_metadata
 from mobilevision.export.quantize import QUANTIZATION_KEY, calibration_paths
 from mobilevision.inference.predictor import Predictor
-from mobilevision.tasks.detection.benchmark import photo_like_images
 from mobilevision.tasks.detection.parity import match_detections
 from tests.inference.models_for_tests import detector_meta, segmenter_meta, small_detector, small_segmenter
 

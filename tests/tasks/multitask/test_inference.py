@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from mobilevision.benchmarks.images import photo_like_images
 from mobilevision.checkpoint import save_checkpoint
 from mobilevision.cli import main
 from mobilevision.errors import UserError
 from mobilevision.export.onnx import export_onnx, make_session, parity_check, read_metadata
 from mobilevision.inference.draw import write_image
 from mobilevision.inference.predictor import Predictor
-from mobilevision.tasks.detection.twin import photo_like_images
 from mobilevision.tasks.multitask.inference import compare_masks
 from mobilevision.tasks.segmentation.masks import read_index_mask
 from tests.inference.models_for_tests import multitask_meta, small_multitask

@@ -39,9 +39,9 @@ from mobilevision.tasks.detection.data.voc import (
     VOCObject,
     check_voc_layout,
     parse_voc_xml,
-    to_coco_main,
     voc0712_trainval,
 )
+from mobilevision.tasks.detection.data.voc_coco import voc_split_as_coco
 from mobilevision.tasks.detection.transforms import eval_transforms, train_transforms
 
 __all__ = [
@@ -60,8 +60,8 @@ __all__ = [
     "load_json",
     "parse_voc_xml",
     "sanitize_boxes",
-    "to_coco_main",
     "train_transforms",
     "validate_coco",
+    "voc_split_as_coco",
     "voc0712_trainval",
 ]

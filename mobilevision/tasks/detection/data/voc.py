@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,6 @@ import numpy as np
 
 from mobilevision.data.decode import BadSample, resolve_inside
 from mobilevision.data.labels import VOC_CLASSES
-from mobilevision.data.report import DataWarning
 from mobilevision.errors import DatasetError
 from mobilevision.tasks.detection.data.base import (
     MAX_SIDE,
@@ -230,45 +228,3 @@ class VOCDetection(DetectionDataset):
 def voc0712_trainval(root: str | os.PathLike[str], **kwargs: Any) -> VOCDetection:
     """VOC2007 trainval + VOC2012 trainval under a `VOCdevkit` folder: the usual VOC training set."""
     return VOCDetection(root, "trainval", years=("2007", "2012"), **kwargs)
-
-
-def to_coco_main(argv: Sequence[str]) -> int:
-    """`mobilevision data to-coco --root VOCdevkit --split test [--year 2007] --out gt.json`.
-
-    The ground truth validation scores a VOC split against (difficult objects as COCO crowd regions, which COCOeval
-    ignores, as the VOC protocol does), as a COCO json whose `file_name`s are relative to `--root`. Then
-    `mobilevision predict --source ROOT --annotations gt.json` predicts on exactly that split with its ids, and
-    `mobilevision evaluate detection --gt gt.json` scores what `validate` scores.
-    """
-    import argparse
-
-    from mobilevision.io import atomic_write_json
-
-    parser = argparse.ArgumentParser(
-        prog="mobilevision data to-coco",
-        description=to_coco_main.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--root", required=True, help="VOCdevkit (or one VOC20xx folder)")
-    parser.add_argument("--split", required=True, help="split name in ImageSets/Main (train, val, trainval, test)")
-    parser.add_argument(
-        "--year", action="append", help="year(s) under a VOCdevkit (repeatable; default: every year that has the split)"
-    )
-    parser.add_argument("--out", required=True, type=Path, help="the COCO json to write")
-    args = parser.parse_args(list(argv))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DataWarning)
-        dataset = VOCDetection(args.root, args.split, years=args.year)
-    data = dataset.coco.dataset
-    if dataset._voc_dirs == [dataset.root]:  # root is one year's folder: names are relative to it, not its parent
-        data = {
-            **data,
-            "images": [{**image, "file_name": image["file_name"].split("/", 1)[1]} for image in data["images"]],
-        }
-    atomic_write_json(args.out, data, indent=None)
-    print(
-        f"wrote {args.out}: {len(data['images'])} images, {len(data['annotations'])} objects "
-        f"({sum(a['iscrowd'] for a in data['annotations'])} difficult, kept as crowd), "
-        f"{len(data['categories'])} classes"
-    )
-    return 0
