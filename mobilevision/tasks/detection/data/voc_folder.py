@@ -96,9 +96,10 @@ class VOCFolderDetection(ListedDetection):
         xml_files = sorted(self.xml_dir.glob("*.xml"))
         if not xml_files:
             raise DatasetError(f"{self.xml_dir}: no *.xml annotation file")
+        given = check_names(list(names), "names") if names is not None else None
         parsed = [(path, *_parse(path, str(path))) for path in xml_files]
-        if names is not None:
-            class_names = check_names(list(names), "names")
+        if given is not None:
+            class_names = given
         else:
             seen = sorted({o.name for _, a, _, _ in parsed for o in a.objects})
             if not seen:
