@@ -100,6 +100,7 @@ register(
         checkers={
             "coco": "mobilevision.tasks.detection.check:check_coco",
             "voc-det": "mobilevision.tasks.detection.check:check_voc",
+            "detection": "mobilevision.tasks.detection.check:check_custom",
         },
         evaluate="mobilevision.tasks.detection.evaluation:main",
         benchmarks={
