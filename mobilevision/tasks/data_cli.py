@@ -43,6 +43,7 @@ def check_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--images", help="coco: the image folder")
     parser.add_argument("--annotations", help="coco: the annotations json")
+    parser.add_argument("--masks", help="seg-folder: the masks folder (beside --images)")
     parser.add_argument("--root", help="voc-det / voc-seg: VOCdevkit or VOC20xx folder")
     parser.add_argument("--split", help="voc-det / voc-seg: split name (train, val, trainval, test, train_aug)")
     parser.add_argument("--year", action="append", help="voc-det under a VOCdevkit: year(s) to read (repeatable)")

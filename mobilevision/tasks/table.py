@@ -120,7 +120,10 @@ register(
         onnx_outputs=("logits",),
         dynamic_spatial=True,
         default_input_size=(512, 512),
-        checkers={"voc-seg": "mobilevision.tasks.segmentation.check:check_voc"},
+        checkers={
+            "voc-seg": "mobilevision.tasks.segmentation.check:check_voc",
+            "seg-folder": "mobilevision.tasks.segmentation.check:check_folder",
+        },
         evaluate="mobilevision.tasks.segmentation.evaluation:main",
         benchmarks={"segmentation": "mobilevision.tasks.segmentation.benchmark:main"},
     )
