@@ -48,3 +48,24 @@ def test_data_check_root(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "format: yolo" in out and "usable_images            6" in out
     assert check_main(["--root", str(root), "--format", "yolo", "--json"]) == 0
+
+
+@pytest.mark.parametrize(
+    "config", ["detection/ssdlite_mobilenetv2_custom.yaml", "segmentation/deeplabv3_mobilenetv2_custom.yaml"]
+)
+def test_custom_configs_name_real_arguments(config):
+    import importlib
+    import inspect
+    from pathlib import Path
+
+    import yaml
+
+    import mobilevision
+
+    data = yaml.safe_load((Path(mobilevision.__file__).parent / "configs" / config).read_text())["data"]
+    module, _, name = data["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    params = set(inspect.signature(cls.__init__).parameters)
+    for parent in cls.__mro__[1:3]:
+        params |= set(inspect.signature(parent.__init__).parameters)
+    assert set(data["init_args"]) <= params
