@@ -29,12 +29,21 @@ def check_voc(args: argparse.Namespace) -> DefectReport:
 def check_custom(args: argparse.Namespace) -> DefectReport:
     """A user's detection folder (`--root DIR [--format voc|yolo|coco]`, `--format auto` by default), every split
     read as `CustomDetectionDataModule` reads it: one report over all its images."""
+    from pathlib import Path
+
     from mobilevision.data.report import DefectReport
+    from mobilevision.errors import DatasetError
     from mobilevision.tasks.detection.data.custom import detect_format, open_custom
 
     if not args.root:
         raise UserError("--format detection needs --root DIR (and optionally --detection-format voc|yolo|coco)")
-    fmt = getattr(args, "detection_format", None) or detect_format(args.root)
+    try:
+        fmt = getattr(args, "detection_format", None) or detect_format(args.root)
+    except DatasetError as error:
+        root = Path(args.root)
+        if any((d / "image").is_dir() or (d / "images").is_dir() for d in [root, *root.glob("*")]):
+            raise DatasetError(f"{error}; for an images + masks folder use --format seg-folder") from None
+        raise
     print(f"format: {fmt}")
     reports = []
     splits = open_custom(args.root, format=fmt)
