@@ -198,3 +198,23 @@ def test_no_warning_on_clean_data(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)
         VOCFolderDetection(root)
+
+
+def test_explicit_split_folders_and_lists(tmp_path):
+    truth = make_truth(9)
+    write_voc(tmp_path / "voc" / "train", truth[:6])
+    write_voc(tmp_path / "voc" / "val", truth[6:], flat=True)
+    assert detect_format(tmp_path / "voc") == "voc"
+    splits = open_custom(tmp_path / "voc")
+    assert splits.how == "folders" and (len(splits.train), len(splits.val)) == (6, 3)
+    assert splits.train.meta.class_names == splits.val.meta.class_names == ["background", *CLASSES]
+    for name, part in (("train", truth[:6]), ("valid", truth[6:])):
+        write_coco(tmp_path / "rf" / name, part, parent_category=True)
+        (tmp_path / "rf" / name / "result.json").rename(tmp_path / "rf" / name / "_annotations.coco.json")
+    roboflow = open_custom(tmp_path / "rf")
+    assert roboflow.how == "folders" and (len(roboflow.train), len(roboflow.val)) == (6, 3)
+    root = write_yolo(tmp_path / "yolo", truth)
+    (root / "train.txt").write_text("".join(f"./images/train/{t['name']}\n" for t in truth[:3]))
+    (root / "data.yaml").write_text("path: .\ntrain: train.txt\nval: [images/val]\nnames: [cat, dog]\n")
+    listed = open_custom(root)
+    assert len(listed.train) == 3 and len(listed.val) == 3

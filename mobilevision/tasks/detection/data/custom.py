@@ -36,9 +36,12 @@ def detect_format(root: str | os.PathLike[str]) -> str:
         return "coco"
     if any(root.glob("*.xml")) or any(any((root / n).glob("*.xml")) for n in XML_FOLDERS):
         return "voc"
+    if _split_folder(root, "train") is not None:
+        return "voc"
     raise DatasetError(
         f"{root}: no detection format found; looked for YOLO (data.yaml or a *.yaml with 'names'), COCO (*.json in "
-        f"it or in train/ valid/ test/), VOC XML (*.xml in it or in {', '.join(f'{n}/' for n in XML_FOLDERS)}); "
+        f"it or in train/ valid/ test/), VOC XML (*.xml in it or in {', '.join(f'{n}/' for n in XML_FOLDERS)}, "
+        "or in train/ val/ under it); "
         "or give format: voc|yolo|coco"
     )
 
@@ -93,6 +96,14 @@ def open_custom(
         train, val = ToolCocoDetection(per_split["train"]), ToolCocoDetection(per_split["val"])
         test = ToolCocoDetection(per_split["test"]) if per_split["test"] is not None else None
         return CustomSplits(fmt, train, val, test, "folders")
+    folders = {s: _split_folder(root, s) for s in ("train", "val", "test")}
+    if fmt == "voc" and folders["train"] is not None and folders["val"] is not None:  # train/ val/ [test/] folders
+        found = [f for f in folders.values() if f is not None]
+        if names is None:  # one class list for every split: the names of all of them, sorted
+            names = sorted({n for f in found for n in VOCFolderDetection(f).meta.class_names[1:]})
+        train, val = VOCFolderDetection(folders["train"], names=names), VOCFolderDetection(folders["val"], names=names)
+        test = VOCFolderDetection(folders["test"], names=names) if folders["test"] is not None else None
+        return CustomSplits(fmt, train, val, test, "folders")
     if fmt == "coco":
         json_path = find_coco_json(root)
         assert json_path is not None
@@ -115,4 +126,15 @@ def _split_json(root: Path, split: str) -> Path | None:
         found = sorted((root / folder).glob("*.json")) if (root / folder).is_dir() else []
         if found:
             return found[0]
+    return None
+
+
+def _split_folder(root: Path, split: str) -> Path | None:
+    """A per-split folder of VOC XML (`train/`, `val/` or `valid/`, `test/`, each in any VOC-XML layout)."""
+    for folder in ROBOFLOW_SPLITS[split]:
+        candidate = root / folder
+        if candidate.is_dir() and (
+            any(candidate.glob("*.xml")) or any(any((candidate / n).glob("*.xml")) for n in XML_FOLDERS)
+        ):
+            return candidate
     return None
