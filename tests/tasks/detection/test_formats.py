@@ -218,3 +218,18 @@ def test_explicit_split_folders_and_lists(tmp_path):
     (root / "data.yaml").write_text("path: .\ntrain: train.txt\nval: [images/val]\nnames: [cat, dog]\n")
     listed = open_custom(root)
     assert len(listed.train) == 3 and len(listed.val) == 3
+
+
+def test_yolo_roboflow_parent_paths(tmp_path):
+    truth = make_truth(4)
+    root = write_yolo(tmp_path / "src", truth)
+    rf = tmp_path / "rf"
+    for split in ("train", "val"):
+        (rf / split).mkdir(parents=True)
+        (root / "images" / split).rename(rf / split / "images")
+        if (root / "labels" / split).is_dir():
+            (root / "labels" / split).rename(rf / split / "labels")
+    (rf / "data.yaml").write_text("train: ../train/images\nval: ../val/images\nnc: 2\nnames: [cat, dog]\n")
+    dataset = YOLODetection(rf, "train")
+    assert len(dataset) == 2 and "Roboflow" in dataset.report.extra["notes"][0]
+    assert boxes_by_image(dataset.coco)["img001.png"] == _expected(truth)["img001.png"]

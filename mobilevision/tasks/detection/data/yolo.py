@@ -89,7 +89,9 @@ def read_data_yaml(path: Path) -> tuple[dict[str, Any], list[str], Path]:
     return data, class_names, root
 
 
-def split_images(root: Path, spec: Any, source: str) -> list[tuple[str, Path | None, str | None]]:
+def split_images(
+    root: Path, spec: Any, source: str, notes: list[str] | None = None
+) -> list[tuple[str, Path | None, str | None]]:
     """The images of one split entry: (name relative to `root`, path or None, defect or None), sorted by name.
 
     Raises:
@@ -101,6 +103,14 @@ def split_images(root: Path, spec: Any, source: str) -> list[tuple[str, Path | N
         if not isinstance(item, str) or not item.strip():
             raise DatasetError(f"{source}: a split must be a folder or a list file, got {item!r}")
         path, refused = find_image(root, item)
+        stripped = item.strip()
+        while stripped.startswith("../"):
+            stripped = stripped[3:]
+        if (path is None or not path.exists()) and stripped != item.strip() and (root / stripped).exists():
+            # Roboflow's export writes `train: ../train/images` beside a data.yaml in the dataset folder itself.
+            path, refused = find_image(root, stripped)
+            if notes is not None:
+                notes.append(f"{source}: {item!r} read as {stripped!r} inside the dataset folder (Roboflow's paths)")
         if path is None:
             raise DatasetError(f"{source}: split {item!r}: {refused}")
         if path.is_dir():
@@ -231,10 +241,11 @@ class YOLODetection(ListedDetection):
             class_names = forced
         if split not in data or data[split] in (None, ""):
             raise DatasetError(f"{self.yaml_path}: no {split!r} split (the yaml has {sorted(k for k in data)})")
-        images = split_images(self.root, data[split], f"{self.yaml_path}: {split!r}")
+        notes: list[str] = []
+        images = split_images(self.root, data[split], f"{self.yaml_path}: {split!r}", notes)
         if not images:
             raise DatasetError(f"{self.yaml_path}: split {split!r} ({data[split]!r}) holds no image")
         counts = {"unknown_class": 0, "malformed_rows": 0, "empty_or_missing_labels": 0}
         entries = yolo_entries(self.root, images, len(class_names), counts)
         meta = DetectionMeta(["background", *class_names], [0, *range(len(class_names))])
-        super().__init__(entries, meta, transforms=transforms, counts=counts, format="yolo")
+        super().__init__(entries, meta, transforms=transforms, counts=counts, notes=notes, format="yolo")
