@@ -59,7 +59,10 @@ class DefectReport:
         data = self.to_dict()
         skipped = data.pop("skipped")
         width = max(len(k) for k in data)
-        lines = [f"{key:<{width}}  {value}" for key, value in data.items()]
+        lines = [f"{key:<{width}}  {value}" for key, value in data.items() if not isinstance(value, list)]
+        for key, value in data.items():  # line lists (a reader's notes): one line each
+            if isinstance(value, list):
+                lines += ["", f"{key}:"] + [f"  {item}" for item in value]
         if skipped:
             lines.append("")
             lines.append("skipped:")

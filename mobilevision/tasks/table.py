@@ -98,6 +98,7 @@ register(
         checkers={
             "coco": "mobilevision.tasks.detection.check:check_coco",
             "voc-det": "mobilevision.tasks.detection.check:check_voc",
+            "detection": "mobilevision.tasks.detection.check:check_custom",
         },
         evaluate="mobilevision.tasks.detection.evaluation:main",
     )
@@ -111,7 +112,10 @@ register(
         onnx_outputs=("logits",),
         dynamic_spatial=True,
         default_input_size=(512, 512),
-        checkers={"voc-seg": "mobilevision.tasks.segmentation.check:check_voc"},
+        checkers={
+            "voc-seg": "mobilevision.tasks.segmentation.check:check_voc",
+            "seg-folder": "mobilevision.tasks.segmentation.check:check_folder",
+        },
         evaluate="mobilevision.tasks.segmentation.evaluation:main",
     )
 )

@@ -24,3 +24,39 @@ def check_voc(args: argparse.Namespace) -> DefectReport:
     if not args.root or not args.split:
         raise UserError("--format voc-det needs --root DIR and --split S")
     return read_all(lambda: VOCDetection(args.root, args.split, years=args.year))
+
+
+def check_custom(args: argparse.Namespace) -> DefectReport:
+    """A user's detection folder (`--root DIR [--format voc|yolo|coco]`, `--format auto` by default), every split
+    read as `CustomDetectionDataModule` reads it: one report over all its images."""
+    from pathlib import Path
+
+    from mobilevision.data.report import DefectReport
+    from mobilevision.errors import DatasetError
+    from mobilevision.tasks.detection.data.custom import detect_format, open_custom
+
+    if not args.root:
+        raise UserError("--format detection needs --root DIR (and optionally --detection-format voc|yolo|coco)")
+    try:
+        fmt = getattr(args, "detection_format", None) or detect_format(args.root)
+    except DatasetError as error:
+        root = Path(args.root)
+        if any((d / "image").is_dir() or (d / "images").is_dir() for d in [root, *root.glob("*")]):
+            raise DatasetError(f"{error}; for an images + masks folder use --format seg-folder") from None
+        raise
+    print(f"format: {fmt}")
+    reports = []
+    splits = open_custom(args.root, format=fmt)
+    for dataset in (splits.train, splits.val, splits.test):
+        if dataset is not None:
+            reports.append(read_all(lambda d=dataset: d.select(d.file_names)))
+    merged = DefectReport(images=sum(r.images for r in reports))
+    for report in reports:
+        merged.skipped += report.skipped
+        for key, value in report.extra.items():
+            if isinstance(value, int) and key != "object_classes":
+                merged.extra[key] = merged.extra.get(key, 0) + value
+            else:
+                merged.extra.setdefault(key, value)
+    merged.extra["split"] = f"{splits.how}: train {len(splits.train)}, val {len(splits.val)}"
+    return merged

@@ -1,6 +1,8 @@
 """Detection datasets, one format per module: COCO-format json (`coco`: COCO 2017, the synthetic shapes, any
 export) and PASCAL VOC (`voc`: 2007, 2012, 07+12), on the label mapping, box repair and defect counting they share
-(`base`; the skip/report bookkeeping is `mobilevision.data.dataset.ReportingDataset`).
+(`base`; the skip/report bookkeeping is `mobilevision.data.dataset.ReportingDataset`). A user's own folder: VOC XML
+in any layout (`voc_folder`), YOLO (`yolo`), COCO json from labelling tools (`coco_tools`), found and split by
+`custom.detect_format` / `open_custom`, read through `listed.ListedDetection`.
 
 What a dataset guarantees, whatever the input:
 - Structure is checked at construction, before any work: malformed JSON or XML layout, an annotation whose image or
@@ -33,6 +35,8 @@ from mobilevision.tasks.detection.data.base import (
     sanitize_boxes,
 )
 from mobilevision.tasks.detection.data.coco import CocoDetection, coco2017, validate_coco
+from mobilevision.tasks.detection.data.coco_tools import ToolCocoDetection
+from mobilevision.tasks.detection.data.custom import detect_format, open_custom
 from mobilevision.tasks.detection.data.voc import (
     VOCAnnotation,
     VOCDetection,
@@ -42,11 +46,16 @@ from mobilevision.tasks.detection.data.voc import (
     voc0712_trainval,
 )
 from mobilevision.tasks.detection.data.voc_coco import voc_split_as_coco
+from mobilevision.tasks.detection.data.voc_folder import VOCFolderDetection
+from mobilevision.tasks.detection.data.yolo import YOLODetection
 from mobilevision.tasks.detection.transforms import eval_transforms, train_transforms
 
 __all__ = [
     "VOC_CLASSES",
     "CocoDetection",
+    "ToolCocoDetection",
+    "VOCFolderDetection",
+    "YOLODetection",
     "DetectionDataset",
     "DetectionMeta",
     "VOCAnnotation",
@@ -55,6 +64,8 @@ __all__ = [
     "check_voc_layout",
     "coco2017",
     "coco_from_dict",
+    "detect_format",
+    "open_custom",
     "collate_detection",
     "eval_transforms",
     "load_json",

@@ -39,14 +39,16 @@ class VOCAnnotation:
     objects: list[VOCObject]
 
 
-def parse_voc_xml(data: bytes, source: str) -> VOCAnnotation:
+def parse_voc_xml(data: bytes, source: str, *, classes: Sequence[str] | None = VOC_CLASSES) -> VOCAnnotation:
     """Parse one VOC annotation with defusedxml (no entity expansion, no external references).
+
+    `classes`: the names an object may have (VOC's 20 by default); None accepts any non-empty name (labelImg, CVAT).
 
     VOC boxes are 1-based inclusive pixel indices; we return continuous coordinates: (xmin - 1, ymin - 1, xmax, ymax).
 
     Raises:
         BadSample: unparsable XML, forbidden constructs, or a malformed `bndbox` (the image is skipped).
-        DatasetError: an object whose class is not one of the 20 VOC classes (a structural error).
+        DatasetError: an object whose class is not one of `classes` (a structural error).
     """
     import defusedxml.ElementTree as ET
     from defusedxml import DefusedXmlException
@@ -72,7 +74,9 @@ def parse_voc_xml(data: bytes, source: str) -> VOCAnnotation:
     objects = []
     for obj in root.iter("object"):
         name = (obj.findtext("name") or "").strip()
-        if name not in VOC_CLASSES:
+        if classes is None and not name:
+            raise BadSample("annotation XML has an object without a <name>")
+        if classes is not None and name not in classes:
             raise DatasetError(f"{source}: object class {name!r} is not a VOC class")
         bndbox = obj.find("bndbox")
         coords = [number(bndbox, tag) for tag in ("xmin", "ymin", "xmax", "ymax")]
