@@ -122,6 +122,20 @@ def make_classifier(tf, out: Path, depth_multiplier: float, size: int) -> None:
     (out / name / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
+def _alias_legacy_tf_layers() -> None:
+    """tensorflow 2.21's tf.compat.v1 layers (which tf-slim's batch_norm uses) lazily import
+    `tf_keras.legacy_tf_layers.*`, but tf-keras 2.21.0 ships them as `tf_keras.src.legacy_tf_layers.*` only
+    (ModuleNotFoundError: No module named 'tf_keras.legacy_tf_layers'). Alias the modules; nothing else changes."""
+    import importlib
+
+    for sub in ("", ".base", ".core", ".convolutional", ".normalization", ".pooling", ".variable_scope_shim"):
+        try:
+            module = importlib.import_module("tf_keras.src.legacy_tf_layers" + sub)
+        except ImportError:
+            continue
+        sys.modules.setdefault("tf_keras.legacy_tf_layers" + sub, module)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--research", default=os.environ.get("TF_MODELS_RESEARCH"),
@@ -131,6 +145,7 @@ def main() -> None:
     if not args.research:
         parser.error("give --research or set TF_MODELS_RESEARCH")
     sys.path[:0] = [str(Path(args.research) / "slim"), str(Path(args.research))]
+    _alias_legacy_tf_layers()
     import tensorflow.compat.v1 as tf
 
     tf.disable_v2_behavior()
