@@ -302,7 +302,9 @@ def read_tf_index(path: str | Path) -> tuple[int, list[TensorEntry]]:
             raise _Corrupt("big-endian bundle; only little-endian checkpoints are supported")
         entries = [_parse_entry(key.decode("utf-8"), value) for key, value in items[1:]]
     except (_Corrupt, UnicodeDecodeError) as error:
-        raise WeightsError(f"{index}: not a readable TF checkpoint index (LevelDB table of BundleEntryProto): {error}")
+        raise WeightsError(
+            f"{index}: not a readable TF checkpoint index (LevelDB table of BundleEntryProto): {error}"
+        ) from error
     return num_shards, entries
 
 
@@ -333,8 +335,10 @@ def _to_array(entry: TensorEntry, raw: bytes) -> np.ndarray:
     elif entry.dtype in _DTYPES:
         dtype = _DTYPES[entry.dtype]
         if count * dtype.itemsize != len(raw):
-            raise _Corrupt(f"{entry.name}: shape {entry.shape} of {dtype} needs {count * dtype.itemsize} bytes, "
-                           f"the entry has {len(raw)}")
+            raise _Corrupt(
+                f"{entry.name}: shape {entry.shape} of {dtype} needs {count * dtype.itemsize} bytes, "
+                f"the entry has {len(raw)}"
+            )
         array = np.frombuffer(raw, dtype=dtype)
     else:
         raise _Corrupt(f"{entry.name}: unsupported TF dtype enum {entry.dtype}")
@@ -355,24 +359,32 @@ def read_tf_checkpoint(path: str | Path, *, check_crc: bool = True) -> dict[str,
     for entry in entries:
         shard = prefix.with_name(f"{prefix.name}.data-{entry.shard_id:05d}-of-{num_shards:05d}")
         if entry.sliced:
-            raise WeightsError(f"{shard}: variable {entry.name!r} is partitioned (TensorSliceProto); "
-                               "only whole variables are supported")
+            raise WeightsError(
+                f"{shard}: variable {entry.name!r} is partitioned (TensorSliceProto); "
+                "only whole variables are supported"
+            )
         if entry.shard_id not in shards:
             if entry.shard_id >= num_shards or not shard.is_file():
-                raise WeightsError(f"{shard}: no such file; the index names shard {entry.shard_id} of {num_shards} "
-                                   f"for variable {entry.name!r}")
+                raise WeightsError(
+                    f"{shard}: no such file; the index names shard {entry.shard_id} of {num_shards} "
+                    f"for variable {entry.name!r}"
+                )
             shards[entry.shard_id] = shard.read_bytes()
         data = shards[entry.shard_id]
         if entry.offset < 0 or entry.offset + entry.size > len(data):
-            raise WeightsError(f"{shard}: truncated: variable {entry.name!r} needs bytes {entry.offset}.."
-                               f"{entry.offset + entry.size}, the file has {len(data)}")
+            raise WeightsError(
+                f"{shard}: truncated: variable {entry.name!r} needs bytes {entry.offset}.."
+                f"{entry.offset + entry.size}, the file has {len(data)}"
+            )
         raw = data[entry.offset : entry.offset + entry.size]
         if check_crc and entry.crc32c is not None and crc32c(raw) != unmask_crc(entry.crc32c):
-            raise WeightsError(f"{shard}: variable {entry.name!r} (bytes {entry.offset}..{entry.offset + entry.size})"
-                               f" fails its crc32c check: {crc32c(raw):#010x}, index says "
-                               f"{unmask_crc(entry.crc32c):#010x}")
+            raise WeightsError(
+                f"{shard}: variable {entry.name!r} (bytes {entry.offset}..{entry.offset + entry.size})"
+                f" fails its crc32c check: {crc32c(raw):#010x}, index says "
+                f"{unmask_crc(entry.crc32c):#010x}"
+            )
         try:
             out[entry.name] = _to_array(entry, raw)
         except _Corrupt as error:
-            raise WeightsError(f"{shard}: {error}")
+            raise WeightsError(f"{shard}: {error}") from error
     return out

@@ -107,18 +107,32 @@ def make_classifier(tf, out: Path, depth_multiplier: float, size: int) -> None:
         logits, endpoints = mobilenet_v2.mobilenet(
             inputs, num_classes=1001, depth_multiplier=depth_multiplier, finegrain_classification_mode=finegrain
         )
-        keep = ["layer_1", "layer_2", "layer_3/depthwise_output", "layer_15/expansion_output", "layer_18",
-                "layer_19", "global_pool", "Logits"]
+        keep = [
+            "layer_1",
+            "layer_2",
+            "layer_3/depthwise_output",
+            "layer_15/expansion_output",
+            "layer_18",
+            "layer_19",
+            "global_pool",
+            "Logits",
+        ]
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             name = f"mobilenet_v2_{int(round(depth_multiplier * 100)):03d}_classifier"
             _save(tf, sess, out / name, rng)
             values = sess.run({k: endpoints[k] for k in keep}, {inputs: image})
     np.savez_compressed(out / name / "outputs.npz", input=image, **values)
-    meta = {"builder": "nets.mobilenet.mobilenet_v2.mobilenet", "num_classes": 1001,
-            "depth_multiplier": depth_multiplier, "finegrain_classification_mode": finegrain,
-            "input_size": size, "seed": SEED, "versions": _versions(),
-            "shapes": {k: list(v.shape) for k, v in values.items()}}
+    meta = {
+        "builder": "nets.mobilenet.mobilenet_v2.mobilenet",
+        "num_classes": 1001,
+        "depth_multiplier": depth_multiplier,
+        "finegrain_classification_mode": finegrain,
+        "input_size": size,
+        "seed": SEED,
+        "versions": _versions(),
+        "shapes": {k: list(v.shape) for k, v in values.items()},
+    }
     (out / name / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
@@ -138,8 +152,11 @@ def _alias_legacy_tf_layers() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--research", default=os.environ.get("TF_MODELS_RESEARCH"),
-                        help="tensorflow/models' research/ directory (or $TF_MODELS_RESEARCH)")
+    parser.add_argument(
+        "--research",
+        default=os.environ.get("TF_MODELS_RESEARCH"),
+        help="tensorflow/models' research/ directory (or $TF_MODELS_RESEARCH)",
+    )
     parser.add_argument("--out", type=Path, default=Path("tests/fixtures/tf"))
     args = parser.parse_args()
     if not args.research:
