@@ -1,11 +1,12 @@
 """mobilevision.convert.tf_checkpoint reads TF tensor bundles exactly as tensorflow does, with no tensorflow.
 
 The fixture checkpoints under tests/fixtures/tf/ were written by the TF reference code (tools/tf_reference/
-make_fixtures.py); `tf_load_checkpoint.npz` beside each is tensorflow's own reading of it.
+make_fixtures.py); `tf_load_checkpoint.npz.xz` beside each is tensorflow's own reading of it.
 """
 
 from __future__ import annotations
 
+import io
 import lzma
 import shutil
 from pathlib import Path
@@ -30,7 +31,7 @@ def unpack(model: str, tmp_path: Path) -> Path:
 
 
 def test_fixtures_exist() -> None:
-    assert "mobilenet_v2_035_classifier" in MODELS
+    assert MODELS == ["deeplabv3_mnv2_050_os16", "mobilenet_v2_035_classifier"]
 
 
 def test_crc32c_known_values() -> None:
@@ -48,7 +49,9 @@ def test_unmask_inverts_leveldb_mask() -> None:
 @pytest.mark.parametrize("model", MODELS)
 def test_equals_tensorflows_reading(model: str, tmp_path: Path) -> None:
     ours = read_tf_checkpoint(unpack(model, tmp_path))
-    with np.load(FIXTURES / model / "tf_load_checkpoint.npz") as dump:
+    with lzma.open(FIXTURES / model / "tf_load_checkpoint.npz.xz") as packed:
+        raw = packed.read()
+    with np.load(io.BytesIO(raw)) as dump:
         theirs = {name: dump[name] for name in dump.files}
     assert sorted(ours) == sorted(theirs)
     for name, value in theirs.items():

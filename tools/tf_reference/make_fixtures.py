@@ -12,7 +12,8 @@ Per model, a directory `<out>/<name>/` with:
 - `model.ckpt.index`, `model.ckpt.data-00000-of-00001.xz`: the TF checkpoint the reference saver wrote (tensor
   bundle V2; the data shard xz-compressed for the repository, `lzma` decompresses it), variable names exactly as the
   reference builds them (as the TF zoo checkpoints name them).
-- `tf_load_checkpoint.npz`: every variable as `tf.train.load_checkpoint(...).get_tensor(name)` returns it (the
+- `tf_load_checkpoint.npz.xz`: an xz-compressed .npz of every variable as
+  `tf.train.load_checkpoint(...).get_tensor(name)` returns it (the
   ground truth for mobilevision's own checkpoint reader), keys are the TF names.
 - `outputs.npz`: `input` (NHWC float32 in [-1, 1], the reference's input convention) and the reference's outputs
   on it, keyed by endpoint name with `/` kept (`layer_15/expansion_output`, `layer_19`, `Logits`, ...), all NHWC.
@@ -27,6 +28,7 @@ what the fixtures test (names, layouts, padding, epsilon, the arithmetic), only 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import lzma
 import os
@@ -86,7 +88,10 @@ def _save(tf, sess, out_dir: Path, rng: np.random.Generator) -> None:
     tf.train.Saver(variables, write_version=tf.train.SaverDef.V2).save(sess, prefix, write_meta_graph=False)
     reader = tf.train.load_checkpoint(prefix)
     dump = {name: reader.get_tensor(name) for name in sorted(reader.get_variable_to_shape_map())}
-    np.savez_compressed(out_dir / "tf_load_checkpoint.npz", **dump)
+    buffer = io.BytesIO()
+    np.savez(buffer, **dump)
+    with lzma.open(out_dir / "tf_load_checkpoint.npz.xz", "wb", preset=9 | lzma.PRESET_EXTREME) as packed:
+        packed.write(buffer.getvalue())
     data = out_dir / "model.ckpt.data-00000-of-00001"
     with lzma.open(str(data) + ".xz", "wb", preset=9 | lzma.PRESET_EXTREME) as packed:
         packed.write(data.read_bytes())
@@ -136,6 +141,49 @@ def make_classifier(tf, out: Path, depth_multiplier: float, size: int) -> None:
     (out / name / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
+def make_deeplab(tf, out: Path, depth_multiplier: float, size: int) -> None:
+    """Mobile DeepLabv3 as deeplab's model.py builds `mobilenet_v2` with no ASPP rates (image pooling + 1x1),
+    output stride 16, 21 classes; the reference's transcription lives outside the repo in
+    `<research>/deeplab_min/model_min.py` (tensorflow/models research/deeplab model.py + feature_extractor.py)."""
+    from deeplab_min import model_min
+
+    rng = np.random.default_rng(SEED + 1)
+    image = rng.uniform(-1, 1, size=(1, size, size, 3)).astype(np.float32)
+    with tf.Graph().as_default():
+        inputs = tf.placeholder(tf.float32, (1, size, size, 3))
+        logits, upsampled, endpoints = model_min.get_logits(
+            inputs, 21, crop_size=(size, size), output_stride=16, depth_multiplier=depth_multiplier
+        )
+        fetch = {
+            "layer_18": endpoints["layer_18"],
+            "layer_15/expansion_output": endpoints["layer_15/expansion_output"],
+            "concat_projection": endpoints["concat_projection"],
+            "logits": logits,
+            "logits_upsampled": upsampled,
+        }
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            name = f"deeplabv3_mnv2_{int(round(depth_multiplier * 100)):03d}_os16"
+            _save(tf, sess, out / name, rng)
+            values = sess.run(fetch, {inputs: image})
+    np.savez_compressed(out / name / "outputs.npz", input=image, **values)
+    meta = {
+        "builder": "deeplab model.py _extract_features + _get_branch_logits (model_min transcription)",
+        "num_classes": 21,
+        "output_stride": 16,
+        "atrous_rates": None,
+        "add_image_level_feature": True,
+        "aspp_with_batch_norm": True,
+        "depth_multiplier": depth_multiplier,
+        "input_size": size,
+        "crop_size": [size, size],
+        "seed": SEED + 1,
+        "versions": _versions(),
+        "shapes": {k: list(v.shape) for k, v in values.items()},
+    }
+    (out / name / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
 def _alias_legacy_tf_layers() -> None:
     """tensorflow 2.21's tf.compat.v1 layers (which tf-slim's batch_norm uses) lazily import
     `tf_keras.legacy_tf_layers.*`, but tf-keras 2.21.0 ships them as `tf_keras.src.legacy_tf_layers.*` only
@@ -158,6 +206,7 @@ def main() -> None:
         help="tensorflow/models' research/ directory (or $TF_MODELS_RESEARCH)",
     )
     parser.add_argument("--out", type=Path, default=Path("tests/fixtures/tf"))
+    parser.add_argument("--only", default="", help="comma-separated subset of: classifier, deeplab")
     args = parser.parse_args()
     if not args.research:
         parser.error("give --research or set TF_MODELS_RESEARCH")
@@ -167,8 +216,13 @@ def main() -> None:
 
     tf.disable_v2_behavior()
     tf.random.set_random_seed(SEED)
-    shutil.rmtree(args.out / "mobilenet_v2_035_classifier", ignore_errors=True)
-    make_classifier(tf, args.out, depth_multiplier=0.35, size=128)
+    only = set(args.only.split(",")) if args.only else {"classifier", "deeplab"}
+    if "classifier" in only:
+        shutil.rmtree(args.out / "mobilenet_v2_035_classifier", ignore_errors=True)
+        make_classifier(tf, args.out, depth_multiplier=0.35, size=128)
+    if "deeplab" in only:
+        shutil.rmtree(args.out / "deeplabv3_mnv2_050_os16", ignore_errors=True)
+        make_deeplab(tf, args.out, depth_multiplier=0.5, size=65)
 
 
 if __name__ == "__main__":
