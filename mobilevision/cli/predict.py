@@ -141,8 +141,9 @@ def main(argv: Sequence[str]) -> int:
     if args.model is None and (args.num_classes is not None or args.width_mult is not None):
         parser.error("--num-classes and --width-mult go with --model (a checkpoint knows its own)")
 
+    from mobilevision.inference.listing import listed_images
     from mobilevision.inference.sinks import predict_source
-    from mobilevision.inference.sources import ImageSource, listed_images, open_source
+    from mobilevision.inference.sources import ImageSource, open_source
     from mobilevision.io import check_writable_folder
 
     check_writable_folder(args.output, "--output")  # before the source is opened or the model loaded

@@ -258,7 +258,7 @@ def predict_source(
     - video/camera/stream: `<stem>_<adapter.video_suffix>.mp4` at the input's fps and size (a video file keeps its
       own container, .mkv or .avi, when this OpenCV build writes it);
     - tasks with results files (detection): `predictions.json` (COCO results; image_id = frame index for video, the
-      dataset's ids for images listed by `listed_images(annotations=...)`) and, for images, `images.json` (COCO
+      dataset's ids for images listed by `listing.listed_images(annotations=...)`) and, for images, `images.json` (COCO
       `images` entries: id, file_name, height, width);
     - `classes.json`: the model's class names (index = label) and, for detection, the dataset category ids, so
       `mobilevision evaluate` can name the classes;

@@ -100,7 +100,7 @@ register(
             "voc-det": "mobilevision.tasks.detection.check:check_voc",
             "detection": "mobilevision.tasks.detection.check:check_custom",
         },
-        evaluate="mobilevision.tasks.detection.evaluation:main",
+        evaluate="mobilevision.tasks.detection.evaluate_cli:main",
     )
 )
 register(

@@ -9,7 +9,8 @@ import pytest
 
 from mobilevision.data.report import DataWarning
 from mobilevision.errors import UserError
-from mobilevision.inference.sources import CaptureSource, ImageSource, SourceTimeout, listed_images, open_source
+from mobilevision.inference.listing import listed_images
+from mobilevision.inference.sources import CaptureSource, ImageSource, SourceTimeout, open_source
 from tests.inference.models_for_tests import random_image
 
 
