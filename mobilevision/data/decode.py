@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image
 
 # Decompression-bomb guard: 1.0e8 pixels is about a 10000x10000 image, far beyond any detection or segmentation set.
+# Image files a dataset folder may hold, in the order that decides between two files of one stem.
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MAX_PIXELS = 100_000_000
 
 cv2.setNumThreads(1)  # DataLoader workers parallelise across images; OpenCV threads inside them only oversubscribe.

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from mobilevision.data.decode import IMAGE_SUFFIXES
 from mobilevision.errors import UserError
 from mobilevision.io import atomic_path
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 QUANTIZATION_KEY = "mobilevision.quantization"
 
 

@@ -23,11 +23,13 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from mobilevision.data.decode import IMAGE_SUFFIXES as DATASET_IMAGE_SUFFIXES
 from mobilevision.data.decode import BadSample, read_image, read_image_in_frame
 from mobilevision.data.report import DataWarning
 from mobilevision.errors import UserError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
+# What `predict` reads from a folder: the dataset formats, and a few more that OpenCV decodes.
+IMAGE_SUFFIXES = frozenset({*DATASET_IMAGE_SUFFIXES, ".gif", ".ppm", ".pgm"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"})
 QUEUE_FRAMES = 4
 DEFAULT_TIMEOUT = 10.0

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mobilevision.data.decode import BadSample, resolve_inside
+from mobilevision.data.decode import IMAGE_SUFFIXES, BadSample, resolve_inside
 from mobilevision.data.report import DataWarning
 from mobilevision.errors import DatasetError
 from mobilevision.tasks.detection.data.base import (
@@ -26,8 +26,6 @@ from mobilevision.tasks.detection.data.base import (
     coco_from_dict,
     sanitize_boxes,
 )
-
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass

@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilevision.data.decode import BadSample
+from mobilevision.data.decode import IMAGE_SUFFIXES, BadSample
 from mobilevision.data.report import DataWarning
 from mobilevision.errors import DatasetError, InvalidValueError
 from mobilevision.tasks.segmentation.data.base import SegmentationDataset, Transform, _Defect, _Sample
 from mobilevision.tasks.segmentation.masks import VOID, decode_index_mask
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_MODES = ("auto", "index", "binary", "rgb")
 
 
