@@ -12,15 +12,15 @@ threshold or NMS keeps K boxes from it (`tests/export/test_nms.py`); scores equa
 differently (the torch side breaks such ties by position at 2^-20). Scaling boxes to the original image stays with
 the caller (it knows the image size).
 
-Exported to ONNX with the legacy exporter, torchvision's `batched_nms` becomes one `NonMaxSuppression` node (the
-coordinate-offset trick: boxes of different classes are shifted apart), the prefix a `TopK`.
+Exported to ONNX with the legacy exporter, class-wise NMS becomes one `NonMaxSuppression` node (torchvision's
+`nms` on boxes shifted apart by class, the coordinate trick of `batched_nms`), the prefix a `TopK`.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, clip_boxes_to_image
+from torchvision.ops import clip_boxes_to_image, nms
 
 from mobilevision.models.anchors import BoxCoder
 from mobilevision.tasks.detection.inference import postprocess_for
@@ -54,7 +54,11 @@ class NmsDetector(nn.Module):
         anchor_idx = torch.div(positions, num_fg, rounding_mode="floor")
         boxes = self.coder.decode(regression[anchor_idx].float(), anchors[anchor_idx])
         boxes = clip_boxes_to_image(boxes, images.shape[-2:])
-        kept = batched_nms(boxes, scores, classes, self.post.nms_threshold)[: self.post.detections_per_image]
+        # Class-wise NMS as one NonMaxSuppression: boxes of different classes shifted apart by more than the image
+        # (they are clipped to it). Not `batched_nms`: its empty-input branch is baked into the trace when the
+        # example input has no candidate, and its max() over boxes fails on an empty set.
+        shift = (classes.to(boxes.dtype) * float(max(images.shape[-2:]) + 1))[:, None]
+        kept = nms(boxes + shift, scores, self.post.nms_threshold)[: self.post.detections_per_image]
         return _pad(boxes[kept], scores[kept], classes[kept] + 1, self.post.detections_per_image)
 
 

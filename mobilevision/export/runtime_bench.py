@@ -16,6 +16,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--formats", nargs="+", choices=("pte", "tflite"), default=["pte", "tflite"])
     parser.add_argument("--int8", action="store_true", help="also int8 (pt2e, per-channel weights)")
     parser.add_argument("--calibration-images", type=int, default=8)
+    parser.add_argument("--cache", type=Path, default=None, help="folder keeping exported files between runs")
+    parser.add_argument("--no-time", action="store_true", help="parity only")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
@@ -108,19 +111,34 @@ def main(argv: list[str] | None = None) -> None:
         for int8 in (False, True) if args.int8 else (False,):
             label = f"{fmt} {'int8' if int8 else 'fp32'}"
             start = time.perf_counter()
-            if fmt == "pte":
-                from mobilevision.export.executorch import PteRunner, export_pte
+            cached = args.cache / f"{args.model}.{'int8' if int8 else 'fp32'}.{fmt}" if args.cache else None
+            if cached is not None and cached.exists():
+                data = cached.read_bytes()
+            elif fmt == "pte":
+                from mobilevision.export.executorch import export_pte
 
                 data = export_pte(model, size, int8=int8, calibration=calibration)
-                runner: Runner = PteRunner(data, num_threads=1)
             else:
-                from mobilevision.export.tflite import TfliteRunner, export_tflite
+                from mobilevision.export.tflite import export_tflite
 
                 data = export_tflite(model, size, int8=int8, calibration=calibration)
+            if cached is not None and not cached.exists():
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                cached.write_bytes(data)
+            if fmt == "pte":
+                from mobilevision.export.executorch import PteRunner
+
+                runner: Runner = PteRunner(data, num_threads=1)
+            else:
+                from mobilevision.export.tflite import TfliteRunner
+
                 runner = TfliteRunner(data, num_threads=1)
-            print(f"{label}: exported in {time.perf_counter() - start:.1f} s, {len(data) / 1e6:.2f} MB", flush=True)
+            print(f"{label}: exported/loaded in {time.perf_counter() - start:.1f} s, {len(data) / 1e6:.2f} MB")
             print(parity(model, runner, images, size), flush=True)
+            print(flush=True)
             runners[label] = runner
+    if args.no_time:
+        return
     with torch.no_grad():
         results = timing(runners, images[1:2], rounds=args.rounds, repeats=args.repeats)
     print(f"speed, 1 thread, {args.rounds} interleaved rounds x {args.repeats} calls ({args.model} {size}):")
