@@ -43,7 +43,7 @@ def export_tflite(
 
     if int8 and not calibration:
         raise ValueError("int8 export needs calibration images")
-    surface = export_surface(model)
+    surface = export_surface(_litert_friendly(model))
     example = torch.zeros(1, 3, *input_size)
     with torch.no_grad():
         if not int8:
@@ -62,6 +62,34 @@ def export_tflite(
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
         edge = litert_torch.convert(converted, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
         return edge.model_content()
+
+
+class _PoolingByMul(nn.Module):
+    """The DeepLabv3 image-pooling branch with its broadcast back to [B, C, H, W] written as a multiplication by
+    ones: litert-torch 0.10.0 converts `expand` on the 1x1 map to a BROADCAST_TO whose shape the interpreter then
+    rejects ("Output shape must be broadcastable from input shape", node BROADCAST_TO), an NCHW/NHWC mix-up."""
+
+    def __init__(self, pooling: nn.Module) -> None:
+        super().__init__()
+        self.conv = pooling.conv
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = self.conv(x.mean(dim=(2, 3), keepdim=True))  # [B, C, 1, 1]
+        return pooled * torch.ones_like(x[:, :1])  # [B, C, H, W], exact
+
+
+def _litert_friendly(model: nn.Module) -> nn.Module:
+    """A copy of `model` with the modules litert-torch mis-converts replaced by equivalents (same weights)."""
+    import copy
+
+    from mobilevision.models.heads.deeplabv3 import _ImagePooling
+
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, _ImagePooling):
+                setattr(parent, name, _PoolingByMul(child))
+    return model
 
 
 class TfliteRunner:
