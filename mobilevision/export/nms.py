@@ -1,0 +1,96 @@
+"""NMS inside the exported graph (prototype of `export --nms`, issue 26): image in, final detections out.
+
+`NmsDetector(detector)` maps images float32 [1, 3, H, W] (RGB 0..255) to
+- `boxes` float32 [1, K, 4] x1y1x2y2 in network-input pixels (rows past `num_detections` are zero),
+- `scores` float32 [1, K], `labels` int64 [1, K] in 1..C-1 (0 in the padding),
+- `num_detections` int64 [1],
+with K = the detector's `detections_per_image`. It is `DetectionPostprocess` (softmax or sigmoid, threshold,
+per-class top-k, decode, clip, class-wise NMS) over a fixed prefix of the score ranking: the best `prefix`
+(anchor, class) pairs, where the torch post-processor starts at `max_candidates` and widens while NMS keeps too few
+(a loop an exported graph does not have). The two agree whenever the prefix holds every candidate above the
+threshold or NMS keeps K boxes from it (`tests/export/test_nms.py`); scores equal to float rounding may order
+differently (the torch side breaks such ties by position at 2^-20). Scaling boxes to the original image stays with
+the caller (it knows the image size).
+
+Exported to ONNX with the legacy exporter, class-wise NMS becomes one `NonMaxSuppression` node (torchvision's
+`nms` on boxes shifted apart by class, the coordinate trick of `batched_nms`), the prefix a `TopK`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import clip_boxes_to_image, nms
+
+from mobilevision.models.anchors import BoxCoder
+from mobilevision.tasks.detection.inference import postprocess_for
+
+NMS_OUTPUTS = ("boxes", "scores", "labels", "num_detections")
+
+
+class NmsDetector(nn.Module):
+    """A detector with its post-processing in the graph (batch 1); see the module docstring for the interface."""
+
+    def __init__(self, detector: nn.Module, *, score_threshold: float = 0.3, prefix: int = 1000) -> None:
+        super().__init__()
+        self.detector = detector
+        self.post = postprocess_for(detector, score_threshold=score_threshold)
+        self.prefix = int(prefix)
+        self.coder = BoxCoder(self.post.box_coder_weights)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        outputs, anchors = self.detector.forward_raw(images)  # type: ignore[operator]
+        logits, regression = outputs["cls_logits"][0].float(), outputs["bbox_regression"][0]
+        probs = logits.sigmoid() if self.post.classification == "sigmoid" else logits.softmax(-1)
+        flat = probs[:, 1:].reshape(-1)  # [A * (C-1)], position = anchor * (C-1) + class
+        num_fg = probs.shape[1] - 1
+        scores, positions = flat.topk(min(self.prefix, flat.shape[0]))
+        classes = positions % num_fg
+        # Rank of each pair within its class (the pairs are in score order): the per-class top-k.
+        one_hot = nn.functional.one_hot(classes, num_fg)
+        class_rank = ((one_hot.cumsum(0) - 1) * one_hot).sum(1)
+        keep = (scores > self.post.score_threshold) & (class_rank < self.post.topk_candidates)
+        scores, positions, classes = scores[keep], positions[keep], classes[keep]
+        anchor_idx = torch.div(positions, num_fg, rounding_mode="floor")
+        boxes = self.coder.decode(regression[anchor_idx].float(), anchors[anchor_idx])
+        boxes = clip_boxes_to_image(boxes, images.shape[-2:])
+        # Class-wise NMS as one NonMaxSuppression: boxes of different classes shifted apart by more than the image
+        # (they are clipped to it). Not `batched_nms`: its empty-input branch is baked into the trace when the
+        # example input has no candidate, and its max() over boxes fails on an empty set.
+        shift = (classes.to(boxes.dtype) * float(max(images.shape[-2:]) + 1))[:, None]
+        kept = nms(boxes + shift, scores, self.post.nms_threshold)[: self.post.detections_per_image]
+        return _pad(boxes[kept], scores[kept], classes[kept] + 1, self.post.detections_per_image)
+
+
+def _pad(boxes: Tensor, scores: Tensor, labels: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """boxes [N, 4], scores [N], labels [N] (N <= size) -> [1, size, 4], [1, size], [1, size] zero-padded, and N
+    as int64 [1]."""
+    count = torch.ones_like(scores, dtype=torch.int64).sum().reshape(1)  # traced as data, not a constant
+    boxes = torch.cat([boxes, boxes.new_zeros(size, 4)])[:size]
+    scores = torch.cat([scores, scores.new_zeros(size)])[:size]
+    labels = torch.cat([labels, labels.new_zeros(size)])[:size]
+    return boxes[None], scores[None], labels[None], count
+
+
+def export_nms_onnx(
+    model: nn.Module, input_size: tuple[int, int], *, score_threshold: float = 0.3, prefix: int = 1000, opset: int = 17
+) -> bytes:
+    """ONNX bytes of `NmsDetector(model)` at the fixed `input_size` (h, w), batch 1, outputs `NMS_OUTPUTS`."""
+    import io
+    import warnings
+
+    wrapped = NmsDetector(model.eval(), score_threshold=score_threshold, prefix=prefix).eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapped,
+            (torch.zeros(1, 3, *input_size),),
+            buffer,
+            opset_version=opset,
+            input_names=["images"],
+            output_names=list(NMS_OUTPUTS),
+            dynamo=False,
+            do_constant_folding=True,
+        )
+    return buffer.getvalue()
