@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from mobilevision.checkpoint import load_checkpoint
 from mobilevision.cli import main as cli_main
@@ -21,6 +23,8 @@ from mobilevision.data.labels import VOC_CLASSES, with_background
 from mobilevision.data.shapes import CLASSES as SHAPE_CLASSES
 from mobilevision.training import run_cli
 from tests.fixtures.datasets import COCO_CATEGORIES
+from tests.fixtures.own_data import CLASSES as OWN_CLASSES
+from tests.fixtures.own_data import make_truth, write_coco
 
 CONFIGS = config_paths()
 
@@ -154,6 +158,39 @@ def _data_overrides(text: str, tmp: Path, coco: Path, voc: Path) -> tuple[list[s
                 "source": shapes / "val" / "images",
                 "gt": shapes / "val" / "masks",
             },
+        )
+    if "CustomDetectionDataModule" in text:
+        # A labelling tool's COCO export (Label Studio: result.json beside images/, category ids from 0).
+        root = write_coco(tmp / "own", make_truth(n=10))
+        gt = root / "result.json"
+        return (
+            [f"--data.init_args.root={root}", "--data.init_args.input_size=96", "--data.init_args.batch_size=4"],
+            {
+                "task": "detection",
+                "space": (["background", *OWN_CLASSES], [0, 0, 1]),
+                "source": root,
+                "annotations": gt,
+                "gt": gt,
+            },
+        )
+    if "CustomSegmentationDataModule" in text:
+        # An images folder and a masks folder of class indices, matched by file stem.
+        images, masks = tmp / "own" / "images", tmp / "own" / "masks"
+        images.mkdir(parents=True)
+        masks.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(images / f"{i}.jpg")
+            Image.fromarray(rng.integers(0, 3, (48, 64), dtype=np.uint8)).save(masks / f"{i}.png")
+        names = ["background", "a", "b"]
+        return (
+            [
+                f"--data.init_args.images={images}",
+                f"--data.init_args.masks={masks}",
+                f"--data.init_args.names=[{','.join(names)}]",
+                *small,
+            ],
+            {"task": "segmentation", "space": (names, None), "source": images, "gt": masks},
         )
     raise AssertionError("a config with a DataModule this test does not know: add it to _data_overrides")
 
