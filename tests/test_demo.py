@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mobilevision import demo as stages
 from mobilevision.cli import demo
 
 TINY = [
@@ -65,8 +66,8 @@ def test_demo_trains_evaluates_and_says_where_everything_is(
     assert f"mIoU {seg['val/miou']:.3f}" in printed and f"mIoU {seg['val_mf/miou']:.3f}" in printed
 
     # Started again, a finished demo does not train again: the checkpoints stay as they were.
-    before = {t: (out / t / "checkpoints" / "last.ckpt").stat().st_mtime_ns for t in demo.STAGES}
+    before = {t: (out / t / "checkpoints" / "last.ckpt").stat().st_mtime_ns for t in stages.STAGES}
     assert demo.main([*argv, "--skip-showcase"]) == 0
     assert "training from random weights" not in capsys.readouterr().out
-    after = {t: (out / t / "checkpoints" / "last.ckpt").stat().st_mtime_ns for t in demo.STAGES}
+    after = {t: (out / t / "checkpoints" / "last.ckpt").stat().st_mtime_ns for t in stages.STAGES}
     assert after == before
