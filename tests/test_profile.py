@@ -41,7 +41,7 @@ def test_joint_model_beside_the_two_it_replaces() -> None:
             self.model = model
 
         def forward(self, x: torch.Tensor):
-            return self.model.forward_raw(x)
+            return self.model.detector.forward_raw(x)
 
     model = _build_meta("ssdlite_deeplabv3_mobilenet_v2", num_classes=5, seg_num_classes=3, width_mult=0.5)
     assert joint.madds_b * 1e9 > count_madds(BoxesOnly(model), 160)

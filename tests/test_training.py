@@ -11,14 +11,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
+from PIL import Image
 
 from mobilevision.checkpoint import load_checkpoint
 from mobilevision.configs import config_paths
 from mobilevision.data.shapes import generate_shapes
 from mobilevision.training import run_cli
+from tests.fixtures.own_data import make_truth, write_coco
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = config_paths()
@@ -112,6 +115,16 @@ def test_every_config_instantiates(
         ]
     if any(name in text for name in ("ShapesDataModule", "ShapesSegmentationDataModule", "ShapesMultiTaskDataModule")):
         args.append(f"--data.init_args.root={tmp_path / 'shapes'}")
+    if "CustomDetectionDataModule" in text:
+        args.append(f"--data.init_args.root={write_coco(tmp_path / 'own', make_truth(n=10))}")
+    if "CustomSegmentationDataModule" in text:
+        images, masks = tmp_path / "own" / "images", tmp_path / "own" / "masks"
+        images.mkdir(parents=True)
+        masks.mkdir()
+        for i in range(4):
+            Image.fromarray(np.full((24, 32, 3), 40 * i, dtype=np.uint8)).save(images / f"{i}.jpg")
+            Image.fromarray(np.full((24, 32), i % 2, dtype=np.uint8)).save(masks / f"{i}.png")
+        args += [f"--data.init_args.images={images}", f"--data.init_args.masks={masks}"]
     cli = run_cli(args, run=False)
     assert cli.model.model.num_classes == cli.datamodule.num_classes
     assert cli.model.input_size == cli.datamodule.input_size
