@@ -243,6 +243,7 @@ def run_cli(argv: Sequence[str], *, run: bool = True) -> MobileVisionCLI:
 
     from mobilevision.plots import PlotCallback
     from mobilevision.tasks.base import BaseTask
+    from mobilevision.tasks.legacy import upgrade_argv
 
     # LightningCLI warns when sys.argv also holds arguments; here argv *is* the command line, minus our prefix.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
@@ -256,7 +257,7 @@ def run_cli(argv: Sequence[str], *, run: bool = True) -> MobileVisionCLI:
         save_config_kwargs={"overwrite": True},
         # Every run draws its pictures (curves, PR curves, confusion matrix) at the end: `<root>/plots/`.
         trainer_defaults={"callbacks": [PlotCallback()]},
-        args=list(argv),
+        args=upgrade_argv(argv),  # configurations of before the criterion was injected still run
         run=run,
         auto_configure_optimizers=False,
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -118,7 +119,8 @@ class MultiBoxLoss(nn.Module):
         boxes_per_location: default boxes per location of each feature map (`DefaultBoxes.num_anchors`), for ATSS;
             None counts one.
         classification: "softmax" (cross-entropy over C classes, 0 background) or "sigmoid" (independent binary
-            cross-entropy per class on one-hot targets, background included, as the TF reference).
+            cross-entropy per class on one-hot targets, background included, as the TF reference); None takes the
+            detector's when a task binds the loss to it (`bind`); unbound, the focal loss's sigmoid or else softmax.
         focal_gamma: None for hard negative mining; a value (RetinaNet: 2) for the sigmoid focal loss over every
             default box and the C - 1 foreground classes instead (needs `classification="sigmoid"`).
         focal_alpha: the focal loss's weight of positives against negatives (RetinaNet: 0.25).
@@ -136,7 +138,7 @@ class MultiBoxLoss(nn.Module):
         assignment: str = "iou",
         atss_topk: int = 9,
         boxes_per_location: Sequence[int] | None = None,
-        classification: str = "softmax",
+        classification: str | None = None,
         focal_gamma: float | None = None,
         focal_alpha: float = 0.25,
         box_loss: str = "smooth_l1",
@@ -144,13 +146,6 @@ class MultiBoxLoss(nn.Module):
         box_coder: BoxCoder | None = None,
     ) -> None:
         super().__init__()
-        if classification not in ("softmax", "sigmoid"):
-            raise ValueError(f"classification must be 'softmax' or 'sigmoid', got {classification!r}")
-        if focal_gamma is not None and classification != "sigmoid":
-            raise ValueError(
-                f"the focal loss scores classes with sigmoids: set classification 'sigmoid' (got "
-                f"{classification!r}) or focal_gamma null"
-            )
         if box_loss not in ("smooth_l1", "giou"):
             raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {box_loss!r}")
         if not 0.0 < iou_threshold <= 1.0:
@@ -164,12 +159,49 @@ class MultiBoxLoss(nn.Module):
         self.assignment = assignment
         self.atss_topk = atss_topk
         self.boxes_per_location = list(boxes_per_location) if boxes_per_location is not None else None
-        self.classification = classification
         self.focal_gamma = focal_gamma
         self.focal_alpha = focal_alpha
         self.box_loss = box_loss
         self.box_weight = box_weight
         self.box_coder = box_coder or BoxCoder()
+        # Unbound and unset: the scoring the other options imply (the focal loss is a sigmoid one).
+        self.classification = "sigmoid" if focal_gamma is not None else "softmax"
+        if classification is not None:
+            self._set_classification(classification)
+
+    def _set_classification(self, classification: str) -> None:
+        if classification not in ("softmax", "sigmoid"):
+            raise ValueError(f"classification must be 'softmax' or 'sigmoid', got {classification!r}")
+        if self.focal_gamma is not None and classification != "sigmoid":
+            raise ValueError(
+                f"the focal loss scores classes with sigmoids: set classification 'sigmoid' (got "
+                f"{classification!r}) or focal_gamma null"
+            )
+        self.classification = classification
+
+    def bind(self, *, classification: str, boxes_per_location: Sequence[int]) -> MultiBoxLoss:
+        """This loss fitted to a detector: its scoring (`Detector.classification`, which the loss must match) and
+        default boxes per location (`DefaultBoxes.num_anchors`, for ATSS). Returns self.
+
+        Raises:
+            ValueError: the focal loss with softmax scoring.
+        """
+        self._set_classification(classification)
+        self.boxes_per_location = list(boxes_per_location)
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The configuration's plain values (what a config's `criterion.init_args` holds, for checkpoints)."""
+        return {
+            "neg_pos_ratio": self.neg_pos_ratio,
+            "iou_threshold": self.iou_threshold,
+            "assignment": self.assignment,
+            "atss_topk": self.atss_topk,
+            "focal_gamma": self.focal_gamma,
+            "focal_alpha": self.focal_alpha,
+            "box_loss": self.box_loss,
+            "box_weight": self.box_weight,
+        }
 
     def targets(
         self, targets: list[dict[str, Tensor]], anchors: Tensor, level_sizes: Sequence[int] | None = None

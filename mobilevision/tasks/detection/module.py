@@ -1,30 +1,31 @@
 """`DetectionTask`: the LightningModule that trains and evaluates a `Detector`.
 
-It owns the multibox loss, the COCO evaluation (pycocotools over every process's detections), the optimiser and the
-schedule (injected), and the label metadata that goes into checkpoints.
+It holds the detection pieces (`tasks.detection.parts`: the detector and its options, the criterion injected by
+`class_path` like the optimizer, the label metadata that goes into checkpoints, the COCO evaluation) and the
+training machinery of `BaseTask` (optimiser, schedule, EMA, non-finite guard).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from mobilevision.checkpoint import default_class_names
-from mobilevision.models import build_model
 from mobilevision.models.anchors import DefaultBoxes
 from mobilevision.models.detector import Detector
 from mobilevision.models.heads.ssd import EXTRA_DEPTHS
-from mobilevision.tasks.base import BaseTask, LRSchedule, OptimizerFactory
+from mobilevision.tasks.base import BaseTask
 from mobilevision.tasks.detection.data import DetectionMeta
-from mobilevision.tasks.detection.evaluation import format_metrics
-from mobilevision.tasks.detection.evaluator import METRIC_KEYS, CocoEvaluator
 from mobilevision.tasks.detection.loss import MultiBoxLoss
+from mobilevision.tasks.detection.parts import (
+    BoxEvaluation,
+    DetectionLabels,
+    bind_criterion,
+    build_detector,
+    detection_checkpoint_meta,
+)
 
 
 class DetectionTask(BaseTask):
@@ -43,15 +44,14 @@ class DetectionTask(BaseTask):
         extra_depths: output depths of the extra layers grown from the last tap (the paper's four by default).
         zero_init_residual: residual blocks start as identities when training from random weights (see
             `MobileNetV2`); loaded backbone weights or `init_from` replace it.
-        classification: "softmax" (cross-entropy) or "sigmoid" (the TF reference's variant).
-        neg_pos_ratio: hard negative mining ratio.
-        iou_threshold, assignment, atss_topk, focal_gamma, focal_alpha, box_loss, box_weight: the loss options (see
-            `MultiBoxLoss`); the defaults are SSD's (IoU 0.5, hard negative mining, smooth L1).
+        classification: "softmax" or "sigmoid": how the detector scores classes; the criterion follows it.
+        criterion: the loss (`class_path`/`init_args` in a config, like the optimizer): `MultiBoxLoss` with its
+            options (matching, mining or focal loss, box loss); None is SSD's (IoU 0.5, hard negative mining,
+            smooth L1).
         score_threshold, nms_threshold, detections_per_image: evaluation post-processing (COCO protocol: low
             threshold, 100 detections).
-        builder_kwargs: more keyword arguments of the model builder, for builders with more options (the
-            multi-task model's segmentation head); stored in checkpoints with the others.
-        optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last, init_from: see `BaseTask`.
+        **training: `BaseTask`'s options (optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last,
+            init_from).
     """
 
     task_name = "detection"  # the task-table entry its checkpoints name
@@ -70,109 +70,54 @@ class DetectionTask(BaseTask):
         extra_depths: Sequence[int] = EXTRA_DEPTHS,
         zero_init_residual: bool = True,
         classification: str = "softmax",
-        neg_pos_ratio: float = 3.0,
-        iou_threshold: float = 0.5,
-        assignment: str = "iou",
-        atss_topk: int = 9,
-        focal_gamma: float | None = None,
-        focal_alpha: float = 0.25,
-        box_loss: str = "smooth_l1",
-        box_weight: float = 1.0,
+        criterion: MultiBoxLoss | None = None,
         score_threshold: float = 0.01,
         nms_threshold: float = 0.6,
         detections_per_image: int = 100,
-        builder_kwargs: dict[str, Any] | None = None,
-        optimizer: OptimizerFactory | None = None,
-        schedule: LRSchedule | None = None,
-        ema_decay: float | None = None,
-        max_nonfinite_steps: int = 10,
-        channels_last: bool = True,
-        init_from: str | None = None,
+        **training: Any,
     ) -> None:
-        super().__init__(
-            optimizer=optimizer,
-            schedule=schedule,
-            ema_decay=ema_decay,
-            max_nonfinite_steps=max_nonfinite_steps,
-            channels_last=channels_last,
-            init_from=init_from,
-        )
+        super().__init__(**training)
         self.model_name = model
         self.input_size = input_size
         # Plain values only: they travel in the checkpoint and rebuild the model without this config.
-        self.model_kwargs: dict[str, Any] = {
-            "num_classes": num_classes,
-            "width_mult": width_mult,
-            "classification": classification,
-            **({"backbone": backbone} if backbone is not None else {}),
-            "taps": list(taps) if taps is not None else None,
-            "extra_depths": list(extra_depths),
-            "default_boxes": dataclasses.asdict(default_boxes) if default_boxes is not None else None,
-            "score_threshold": score_threshold,
-            "nms_threshold": nms_threshold,
-            "detections_per_image": detections_per_image,
-            **(builder_kwargs or {}),
-        }
-        self.model: Detector = build_model(
-            model, weights=backbone_weights, zero_init_residual=zero_init_residual, **self.model_kwargs
-        )
-        # What the builder resolved (the backbone's default taps as layer names, the default boxes), so checkpoints
-        # rebuild this network even if a backbone's defaults change later.
-        self.model_kwargs["taps"] = list(self.model.taps)
-        self.model_kwargs["default_boxes"] = dataclasses.asdict(self.model.default_boxes)
-        self.criterion = MultiBoxLoss(
-            neg_pos_ratio=neg_pos_ratio,
-            iou_threshold=iou_threshold,
-            assignment=assignment,
-            atss_topk=atss_topk,
-            boxes_per_location=self.model.default_boxes.num_anchors,
+        self.model: Detector
+        self.model, self.model_kwargs = build_detector(
+            model,
+            weights=backbone_weights,
+            zero_init_residual=zero_init_residual,
+            num_classes=num_classes,
+            width_mult=width_mult,
             classification=classification,
-            focal_gamma=focal_gamma,
-            focal_alpha=focal_alpha,
-            box_loss=box_loss,
-            box_weight=box_weight,
+            backbone=backbone,
+            taps=taps,
+            extra_depths=extra_depths,
+            default_boxes=default_boxes,
+            score_threshold=score_threshold,
+            nms_threshold=nms_threshold,
+            detections_per_image=detections_per_image,
         )
-        self.meta: DetectionMeta | None = None
-        # One evaluator per split, so validation inside fit never mixes with a test run.
-        self.box_evaluators = {"val": CocoEvaluator(), "test": CocoEvaluator()}
+        self.criterion = bind_criterion(criterion, self.model)
+        self.labels = DetectionLabels(self.model.num_classes)
+        self.boxes = BoxEvaluation()
         self._finish_init()
 
     # -------------------------------------------------------------------------------------------------- metadata
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        meta = getattr(datamodule, "meta", None)
-        if meta is not None:
-            if meta.num_classes != self.model.num_classes:
-                raise ValueError(
-                    f"the data has {meta.num_object_classes} classes + background but the model predicts "
-                    f"{self.model.num_classes}; set model.num_classes={meta.num_classes}"
-                )
-            self.meta = meta
+        self.labels.setup(getattr(self.trainer, "datamodule", None))
 
     @property
     def label_meta(self) -> DetectionMeta:
         """The data's label space, or placeholder names with ids 0..C-1 for a model trained on no named dataset."""
-        if self.meta is not None:
-            return self.meta
-        n = self.model.num_classes
-        return DetectionMeta(default_class_names(n), list(range(n)))
+        return self.labels.current
 
     def checkpoint_meta(self) -> dict[str, Any]:
-        meta = self.label_meta
-        return {
-            "task": self.task_name,
-            "model_name": self.model_name,
-            "model_kwargs": self.model_kwargs,
-            "class_names": meta.class_names,
-            "category_ids": meta.category_ids,
-            "input_size": [self.input_size, self.input_size],
-        }
+        return detection_checkpoint_meta(
+            self.task_name, self.model_name, self.model_kwargs, self.labels, self.input_size
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        saved = checkpoint.get("mobilevision")
-        if saved and self.meta is None:
-            self.meta = DetectionMeta(list(saved["class_names"]), list(saved["category_ids"]))
+        self.labels.load(checkpoint.get("mobilevision"))
 
     # ----------------------------------------------------------------------------------------------------- steps
     def forward(self, images: Tensor) -> list[dict[str, Tensor]]:
@@ -194,13 +139,13 @@ class DetectionTask(BaseTask):
         images, targets = batch
         if images.shape[0] == 0:
             return
-        model: Detector = self.eval_model  # type: ignore[assignment]
+        model = self.eval_model
         outputs, anchors, level_sizes = model.forward_levels(images)
         loss = self.criterion(outputs, anchors, targets, level_sizes)["loss"]
         self.log(f"{prefix}/loss", loss, batch_size=images.shape[0], sync_dist=True)
         input_size = (images.shape[-2], images.shape[-1])
         detections = model.postprocess(outputs, anchors, input_size)
-        self.box_evaluators[prefix].update(detections, targets, input_size, self.label_meta)
+        self.boxes.update(prefix, detections, targets, input_size, self.label_meta)
 
     def validation_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -213,55 +158,17 @@ class DetectionTask(BaseTask):
         return self.eval_model(images)
 
     def on_validation_epoch_start(self) -> None:
-        self.box_evaluators["val"].reset()
+        self.boxes.reset("val")
 
     def on_test_epoch_start(self) -> None:
-        self.box_evaluators["test"].reset()
+        self.boxes.reset("test")
 
     def on_validation_epoch_end(self) -> None:
-        self._evaluate("val", "val_dataset")
+        self.boxes.log(self, "val")
 
     def on_test_epoch_end(self) -> None:
-        self._evaluate("test", "test_dataset")
-
-    def _evaluate(self, prefix: str, dataset_attr: str) -> None:
-        evaluator = self.box_evaluators[prefix]
-        if self.trainer.sanity_checking:
-            evaluator.reset()
-            return
-        results = evaluator.synchronize()
-        dataset = getattr(getattr(self.trainer, "datamodule", None), dataset_attr, None)
-        coco_gt = getattr(dataset, "coco", None)
-        metrics = torch.zeros(len(METRIC_KEYS), dtype=torch.float64)
-        if self.trainer.is_global_zero and coco_gt is not None:
-            output = evaluator.compute(coco_gt, results)
-            metrics = torch.tensor([output[k] for k in METRIC_KEYS], dtype=torch.float64)
-            rank_zero_info(
-                f"\n{prefix} COCO metrics, epoch {self.current_epoch}, {output['images']} images:\n"
-                + format_metrics(output)
-            )
-        metrics = self.trainer.strategy.broadcast(metrics, src=0)
-        for key, value in zip(METRIC_KEYS, metrics.tolist()):
-            self.log(f"{prefix}/{key}", value, prog_bar=key in ("map", "map_50"), rank_zero_only=False)
-        evaluator.reset()
+        self.boxes.log(self, "test")
 
     def plot_evaluation(self, folder: Path, *, split: str = "val") -> list[Path]:
         """Per-class precision-recall curves (IoU 0.5 and the mean over 0.5:0.95) of the last `split` evaluation."""
-        last = self.box_evaluators[split].last if split in self.box_evaluators else None
-        if last is None:
-            return []
-        from mobilevision.plots import plot_pr_curves
-        from mobilevision.tasks.detection.evaluation import precision_recall
-
-        curves = precision_recall(*last)
-        written = []
-        for name, iou_label, precision, ap in (
-            ("pr_curves_iou50", "IoU 0.5", curves["precision_50"], curves["ap_50"]),
-            ("pr_curves", "mean over IoU 0.5:0.95", curves["precision"], curves["ap"]),
-        ):
-            path = plot_pr_curves(
-                folder / f"{split}_{name}.png", precision, curves["recall"], curves["names"], iou_label=iou_label, ap=ap
-            )
-            if path is not None:
-                written.append(path)
-        return written
+        return self.boxes.plot(folder, split)

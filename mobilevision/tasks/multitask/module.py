@@ -1,7 +1,9 @@
 """`MultiTaskTask`: the LightningModule that trains and evaluates a `MultiTaskModel` (boxes and a mask, one pass).
 
-It is a `DetectionTask` (the detection loss, COCO evaluation, label metadata, EMA, non-finite guard and resume all
-carry over) with a segmentation head's loss and the segmentation scores beside them.
+It holds the detection pieces (`tasks.detection.parts`: the detector's options, the injected criterion, the label
+metadata, the COCO evaluation) and the segmentation ones (`tasks.segmentation.parts`: the mask evaluation, the
+background prior) beside `BaseTask`'s training machinery (EMA, non-finite guard, resume): composition, not a
+subclass of either task.
 
 Losses. `loss = det_weight * L_det + seg_weight * L_seg` by default (`loss_weighting: fixed`). With
 `loss_weighting: uncertainty` the weights are learned instead (Kendall, Gal and Cipolla 2018, "Multi-task learning
@@ -12,7 +14,6 @@ the images that carry its labels (`has_boxes`, `has_mask`): an image with only b
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,22 +21,36 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mobilevision.checkpoint import default_class_names
+from mobilevision.models.anchors import DefaultBoxes
 from mobilevision.models.multitask import MULTITASK_EXTRA_DEPTHS, MultiTaskModel
-from mobilevision.tasks.detection.module import DetectionTask
+from mobilevision.tasks.base import BaseTask
+from mobilevision.tasks.detection.data import DetectionMeta
+from mobilevision.tasks.detection.loss import MultiBoxLoss
+from mobilevision.tasks.detection.parts import (
+    BoxEvaluation,
+    DetectionLabels,
+    bind_criterion,
+    build_detector,
+    detection_checkpoint_meta,
+)
 from mobilevision.tasks.segmentation.masks import VOID
-from mobilevision.tasks.segmentation.module import log_mask_scores
+from mobilevision.tasks.segmentation.parts import MaskEvaluation, background_prior_bias
 
 LOSS_WEIGHTINGS = ("fixed", "uncertainty")
 
 
-class MultiTaskTask(DetectionTask):
+class MultiTaskTask(BaseTask):
     """Train SSDLite and Mobile DeepLabv3 together on one backbone.
 
     Args:
         model: a multi-task model name of `mobilevision.MODELS` ("ssdlite_deeplabv3_mobilenet_v2").
+        num_classes, width_mult, backbone_weights, input_size, default_boxes, backbone, zero_init_residual,
+            classification, criterion, score_threshold, nms_threshold, detections_per_image: the detector's, as
+            `DetectionTask`'s.
+        taps, extra_depths: the detector's backbone maps (ending with the shared map; None: the backbone's
+            `DEFAULT_TAPS["multitask"]`, MobileNetV2's layer 18) and extra layers.
         seg_num_classes: the segmentation head's classes, background included (checked against the DataModule's
             `mask_class_names` at setup).
         atrous_rates, head_channels, seg_dropout: the DeepLabv3 head (() is the paper's reduced head).
@@ -43,9 +58,8 @@ class MultiTaskTask(DetectionTask):
             `SegmentationTask`); None keeps zero biases.
         det_weight, seg_weight: the losses' weights (fixed), or the starting weights of uncertainty weighting.
         loss_weighting: "fixed" or "uncertainty" (learned, see the module docstring).
-        taps, extra_depths: the detector's backbone maps (ending with the shared map; None: the backbone's
-            `DEFAULT_TAPS["multitask"]`, MobileNetV2's layer 18) and extra layers.
-        Everything else: see `DetectionTask` (the detector's loss, post-processing, training machinery).
+        **training: `BaseTask`'s options (optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last,
+            init_from).
     """
 
     task_name = "multitask"
@@ -54,6 +68,20 @@ class MultiTaskTask(DetectionTask):
         self,
         *,
         model: str = "ssdlite_deeplabv3_mobilenet_v2",
+        num_classes: int = 91,
+        width_mult: float = 1.0,
+        backbone_weights: str | None = None,
+        input_size: int = 320,
+        default_boxes: DefaultBoxes | None = None,
+        backbone: str | None = None,
+        taps: Sequence[str] | None = None,
+        extra_depths: Sequence[int] = MULTITASK_EXTRA_DEPTHS,
+        zero_init_residual: bool = True,
+        classification: str = "softmax",
+        criterion: MultiBoxLoss | None = None,
+        score_threshold: float = 0.01,
+        nms_threshold: float = 0.6,
+        detections_per_image: int = 100,
         seg_num_classes: int = 21,
         atrous_rates: Sequence[int] = (),
         head_channels: int = 256,
@@ -62,31 +90,42 @@ class MultiTaskTask(DetectionTask):
         det_weight: float = 1.0,
         seg_weight: float = 1.0,
         loss_weighting: str = "fixed",
-        taps: Sequence[str] | None = None,
-        extra_depths: Sequence[int] = MULTITASK_EXTRA_DEPTHS,
-        **kwargs: Any,
+        **training: Any,
     ) -> None:
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {loss_weighting!r}")
         if not (det_weight > 0 and seg_weight > 0):
             raise ValueError(f"det_weight and seg_weight must be positive, got {det_weight} and {seg_weight}")
-        builder_kwargs = {
-            "seg_num_classes": seg_num_classes,
-            "atrous_rates": list(atrous_rates),
-            "head_channels": head_channels,
-            "dropout": seg_dropout,
-        }
-        super().__init__(model=model, taps=taps, extra_depths=extra_depths, builder_kwargs=builder_kwargs, **kwargs)
-        if not isinstance(self.model, MultiTaskModel):
+        super().__init__(**training)
+        self.model_name = model
+        self.input_size = input_size
+        network, self.model_kwargs = build_detector(
+            model,
+            weights=backbone_weights,
+            zero_init_residual=zero_init_residual,
+            num_classes=num_classes,
+            width_mult=width_mult,
+            classification=classification,
+            backbone=backbone,
+            taps=taps,
+            extra_depths=extra_depths,
+            default_boxes=default_boxes,
+            score_threshold=score_threshold,
+            nms_threshold=nms_threshold,
+            detections_per_image=detections_per_image,
+            seg_num_classes=seg_num_classes,
+            atrous_rates=list(atrous_rates),
+            head_channels=head_channels,
+            dropout=seg_dropout,
+        )
+        if not isinstance(network, MultiTaskModel):
             raise ValueError(f"model {model!r} is not a multi-task model (one with a segmentation head)")
-        self.model: MultiTaskModel
+        self.model: MultiTaskModel = network
         if background_prior is not None and self.init_from is None:  # an initialisation: loaded weights win
-            if not 0.0 < background_prior < 1.0:
-                raise ValueError(f"background_prior must be in (0, 1), got {background_prior}")
-            rest = math.log((1.0 - background_prior) / (seg_num_classes - 1))
-            bias = [math.log(background_prior)] + [rest] * (seg_num_classes - 1)
-            for network in {id(m): m for m in (self.model, self.eval_model)}.values():
-                network.seg_head.set_class_bias(bias)  # type: ignore[union-attr]
+            self.model.seg_head.set_class_bias(background_prior_bias(background_prior, seg_num_classes))
+        self.criterion = bind_criterion(criterion, self.model)
+        self.labels = DetectionLabels(self.model.num_classes)
+        self.boxes = BoxEvaluation()
         self.loss_weighting = loss_weighting
         self.weights = (det_weight, seg_weight)
         # Learned log-variances (uncertainty weighting); parameters of the task, not of the exported network.
@@ -94,14 +133,15 @@ class MultiTaskTask(DetectionTask):
             -torch.log(torch.tensor(self.weights)), requires_grad=loss_weighting == "uncertainty"
         )
         self.mask_class_names: list[str] = default_class_names(seg_num_classes)
-        self.val_confusion = MulticlassConfusionMatrix(seg_num_classes, ignore_index=VOID, validate_args=False)
-        self.test_confusion = MulticlassConfusionMatrix(seg_num_classes, ignore_index=VOID, validate_args=False)
-        self._last_confusion: dict[str, Any] = {}
+        self.masks = MaskEvaluation(seg_num_classes)
+        self.mask_metrics = nn.ModuleList(self.masks.modules())  # registered: they follow the task to its device
+        self._finish_init()
 
     # -------------------------------------------------------------------------------------------------- metadata
     def setup(self, stage: str) -> None:
-        super().setup(stage)
-        names = getattr(getattr(self.trainer, "datamodule", None), "mask_class_names", None)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self.labels.setup(datamodule)
+        names = getattr(datamodule, "mask_class_names", None)
         if names:
             if len(names) != self.model.seg_num_classes:
                 raise ValueError(
@@ -110,12 +150,21 @@ class MultiTaskTask(DetectionTask):
                 )
             self.mask_class_names = list(names)
 
+    @property
+    def label_meta(self) -> DetectionMeta:
+        """The detector's label space (see `DetectionTask.label_meta`)."""
+        return self.labels.current
+
     def checkpoint_meta(self) -> dict[str, Any]:
-        return {**super().checkpoint_meta(), "mask_class_names": self.mask_class_names}
+        meta = detection_checkpoint_meta(
+            self.task_name, self.model_name, self.model_kwargs, self.labels, self.input_size
+        )
+        return {**meta, "mask_class_names": self.mask_class_names}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         saved = checkpoint.get("mobilevision") or {}
+        self.labels.load(saved)
         if saved.get("mask_class_names"):
             self.mask_class_names = list(saved["mask_class_names"])
 
@@ -166,6 +215,9 @@ class MultiTaskTask(DetectionTask):
         }, logits
 
     # ----------------------------------------------------------------------------------------------------- steps
+    def forward(self, images: Tensor) -> list[dict[str, Tensor]]:
+        return self.eval_model(images)
+
     def training_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> Tensor | None:
         images, targets = batch
         if images.shape[0] < 2:
@@ -184,7 +236,7 @@ class MultiTaskTask(DetectionTask):
         images, targets = batch
         if images.shape[0] == 0:
             return
-        model: MultiTaskModel = self.eval_model  # type: ignore[assignment]
+        model = self.eval_model
         outputs, anchors, _, logits = model.forward_all(images)
         batch_size = images.shape[0]
         # The validation loss: both terms, fixed weights (the learned ones would make epochs incomparable).
@@ -192,8 +244,7 @@ class MultiTaskTask(DetectionTask):
         self.log(f"{prefix}/loss_seg", self.seg_loss(logits, masks), batch_size=batch_size, sync_dist=True)
         input_size = (images.shape[-2], images.shape[-1])
         detections = model.postprocess(outputs, anchors, input_size)
-        self.box_evaluators[prefix].update(detections, targets, input_size, self.label_meta)
-        confusion = self.val_confusion if prefix == "val" else self.test_confusion
+        self.boxes.update(prefix, detections, targets, input_size, self.label_meta)
         for i, target in enumerate(targets):
             if target.get("has_mask", True):
                 # Scored at the image's own size, as `predict` writes the mask: logits resized, then the argmax.
@@ -201,28 +252,34 @@ class MultiTaskTask(DetectionTask):
                 resized = F.interpolate(
                     logits[i : i + 1].float(), size=tuple(reference.shape[-2:]), mode="bilinear", align_corners=False
                 )
-                confusion.update(resized.argmax(1), reference.unsqueeze(0))
+                self.masks.update(prefix, resized.argmax(1), reference.unsqueeze(0))
+
+    def validation_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, Tensor]]:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.eval_model(images)
+
+    def on_validation_epoch_start(self) -> None:
+        self.boxes.reset("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.boxes.reset("test")
 
     def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        log_mask_scores(self, self.val_confusion, "val", self.mask_class_names, self._last_confusion)
+        self.boxes.log(self, "val")
+        self.masks.log(self, "val", self.mask_class_names)
 
     def on_test_epoch_end(self) -> None:
-        super().on_test_epoch_end()
-        log_mask_scores(self, self.test_confusion, "test", self.mask_class_names, self._last_confusion)
+        self.boxes.log(self, "test")
+        self.masks.log(self, "test", self.mask_class_names)
 
     def plot_evaluation(self, folder: Path, *, split: str = "val") -> list[Path]:
         """The detector's precision-recall curves and the segmentation confusion matrix of the last evaluation."""
-        written = super().plot_evaluation(folder, split=split)
-        if split in self._last_confusion:
-            from mobilevision.plots import plot_confusion_matrix
-
-            written.append(
-                plot_confusion_matrix(
-                    folder / f"{split}_confusion_matrix.png",
-                    self._last_confusion[split],
-                    self.mask_class_names,
-                    title=f"{split} segmentation confusion matrix (rows sum to 1)",
-                )
-            )
-        return written
+        return self.boxes.plot(folder, split) + self.masks.plot(
+            folder, split, self.mask_class_names, what="segmentation confusion matrix"
+        )

@@ -2,41 +2,23 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mobilevision.checkpoint import default_class_names
 from mobilevision.models import build_model
 from mobilevision.models.segmenter import Segmenter
-from mobilevision.tasks.base import BaseTask, LRSchedule, OptimizerFactory
-from mobilevision.tasks.segmentation.evaluation import format_table, scores
+from mobilevision.tasks.base import BaseTask, LRSchedule
 from mobilevision.tasks.segmentation.inference import MF_SCALES, multi_scale_flip_probs
 from mobilevision.tasks.segmentation.masks import VOID
+from mobilevision.tasks.segmentation.parts import MaskEvaluation, background_prior_bias, log_mask_scores
 
-
-def log_mask_scores(
-    task: BaseTask, confusion: MulticlassConfusionMatrix, prefix: str, class_names: list[str], last: dict[str, Any]
-) -> None:
-    """End of an evaluation: `prefix`/miou and `prefix`/pixel_accuracy of the confusion matrix (summed over all
-    processes by torchmetrics) logged, the per-class table printed, the matrix kept in `last[prefix]` for the
-    task's `plot_evaluation`; the matrix is reset. Nothing is logged during Lightning's sanity check."""
-    matrix = confusion.compute()
-    confusion.reset()
-    if task.trainer.sanity_checking:
-        return
-    last[prefix] = matrix.cpu().numpy()
-    result = scores(last[prefix])
-    task.log(f"{prefix}/miou", result["miou"] or 0.0, prog_bar=True)
-    task.log(f"{prefix}/pixel_accuracy", result["pixel_accuracy"] or 0.0)
-    rank_zero_info(f"\n{prefix} segmentation, epoch {task.current_epoch}:\n" + format_table(result, class_names))
+__all__ = ["SegmentationTask", "log_mask_scores"]
 
 
 class SegmentationTask(BaseTask):
@@ -62,8 +44,10 @@ class SegmentationTask(BaseTask):
             Only an initialisation: loaded weights replace it.
         class_weights: per-class weights of the cross-entropy (one per class, background first), or None for the
             plain loss of the paper; for data where some classes cover few pixels.
-        optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last, init_from: see `BaseTask`; the DeepLab
-            recipe is SGD with momentum 0.9 and the poly schedule (power 0.9).
+        schedule: as `BaseTask`'s; the DeepLab recipe is the poly schedule (power 0.9, the default here) with SGD
+            and momentum 0.9.
+        **training: `BaseTask`'s other options (optimizer, ema_decay, max_nonfinite_steps, channels_last,
+            init_from).
     """
 
     def __init__(
@@ -83,21 +67,10 @@ class SegmentationTask(BaseTask):
         mf_scales: Sequence[float] = MF_SCALES,
         background_prior: float | None = None,
         class_weights: Sequence[float] | None = None,
-        optimizer: OptimizerFactory | None = None,
         schedule: LRSchedule | None = None,
-        ema_decay: float | None = None,
-        max_nonfinite_steps: int = 10,
-        channels_last: bool = True,
-        init_from: str | None = None,
+        **training: Any,
     ) -> None:
-        super().__init__(
-            optimizer=optimizer,
-            schedule=schedule or LRSchedule(kind="poly", power=0.9),
-            ema_decay=ema_decay,
-            max_nonfinite_steps=max_nonfinite_steps,
-            channels_last=channels_last,
-            init_from=init_from,
-        )
+        super().__init__(schedule=schedule or LRSchedule(kind="poly", power=0.9), **training)
         self.model_name = model
         self.input_size = input_size
         self.model_kwargs: dict[str, Any] = {
@@ -111,10 +84,7 @@ class SegmentationTask(BaseTask):
             model, weights=backbone_weights, zero_init_residual=zero_init_residual, **self.model_kwargs
         )
         if background_prior is not None:
-            if not 0.0 < background_prior < 1.0 or num_classes < 2:
-                raise ValueError(f"background_prior must be in (0, 1) with 2 or more classes, got {background_prior}")
-            rest = math.log((1.0 - background_prior) / (num_classes - 1))
-            self.model.head.set_class_bias([math.log(background_prior)] + [rest] * (num_classes - 1))
+            self.model.head.set_class_bias(background_prior_bias(background_prior, num_classes))
         self.output_stride = output_stride
         self.eval_output_stride = eval_output_stride
         self.multi_scale_flip = multi_scale_flip
@@ -133,10 +103,8 @@ class SegmentationTask(BaseTask):
         # A buffer follows the module to its device; not persistent: the configuration holds it.
         self.class_weights: Tensor | None
         self.register_buffer("class_weights", weights, persistent=False)
-        # One metric object per split, so validation inside fit never mixes with a test run.
-        self.val_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=VOID, validate_args=False)
-        self.test_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=VOID, validate_args=False)
-        self._last_confusion: dict[str, Any] = {}
+        self.masks = MaskEvaluation(num_classes)
+        self.mask_metrics = nn.ModuleList(self.masks.modules())  # registered: they follow the task to its device
         self._finish_init()
 
     # -------------------------------------------------------------------------------------------------- metadata
@@ -179,10 +147,9 @@ class SegmentationTask(BaseTask):
     def forward(self, images: Tensor) -> Tensor:
         """Scores [B, C, H, W] of the evaluation model with the configured inference strategy: logits, or with MF
         the class probabilities averaged over scales and flips (the argmax is what counts)."""
-        model: Segmenter = self.eval_model  # type: ignore[assignment]
         if self.multi_scale_flip:
-            return multi_scale_flip_probs(model, images, scales=self.mf_scales)
-        return model(images)
+            return multi_scale_flip_probs(self.eval_model, images, scales=self.mf_scales)
+        return self.eval_model(images)
 
     def loss(self, logits: Tensor, masks: Tensor) -> Tensor:
         """Cross-entropy over the non-void pixels (in float32, also under mixed precision), class-weighted if set."""
@@ -214,7 +181,7 @@ class SegmentationTask(BaseTask):
     on_test_start = on_validation_start
     on_test_end = on_validation_end
 
-    def _eval_step(self, batch: tuple[Tensor, ...] | None, confusion: MulticlassConfusionMatrix, prefix: str) -> None:
+    def _eval_step(self, batch: tuple[Tensor, ...] | None, prefix: str) -> None:
         if batch is None:
             return
         images, masks, sizes = batch[0], batch[1], batch[2]
@@ -231,35 +198,24 @@ class SegmentationTask(BaseTask):
                 loss = self.loss(scores, group_masks)
                 self.log(f"{prefix}/loss", loss, batch_size=len(index), sync_dist=True)
             # Padded pixels are void in the mask (the padding contract of the data module): no cropping is needed.
-            confusion.update(scores.argmax(1), group_masks)
+            self.masks.update(prefix, scores.argmax(1), group_masks)
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_confusion, "val")
+        self._eval_step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_confusion, "test")
+        self._eval_step(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self(images).argmax(1)
 
     def on_validation_epoch_end(self) -> None:
-        log_mask_scores(self, self.val_confusion, "val", self.class_names, self._last_confusion)
+        self.masks.log(self, "val", self.class_names)
 
     def on_test_epoch_end(self) -> None:
-        log_mask_scores(self, self.test_confusion, "test", self.class_names, self._last_confusion)
+        self.masks.log(self, "test", self.class_names)
 
     def plot_evaluation(self, folder: Path, *, split: str = "val") -> list[Path]:
         """The confusion matrix (rows: true class, normalised) of the last `split` evaluation."""
-        if split not in self._last_confusion:
-            return []
-        from mobilevision.plots import plot_confusion_matrix
-
-        return [
-            plot_confusion_matrix(
-                folder / f"{split}_confusion_matrix.png",
-                self._last_confusion[split],
-                self.class_names,
-                title=f"{split} confusion matrix (rows sum to 1)",
-            )
-        ]
+        return self.masks.plot(folder, split, self.class_names)

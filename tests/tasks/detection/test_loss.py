@@ -93,7 +93,11 @@ def test_focal_loss_uses_every_box_and_equals_torchvision() -> None:
     out["loss"].backward()
     assert (logits.grad[0, :, 1:] != 0).all() and (logits.grad[0, :, 0] == 0).all()  # background column unused
     with pytest.raises(ValueError, match="sigmoid"):
-        MultiBoxLoss(focal_gamma=2.0)
+        MultiBoxLoss(classification="softmax", focal_gamma=2.0)
+    # Unset, the scoring is the detector's: binding to a softmax detector is the same mistake.
+    assert MultiBoxLoss(focal_gamma=2.0).classification == "sigmoid"
+    with pytest.raises(ValueError, match="sigmoid"):
+        MultiBoxLoss(focal_gamma=2.0).bind(classification="softmax", boxes_per_location=[6])
 
 
 def test_giou_box_loss_is_zero_for_exact_boxes_and_grows_with_the_error() -> None:
