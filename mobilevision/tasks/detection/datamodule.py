@@ -8,6 +8,7 @@ CLI can link `num_classes` into the model before any image is read.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,43 +44,42 @@ class Augment:
     hflip: bool = True
 
 
-class DetectionDataModule(pl.LightningDataModule):
-    """What every detection DataModule shares: transforms, loaders, and `meta`.
+class SampleLoading:
+    """How a DataModule turns its datasets into batches: the transforms at the square `input_size` (the SSD training
+    augmentation's switches, `augment`), the collate, and the loaders of `mobilevision.data.loaders`.
+
+    The detection DataModules hold one for box samples; the joint model's hold one built with the box-and-mask
+    pipelines and collate (composition: neither DataModule derives from the other).
 
     Args:
-        input_size: square side images are resized to (the model's input size; linked by the CLI).
-        batch_size: images per process (per GPU) and step.
-        num_workers: DataLoader worker processes per process.
-        augment: training augmentation switches; `False` for none (resize only).
-
-    A subclass reading other samples (the multi-task model's, with masks) swaps the pipelines, the collate and
-    the distributed evaluation rule through the class attributes below.
+        input_size, batch_size, num_workers, augment: see `DetectionDataModule`.
+        train_pipeline, eval_pipeline: the transform builders, `train_pipeline(size, **Augment switches)` and
+            `eval_pipeline(size)`.
+        collate: the batch collate function.
+        each_image_once: distributed evaluation gives every image to exactly one process (see
+            `mobilevision.data.loaders.eval_loader`).
     """
 
-    # The transform builders (`train_transforms(size, **Augment switches)`, `eval_transforms(size)`) and the collate.
-    train_pipeline = staticmethod(train_transforms)
-    eval_pipeline = staticmethod(eval_transforms)
-    collate = staticmethod(collate_detection)
-    # Distributed evaluation gives every image to exactly one process (see `mobilevision.data.loaders.eval_loader`).
-    each_image_once = False
-
     def __init__(
-        self, *, input_size: int = 320, batch_size: int = 32, num_workers: int = 4, augment: Augment | bool = True
+        self,
+        *,
+        input_size: int,
+        batch_size: int,
+        num_workers: int,
+        augment: Augment | bool,
+        train_pipeline: Callable[..., Any] = train_transforms,
+        eval_pipeline: Callable[[int], Any] = eval_transforms,
+        collate: Callable[[list[Any]], Any] = collate_detection,
+        each_image_once: bool = False,
     ) -> None:
-        super().__init__()
         self.input_size = input_size
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.augment = Augment() if augment is True else augment
-        self.train_dataset: Dataset | None = None
-        self.val_dataset: Any = None
-        self.test_dataset: Any = None
-        self.meta: DetectionMeta
-
-    @property
-    def num_classes(self) -> int:
-        """Classes including background: what the model predicts."""
-        return self.meta.num_classes
+        self.train_pipeline = train_pipeline
+        self.eval_pipeline = eval_pipeline
+        self.collate = collate
+        self.each_image_once = each_image_once
 
     def train_transforms(self) -> Any:
         if not self.augment:
@@ -97,10 +97,10 @@ class DetectionDataModule(pl.LightningDataModule):
     def eval_transforms(self) -> Any:
         return self.eval_pipeline(self.input_size)
 
-    def _loader(self, dataset: Dataset, *, train: bool) -> DataLoader:
+    def loader(self, dataset: Dataset, trainer: Any, *, train: bool) -> DataLoader:
         if train:
             return train_loader(
-                dataset, self.trainer, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.collate
+                dataset, trainer, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.collate
             )
         return eval_loader(
             dataset,
@@ -110,17 +110,72 @@ class DetectionDataModule(pl.LightningDataModule):
             each_image_once=self.each_image_once,
         )
 
+
+class SplitDataModule(pl.LightningDataModule):
+    """A DataModule whose `setup` fills `train_dataset`, `val_dataset` (and optionally `test_dataset`, else the
+    validation set is tested) and whose `loading` makes their loaders and transforms."""
+
+    def __init__(self, loading: SampleLoading) -> None:
+        super().__init__()
+        self.loading = loading
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Any = None
+        self.test_dataset: Any = None
+
+    @property
+    def input_size(self) -> int:
+        return self.loading.input_size
+
+    def fill_splits(self, stage: str, make: Callable[[str, bool], Any]) -> None:
+        """`setup` of a DataModule with a training and a validation split (the latter also tested): each built
+        once, by `make(split, train)`, when the stage needs it."""
+        if stage == "fit" and self.train_dataset is None:
+            self.train_dataset = make("train", True)
+        if stage in ("fit", "validate", "test") and self.val_dataset is None:
+            self.val_dataset = make("val", False)
+            self.test_dataset = self.val_dataset
+
+    def train_transforms(self) -> Any:
+        return self.loading.train_transforms()
+
+    def eval_transforms(self) -> Any:
+        return self.loading.eval_transforms()
+
     def train_dataloader(self) -> DataLoader:
         assert self.train_dataset is not None, "setup('fit') first"
-        return self._loader(self.train_dataset, train=True)
+        return self.loading.loader(self.train_dataset, self.trainer, train=True)
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_dataset is not None, "setup('fit' or 'validate') first"
-        return self._loader(self.val_dataset, train=False)
+        return self.loading.loader(self.val_dataset, self.trainer, train=False)
 
     def test_dataloader(self) -> DataLoader:
         dataset = self.test_dataset if self.test_dataset is not None else self.val_dataset
-        return self._loader(dataset, train=False)
+        return self.loading.loader(dataset, self.trainer, train=False)
+
+
+class DetectionDataModule(SplitDataModule):
+    """What every detection DataModule shares: transforms, loaders (`SampleLoading`), and `meta`.
+
+    Args:
+        input_size: square side images are resized to (the model's input size; linked by the CLI).
+        batch_size: images per process (per GPU) and step.
+        num_workers: DataLoader worker processes per process.
+        augment: training augmentation switches; `False` for none (resize only).
+    """
+
+    def __init__(
+        self, *, input_size: int = 320, batch_size: int = 32, num_workers: int = 4, augment: Augment | bool = True
+    ) -> None:
+        super().__init__(
+            SampleLoading(input_size=input_size, batch_size=batch_size, num_workers=num_workers, augment=augment)
+        )
+        self.meta: DetectionMeta
+
+    @property
+    def num_classes(self) -> int:
+        """Classes including background: what the model predicts."""
+        return self.meta.num_classes
 
 
 class CocoDataModule(DetectionDataModule):
@@ -168,7 +223,7 @@ class CocoDataModule(DetectionDataModule):
         if known is None:
             raise DatasetError("CocoDataModule needs `root` or annotation files")
         # The label space, read once here so the CLI can size the model before any work (structural errors too).
-        self.meta = DetectionMeta.from_categories(_categories(known))
+        self.meta = DetectionMeta.from_categories(read_categories(known))
 
     def setup(self, stage: str) -> None:
         def build(split: str, train: bool) -> CocoDetection:
@@ -188,12 +243,15 @@ def _under(base: Path | None, name: str) -> str | None:
     return str(base / name) if base is not None else None
 
 
-def _categories(annotations: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def read_categories(annotations: str | os.PathLike[str]) -> list[dict[str, Any]]:
     data = load_json(annotations)
     categories = data.get("categories") if isinstance(data, dict) else None
     if not isinstance(categories, list) or not categories:
         raise DatasetError(f"{annotations}: no `categories` list")
     return categories
+
+
+_categories = read_categories  # its name before issue 23, for code that still imports it
 
 
 class VOCDataModule(DetectionDataModule):
@@ -273,8 +331,4 @@ class ShapesDataModule(DetectionDataModule):
         return CocoDetection(paths.images, paths.annotations, transforms=transforms, meta=self.meta)
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.train_dataset is None:
-            self.train_dataset = self._dataset("train", True)
-        if stage in ("fit", "validate", "test") and self.val_dataset is None:
-            self.val_dataset = self._dataset("val", False)
-            self.test_dataset = self.val_dataset
+        self.fill_splits(stage, self._dataset)

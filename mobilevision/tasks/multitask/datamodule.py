@@ -17,7 +17,7 @@ from mobilevision.data.shapes import CLASSES as SHAPE_CLASSES
 from mobilevision.data.shapes import ShapesSplits
 from mobilevision.errors import DatasetError
 from mobilevision.tasks.detection.data import DetectionMeta, check_voc_layout
-from mobilevision.tasks.detection.datamodule import DetectionDataModule, _categories
+from mobilevision.tasks.detection.datamodule import Augment, SampleLoading, SplitDataModule, read_categories
 from mobilevision.tasks.multitask.data import (
     CocoMultiTask,
     ConcatMultiTask,
@@ -29,23 +29,42 @@ from mobilevision.tasks.multitask.data import (
 )
 
 
-class MultiTaskDataModule(DetectionDataModule):
-    """What every multi-task DataModule shares: a detection DataModule (input size, batch size, workers, the SSD
-    augmentation's switches, loaders) whose samples carry masks, and both label spaces.
+class MultiTaskDataModule(SplitDataModule):
+    """What every multi-task DataModule shares: box-and-mask samples batched by a `SampleLoading` (input size,
+    batch size, workers, the SSD augmentation's switches with the mask moving with the boxes), and both label
+    spaces.
 
     Args:
         input_size, batch_size, num_workers: as `DetectionDataModule` (batch_size for training and evaluation).
-        augment: the SSD training augmentation's switches (`detection.datamodule.Augment`, the mask moving with
-            the boxes); `False` for none (resize only).
+        augment: the SSD training augmentation's switches (`detection.datamodule.Augment`); `False` for none
+            (resize only).
     """
 
-    train_pipeline = staticmethod(train_transforms)
-    eval_pipeline = staticmethod(eval_transforms)
-    collate = staticmethod(collate_multitask)
-    # Every image exactly once over the processes, so the summed segmentation confusion matrix counts each once
-    # (the box results are keyed by image id either way).
-    each_image_once = True
     mask_class_names: list[str]
+
+    def __init__(
+        self, *, input_size: int = 320, batch_size: int = 32, num_workers: int = 4, augment: Augment | bool = True
+    ) -> None:
+        super().__init__(
+            SampleLoading(
+                input_size=input_size,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                augment=augment,
+                train_pipeline=train_transforms,
+                eval_pipeline=eval_transforms,
+                collate=collate_multitask,
+                # Every image exactly once over the processes, so the summed segmentation confusion matrix counts
+                # each once (the box results are keyed by image id either way).
+                each_image_once=True,
+            )
+        )
+        self.meta: DetectionMeta
+
+    @property
+    def num_classes(self) -> int:
+        """The detector's classes including background."""
+        return self.meta.num_classes
 
     @property
     def num_mask_classes(self) -> int:
@@ -87,11 +106,7 @@ class ShapesMultiTaskDataModule(MultiTaskDataModule):
         return ShapesMultiTask(paths.root, transforms=transforms, with_orig_mask=not train, meta=self.meta)
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.train_dataset is None:
-            self.train_dataset = self._dataset("train", True)
-        if stage in ("fit", "validate", "test") and self.val_dataset is None:
-            self.val_dataset = self._dataset("val", False)
-            self.test_dataset = self.val_dataset
+        self.fill_splits(stage, self._dataset)
 
 
 class CocoVocMultiTaskDataModule(MultiTaskDataModule):
@@ -136,7 +151,7 @@ class CocoVocMultiTaskDataModule(MultiTaskDataModule):
             for split in ("train", "val")
         }
         # The label space, read once here (from val: the smaller file) so the CLI can size the model first.
-        self.meta = DetectionMeta.from_categories(_categories(self.paths["val"][1]))
+        self.meta = DetectionMeta.from_categories(read_categories(self.paths["val"][1]))
         self.mask_class_names = with_background(VOC_CLASSES)
         self.voc = (voc_root, tuple(voc_years), voc_split, sbd_root, withhold_voc_masks)
         if voc_root is not None:
