@@ -176,7 +176,7 @@ class Detector(nn.Module):
         return self.postprocess(outputs, anchors, (images.shape[-2], images.shape[-1]))
 
 
-def _detector(
+def detector_from_options(
     *,
     separable: bool,
     backbone: str,
@@ -242,7 +242,7 @@ def ssdlite_mobilenet_v2(
     blocks as identities (see `MobileNetV2`), for training from random weights. `backbone_kwargs` (in
     `detector_kwargs`) go to the backbone (e.g. MobileNetV3's `reduced_tail`).
     """
-    return _detector(
+    return detector_from_options(
         separable=True,
         backbone=backbone,
         num_classes=num_classes,
@@ -274,7 +274,7 @@ def ssd_mobilenet_v2(
     **detector_kwargs: Any,
 ) -> Detector:
     """MobileNetV2 + classic SSD head with regular 3x3 convolutions (the paper's Table 5 comparison)."""
-    return _detector(
+    return detector_from_options(
         separable=False,
         backbone=backbone,
         num_classes=num_classes,

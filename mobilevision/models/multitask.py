@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from mobilevision.models.anchors import DefaultBoxes
 from mobilevision.models.backbones import backbone_class
-from mobilevision.models.detector import Detector, _detector
+from mobilevision.models.detector import Detector, detector_from_options
 from mobilevision.models.heads.deeplabv3 import DeepLabV3Head
 from mobilevision.models.postprocess import DetectionPostprocess
 from mobilevision.models.registry import check_arguments
@@ -167,7 +167,7 @@ def ssdlite_deeplabv3_mobilenet_v2(
             f"the detector's taps must end with {shared} (its extra layers grow from the map the "
             f"segmentation head reads), got {list(taps)}"
         )
-    detector = _detector(
+    detector = detector_from_options(
         separable=True,
         backbone=backbone,
         num_classes=num_classes,

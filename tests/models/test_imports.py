@@ -110,3 +110,32 @@ FORBIDDEN = ("lightning", "pytorch_lightning", "mobilevision.tasks", "mobilevisi
 def test_models_import_no_task_lightning_data_or_inference(path: Path) -> None:
     bad = sorted(m for m in _imports(path) if any(m == f or m.startswith(f + ".") for f in FORBIDDEN))
     assert not bad, f"{path.relative_to(PACKAGE.parent)} imports {bad}"
+
+
+def _package_of(module: str) -> str:
+    """The unit a private name must not leave: a task package (`mobilevision.tasks.detection`) or a top-level
+    package (`mobilevision.models`)."""
+    parts = module.split(".")
+    return ".".join(parts[:3] if parts[1:2] == ["tasks"] and len(parts) > 2 else parts[:2])
+
+
+# Private names still imported across packages by code of another issue's lane; each has a public name now (on the
+# right), to switch to. The test fails once an entry is gone, so the list only shrinks.
+PENDING = {
+    ("mobilevision.export.tflite", "mobilevision.models.heads.deeplabv3._ImagePooling"): "ImagePooling",
+    ("mobilevision.benchmarks.coco_eval", "mobilevision.tasks.detection.evaluation._faster_eval"): "faster_eval",
+    ("mobilevision.benchmarks.coco_eval", "mobilevision.tasks.detection.evaluation._results_coco"): "results_coco",
+}
+
+
+def test_no_private_name_is_imported_across_packages() -> None:
+    modules = _modules()
+    crossing = set()
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mobilevision"):
+                for alias in node.names:
+                    private = alias.name.startswith("_") and not alias.name.startswith("__")
+                    if private and _package_of(node.module) != _package_of(name):
+                        crossing.add((name, f"{node.module}.{alias.name}"))
+    assert crossing == set(PENDING), f"private names imported across packages: {sorted(crossing - set(PENDING))}"

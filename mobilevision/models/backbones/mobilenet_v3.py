@@ -16,6 +16,8 @@ from functools import partial
 from typing import ClassVar
 
 from torch import Tensor, nn
+
+# torchvision's own block table (private): the same layer list is what makes its state_dict keys load strict.
 from torchvision.models.mobilenetv3 import InvertedResidual, InvertedResidualConfig, _mobilenet_v3_conf
 from torchvision.ops.misc import Conv2dNormActivation
 

@@ -89,3 +89,7 @@ class DeepLabV3Head(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = torch.cat([branch(x) for branch in self.branches], dim=1)
         return self.classifier(self.dropout(self.project(x)))
+
+
+# The public name, for code outside models/ (the LiteRT conversion rewrites its broadcast).
+ImagePooling = _ImagePooling

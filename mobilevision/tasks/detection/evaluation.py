@@ -380,3 +380,8 @@ def results_warnings(coco_gt: COCO, results: list[dict[str, Any]], *, sample: in
                 "height = y2 - y1"
             )
     return messages
+
+
+# Public names, for the measurement code outside the task package (benchmarks/coco_eval.py).
+results_coco = _results_coco
+faster_eval = _faster_eval

@@ -23,7 +23,9 @@ from mobilevision.errors import DatasetError
 from mobilevision.tasks.detection import transforms as detection_transforms
 from mobilevision.tasks.detection.data.base import DetectionDataset, DetectionMeta, coco_from_dict, collate_detection
 from mobilevision.tasks.detection.transforms import MEAN_FILL
-from mobilevision.tasks.segmentation.data.base import _Defect
+
+# MaskDefect: one sample's mask cannot be used (`file`, `reason`): the segmentation readers' type.
+from mobilevision.tasks.segmentation.data.base import MaskDefect
 from mobilevision.tasks.segmentation.masks import VOID, check_labels
 
 Target = dict[str, Any]
@@ -40,9 +42,6 @@ __all__ = [
     "label_mapping",
     "train_transforms",
 ]
-
-# One sample's mask cannot be used: `file` is the offending file, `reason` says why (the segmentation readers' type).
-MaskDefect = _Defect
 
 
 def label_mapping(source: DetectionMeta, target: DetectionMeta) -> np.ndarray:

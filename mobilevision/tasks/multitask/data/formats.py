@@ -20,7 +20,7 @@ from mobilevision.tasks.detection.data.coco import CocoDetection
 from mobilevision.tasks.detection.data.voc import VOCDetection
 from mobilevision.tasks.multitask.data.base import MaskDefect, MultiTaskDataset, Transforms
 from mobilevision.tasks.segmentation.data.coco import render_voc_mask
-from mobilevision.tasks.segmentation.data.voc import _resolve_sbd_root
+from mobilevision.tasks.segmentation.data.voc import resolve_sbd_root
 from mobilevision.tasks.segmentation.masks import read_index_mask, read_sbd_mask
 
 
@@ -162,7 +162,7 @@ class VOCMultiTask(MultiTaskDataset):
         detection = VOCDetection(root, split, years=years, keep_difficult=keep_difficult)
         sbd = None
         if sbd_root is not None:
-            sbd = _resolve_sbd_root(Path(sbd_root))
+            sbd = resolve_sbd_root(Path(sbd_root))
             if sbd is None:
                 raise DatasetError(f"{sbd_root}: not an SBD folder (expected cls/ in it or in its dataset/ folder)")
         year_dirs = {d.name: d for d in detection._voc_dirs}

@@ -183,3 +183,7 @@ def collate_segmentation(
         orig_sizes = torch.tensor([list(s[2]) for s in samples], dtype=torch.int64)  # type: ignore[misc]
         return images, masks, sizes, orig_sizes
     return images, masks, sizes
+
+
+# The public name, for the readers of other task packages (the joint model's).
+MaskDefect = _Defect

@@ -184,3 +184,7 @@ def check_voc_segmentation(root: Path, split: str, *, num_classes: int = 21) -> 
         warnings.simplefilter("ignore", DataWarning)
         dataset = VOCSegmentation(root, split, num_classes=num_classes)
         return dataset.check()
+
+
+# The public name, for the readers of other task packages (the joint model's).
+resolve_sbd_root = _resolve_sbd_root
