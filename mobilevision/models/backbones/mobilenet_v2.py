@@ -136,9 +136,8 @@ class MobileNetV2(Backbone):
             unused layers are dropped; in feature-extractor form the classifier weights are ignored.
         dropout: classifier dropout.
         zero_init_residual: start the last BatchNorm of every residual block at gamma 0, so each block begins as
-            the identity (Goyal et al. 2017, "zero gamma"). For training from random weights: after 450 steps on the
-            shapes demo it took segmentation mIoU from 0.19 to 0.30, and (with the detector's class prior)
-            detection mAP from 0.034 to 0.092. Pretrained `weights` overwrite it.
+            the identity (Goyal et al. 2017, "zero gamma"), which speeds up training from random weights (measured:
+            docs/design-notes.md). Pretrained `weights` overwrite it.
     """
 
     TAP_NAMES = TAP_NAMES

@@ -27,7 +27,7 @@ class RawDetector(nn.Module):
         self.detector = detector
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        outputs, anchors = self.detector.forward_raw(images)  # type: ignore[operator]
+        outputs, anchors = self.detector.forward_raw(images)
         return outputs["cls_logits"], outputs["bbox_regression"], anchors
 
 
@@ -38,7 +38,7 @@ def export_module(model: nn.Module) -> nn.Module:
 def postprocess_for(model: nn.Module, *, score_threshold: float = 0.3) -> DetectionPostprocess:
     """The post-processing a detector (or the joint model) was built with (NMS IoU, top-k, cap, box coder), at the
     serving score threshold."""
-    return replace(model.postprocessor, score_threshold=score_threshold)  # type: ignore[arg-type]
+    return replace(model.postprocessor, score_threshold=score_threshold)
 
 
 def export_metadata(model: nn.Module) -> dict[str, Any]:
@@ -100,7 +100,7 @@ class DetectionInference:
             )
         threshold = float(options.get("score_threshold", 0.3))
         self.postprocess = DetectionPostprocess(**{**post.__dict__, "score_threshold": threshold})
-        self.input_size: tuple[int, int] = tuple(options.get("input_size") or meta.input_size)  # type: ignore[assignment]
+        self.input_size: tuple[int, int] = tuple(options.get("input_size") or meta.input_size)
         self.class_names = list(meta.class_names)
         ids = meta.category_ids if meta.category_ids is not None else range(len(self.class_names))
         self.category_ids = np.asarray(list(ids), dtype=np.int64)

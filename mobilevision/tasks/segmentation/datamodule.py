@@ -76,7 +76,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         return len(self.class_names)
 
     def train_transforms(self) -> Any:
-        return train_transforms(self.input_size, self.scale)  # type: ignore[arg-type]
+        return train_transforms(self.input_size, self.scale)
 
     def eval_transforms(self) -> Any:
         return eval_transforms("pad", size=self.input_size, multiple=self.eval_multiple)

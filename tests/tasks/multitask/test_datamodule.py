@@ -90,7 +90,7 @@ def test_coco_voc_datamodule_trains_on_both_and_validates_on_coco_val(coco2017: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
         coco_only.setup("fit")
-    assert len(coco_only.train_dataset) == expected["train"].images  # type: ignore[arg-type]
+    assert len(coco_only.train_dataset) == expected["train"].images
 
 
 def test_coco_voc_datamodule_refuses_wrong_roots_at_construction(coco2017: tuple, tmp_path: Path) -> None:

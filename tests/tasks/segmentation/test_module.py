@@ -13,7 +13,7 @@ from mobilevision.tasks.segmentation.module import SegmentationTask
 
 
 def _task(**kwargs: object) -> SegmentationTask:
-    return SegmentationTask(num_classes=4, width_mult=0.35, **kwargs)  # type: ignore[arg-type]
+    return SegmentationTask(num_classes=4, width_mult=0.35, **kwargs)
 
 
 def test_background_prior_sets_the_classifier_biases_to_the_log_prior() -> None:
@@ -22,7 +22,7 @@ def test_background_prior_sets_the_classifier_biases_to_the_log_prior() -> None:
     assert torch.allclose(bias.softmax(0), torch.tensor([0.85, 0.05, 0.05, 0.05]), atol=1e-6)
     assert math.isclose(float(bias[0]), math.log(0.85), rel_tol=1e-6)
     # The EMA copy starts from the same initial weights.
-    ema = _task(background_prior=0.85, ema_decay=0.99).ema_model.head.classifier.bias.detach()  # type: ignore[union-attr]
+    ema = _task(background_prior=0.85, ema_decay=0.99).ema_model.head.classifier.bias.detach()
     assert torch.allclose(ema.softmax(0)[0], torch.tensor(0.85))
 
 
