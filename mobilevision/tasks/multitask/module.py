@@ -36,7 +36,7 @@ from mobilevision.tasks.detection.parts import (
     detection_checkpoint_meta,
 )
 from mobilevision.tasks.segmentation.masks import VOID
-from mobilevision.tasks.segmentation.parts import MaskEvaluation, background_prior_bias
+from mobilevision.tasks.segmentation.parts import MaskEvaluation, background_prior_bias, data_class_names
 
 LOSS_WEIGHTINGS = ("fixed", "uncertainty")
 
@@ -141,14 +141,9 @@ class MultiTaskTask(BaseTask):
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         self.labels.setup(datamodule)
-        names = getattr(datamodule, "mask_class_names", None)
-        if names:
-            if len(names) != self.model.seg_num_classes:
-                raise ValueError(
-                    f"the data's masks have {len(names)} classes but the segmentation head predicts "
-                    f"{self.model.seg_num_classes}; set model.seg_num_classes={len(names)}"
-                )
-            self.mask_class_names = list(names)
+        self.mask_class_names = data_class_names(
+            datamodule, "mask_class_names", self.model.seg_num_classes, "seg_num_classes", self.mask_class_names
+        )
 
     @property
     def label_meta(self) -> DetectionMeta:

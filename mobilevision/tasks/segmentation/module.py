@@ -16,7 +16,12 @@ from mobilevision.models.segmenter import Segmenter
 from mobilevision.tasks.base import BaseTask, LRSchedule
 from mobilevision.tasks.segmentation.inference import MF_SCALES, multi_scale_flip_probs
 from mobilevision.tasks.segmentation.masks import VOID
-from mobilevision.tasks.segmentation.parts import MaskEvaluation, background_prior_bias, log_mask_scores
+from mobilevision.tasks.segmentation.parts import (
+    MaskEvaluation,
+    background_prior_bias,
+    data_class_names,
+    log_mask_scores,
+)
 
 __all__ = ["SegmentationTask", "log_mask_scores"]
 
@@ -112,14 +117,9 @@ class SegmentationTask(BaseTask):
         datamodule = getattr(self.trainer, "datamodule", None)
         # The evaluation canvas rule travels in the checkpoint: the predictor pads as validation does.
         self.eval_multiple = int(getattr(datamodule, "eval_multiple", self.eval_multiple))
-        names = getattr(datamodule, "class_names", None)
-        if names:
-            if len(names) != self.model.num_classes:
-                raise ValueError(
-                    f"the data has {len(names)} classes but the model predicts {self.model.num_classes}; "
-                    f"set model.num_classes={len(names)}"
-                )
-            self.class_names = list(names)
+        self.class_names = data_class_names(
+            datamodule, "class_names", self.model.num_classes, "num_classes", self.class_names
+        )
 
     def checkpoint_meta(self) -> dict[str, Any]:
         return {

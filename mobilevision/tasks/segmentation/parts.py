@@ -29,6 +29,24 @@ def background_prior_bias(background_prior: float, num_classes: int) -> list[flo
     return [math.log(background_prior)] + [rest] * (num_classes - 1)
 
 
+def data_class_names(datamodule: Any, attribute: str, predicted: int, option: str, current: list[str]) -> list[str]:
+    """The mask class names a DataModule declares in `attribute` (`current` when it has none), checked against the
+    `predicted` classes of the head.
+
+    Raises:
+        ValueError: a different count, naming the model option (`option`) to set.
+    """
+    names = getattr(datamodule, attribute, None)
+    if not names:
+        return current
+    if len(names) != predicted:
+        raise ValueError(
+            f"the data's masks have {len(names)} classes but the model's segmentation head predicts {predicted}; "
+            f"set model.{option}={len(names)}"
+        )
+    return list(names)
+
+
 def log_mask_scores(
     task: pl.LightningModule,
     confusion: MulticlassConfusionMatrix,
