@@ -2,8 +2,7 @@
 sizes), the dataset's own ids, the validation's score threshold; for segmentation also at output stride 8 with MF.
 
 The checkpoints (narrow models, widths 0.35-0.5) are trained for 120-420 steps on the miniature data so that
-predictions vary from image to
-image and pixel to pixel: equality of two constant predictors would prove nothing.
+predictions vary from image to image and pixel to pixel: equality of two constant predictors would prove nothing.
 """
 
 from __future__ import annotations
