@@ -1,7 +1,9 @@
 """The mistakes table: every user error is one line on stderr, exit code 2, no traceback, no usage text.
 
-Each row is a real mistake run through the console script in a subprocess (what a user sees). The same rows, with
-their messages, are the troubleshooting table of docs/troubleshooting.md (a few rows in the README):
+Each row is a real mistake run as a fresh process (what a user sees): forked from one server that has imported the
+heavy modules once (`tests/fixtures/forked_cli.py`, 25 cold starts would cost about 2.5 minutes), with one row also
+run through the console script from a cold start, and the server's imports required to print nothing. The same
+rows, with their messages, are the troubleshooting table of docs/troubleshooting.md (a few rows in the README):
 `python -m tests.test_user_errors` prints it.
 """
 
@@ -11,10 +13,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.fixtures.forked_cli import ForkedCli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -241,18 +246,38 @@ def run_mistake(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*_cli(), *argv], capture_output=True, text=True, env=_env(), cwd=cwd, timeout=300)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("argv", "fragment"), [(m[1], m[2]) for m in MISTAKES], ids=[m[0] for m in MISTAKES])
-def test_mistake_is_one_line_exit_2(
-    files: dict[str, Path], argv: Callable[[dict[str, Path]], list[str]], fragment: str
-) -> None:
-    out = run_mistake(argv(files), cwd=files["folder"])
+@pytest.fixture(scope="module")
+def forked() -> Iterator[ForkedCli]:
+    server = ForkedCli(_env())
+    yield server
+    server.close()
+
+
+def _assert_one_line(out: Any, fragment: str) -> None:
     lines = out.stderr.splitlines()
     assert "Traceback" not in out.stderr and "usage:" not in out.stderr, out.stderr[-3000:]
     assert len(lines) == 1, out.stderr[-3000:]
     assert out.returncode == 2, out.stderr
     assert fragment in lines[0], lines[0]
     assert lines[0].startswith("mobilevision"), lines[0]
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [(m[1], m[2]) for m in MISTAKES], ids=[m[0] for m in MISTAKES])
+def test_mistake_is_one_line_exit_2(
+    files: dict[str, Path], forked: ForkedCli, argv: Callable[[dict[str, Path]], list[str]], fragment: str
+) -> None:
+    _assert_one_line(forked.run(argv(files), cwd=files["folder"]), fragment)
+
+
+def test_importing_the_commands_prints_nothing(forked: ForkedCli) -> None:
+    """What the forked rows cannot show themselves: the imports before their fork wrote nothing on stderr."""
+    assert forked.import_stderr == ""
+
+
+@pytest.mark.slow
+def test_mistake_from_a_cold_start_of_the_console_script(files: dict[str, Path]) -> None:
+    _, argv, fragment = MISTAKES[0]
+    _assert_one_line(run_mistake(argv(files), cwd=files["folder"]), fragment)
 
 
 def test_table_has_at_least_fifteen_distinct_mistakes() -> None:

@@ -58,7 +58,18 @@ def test_installed_wheel_lists_fits_and_demos_outside_the_repository(installed: 
     out = _run(installed, tmp_path, "fit", "-c", "ssdlite_mobilenetv2_shapes", "--trainer.fast_dev_run=true")
     assert out.returncode == 0, out.stderr[-3000:]
 
-    out = _run(installed, tmp_path, "demo", "--minutes", "0.1", "--threads", "1")
+    # A tiny demo (the shapes set is generated at its default size otherwise): what is checked here is that the
+    # installed package finds its own configs and data, not what the demo learns (tests/test_demo.py).
+    tiny = [
+        f"--override=--{k}"
+        for k in (
+            "data.init_args.num_train=12",
+            "data.init_args.num_val=4",
+            "data.init_args.batch_size=4",
+            "trainer.max_steps=3",
+        )
+    ]
+    out = _run(installed, tmp_path, "demo", "--minutes", "0.1", "--threads", "1", *tiny)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "runs" / "demo" / "summary.json").is_file()
     assert not (tmp_path / "configs").exists()  # nothing was looked up in (or copied to) the working folder
