@@ -203,6 +203,22 @@ class BaseTask(pl.LightningModule):
             ema_buffer.copy_(buffer)
         self.ema_updates += 1
 
+    # ------------------------------------------------------------------------------------------------- evaluation
+    def eval_step(self, batch: Any, split: str) -> None:
+        """Score one evaluation batch of `split` ("val" or "test") into the task's evaluators."""
+        raise NotImplementedError(f"{type(self).__name__} must define eval_step")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.eval_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Any:
+        """The task's answer (`forward`) for a batch of images, or of tuples whose first entry is the images."""
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(images)
+
     def empty_step_loss(self) -> Tensor:
         """A zero loss joined to every parameter, for a batch that lost (almost) all its samples to defects.
 

@@ -135,7 +135,7 @@ class DetectionTask(BaseTask):
         self.log("train/loss_cls", losses["loss_cls"], batch_size=batch_size)
         return self.guard_loss(losses["loss"], [str(t.get("file", t.get("image_id"))) for t in targets])
 
-    def _eval_step(self, batch: tuple[Tensor, list[dict[str, Any]]], prefix: str) -> None:
+    def eval_step(self, batch: tuple[Tensor, list[dict[str, Any]]], prefix: str) -> None:
         images, targets = batch
         if images.shape[0] == 0:
             return
@@ -146,22 +146,6 @@ class DetectionTask(BaseTask):
         input_size = (images.shape[-2], images.shape[-1])
         detections = model.postprocess(outputs, anchors, input_size)
         self.boxes.update(prefix, detections, targets, input_size, self.label_meta)
-
-    def validation_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, Tensor]]:
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.eval_model(images)
-
-    def on_validation_epoch_start(self) -> None:
-        self.boxes.reset("val")
-
-    def on_test_epoch_start(self) -> None:
-        self.boxes.reset("test")
 
     def on_validation_epoch_end(self) -> None:
         self.boxes.log(self, "val")

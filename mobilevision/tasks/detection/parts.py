@@ -101,7 +101,8 @@ class DetectionLabels:
 
 class BoxEvaluation:
     """COCO mAP of a task's detections, one `CocoEvaluator` per split (validation inside fit never mixes with a
-    test run): batches added by `update`, scored, logged as `<split>/<metric>` and printed at the epoch's end."""
+    test run): batches added by `update`, scored, logged as `<split>/<metric>` and printed at the epoch's end, when
+    the split's results are reset (also after Lightning's sanity check) for the next evaluation."""
 
     def __init__(self) -> None:
         self.evaluators = {"val": CocoEvaluator(), "test": CocoEvaluator()}

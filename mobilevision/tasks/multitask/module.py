@@ -227,7 +227,7 @@ class MultiTaskTask(BaseTask):
             self.log("train/seg_weight", torch.exp(-self.log_vars[1]).detach(), batch_size=batch_size)
         return self.guard_loss(losses["loss"], [str(t.get("file", t.get("image_id"))) for t in targets])
 
-    def _eval_step(self, batch: tuple[Tensor, list[dict[str, Any]]], prefix: str) -> None:
+    def eval_step(self, batch: tuple[Tensor, list[dict[str, Any]]], prefix: str) -> None:
         images, targets = batch
         if images.shape[0] == 0:
             return
@@ -248,22 +248,6 @@ class MultiTaskTask(BaseTask):
                     logits[i : i + 1].float(), size=tuple(reference.shape[-2:]), mode="bilinear", align_corners=False
                 )
                 self.masks.update(prefix, resized.argmax(1), reference.unsqueeze(0))
-
-    def validation_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, Tensor]]:
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.eval_model(images)
-
-    def on_validation_epoch_start(self) -> None:
-        self.boxes.reset("val")
-
-    def on_test_epoch_start(self) -> None:
-        self.boxes.reset("test")
 
     def on_validation_epoch_end(self) -> None:
         self.boxes.log(self, "val")

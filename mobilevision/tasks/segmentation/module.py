@@ -181,7 +181,7 @@ class SegmentationTask(BaseTask):
     on_test_start = on_validation_start
     on_test_end = on_validation_end
 
-    def _eval_step(self, batch: tuple[Tensor, ...] | None, prefix: str) -> None:
+    def eval_step(self, batch: tuple[Tensor, ...] | None, prefix: str) -> None:
         if batch is None:
             return
         images, masks, sizes = batch[0], batch[1], batch[2]
@@ -199,12 +199,6 @@ class SegmentationTask(BaseTask):
                 self.log(f"{prefix}/loss", loss, batch_size=len(index), sync_dist=True)
             # Padded pixels are void in the mask (the padding contract of the data module): no cropping is needed.
             self.masks.update(prefix, scores.argmax(1), group_masks)
-
-    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
