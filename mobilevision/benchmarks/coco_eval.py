@@ -94,12 +94,12 @@ def _evaluator_only(coco_gt: Any, results: list[dict[str, Any]], backend: str) -
 
     from pycocotools.cocoeval import COCOeval
 
-    from mobilevision.tasks.detection.evaluation import _faster_eval, _results_coco
+    from mobilevision.tasks.detection.evaluation import faster_eval, results_coco
 
     evaluator = (
-        _faster_eval(coco_gt, results)
+        faster_eval(coco_gt, results)
         if backend == "faster"
-        else COCOeval(coco_gt, _results_coco(coco_gt, results), iouType="bbox")
+        else COCOeval(coco_gt, results_coco(coco_gt, results), iouType="bbox")
     )
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.evaluate()
