@@ -15,10 +15,14 @@ def mobilenet_v2(
     width_mult: float = 1.0,
     weights: str | os.PathLike[str] | None = None,
     dropout: float = 0.2,
+    tf_exact: bool = False,
 ) -> MobileNetV2:
-    """The ImageNet classifier (paper Table 4); state_dict keys are torchvision's."""
+    """The ImageNet classifier (paper Table 4); state_dict keys are torchvision's. `tf_exact`: TF's padding and
+    BatchNorm epsilon, for weights converted from the TF reference (which takes inputs in [-1, 1])."""
     check_arguments("mobilenet_v2", num_classes=num_classes, width_mult=width_mult)
-    return MobileNetV2(num_classes=num_classes, width_mult=width_mult, weights=weights, dropout=dropout)
+    return MobileNetV2(
+        num_classes=num_classes, width_mult=width_mult, weights=weights, dropout=dropout, tf_exact=tf_exact
+    )
 
 
 def mobilenet_v3_large(

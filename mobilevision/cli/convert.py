@@ -1,0 +1,48 @@
+"""`mobilevision convert tf PREFIX --output OUT`: a TF reference checkpoint (the paper's model zoos) as mobilevision's.
+
+DeepLab becomes a segmentation checkpoint (`.ckpt`: predict, validate, export, `init_from`); the ImageNet classifier a
+torchvision-layout state_dict (`.pt`, 1000 classes) that serves as `backbone_weights`. See docs/pretrained.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from mobilevision.errors import UserError
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mobilevision convert", description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", choices=("tf",), help="the framework the checkpoint comes from")
+    parser.add_argument("prefix", type=Path, help="the TF checkpoint prefix, e.g. .../model.ckpt")
+    parser.add_argument("--output", type=Path, required=True, help="the file to write (.ckpt, or .pt: classifier)")
+    parser.add_argument("--width", type=float, default=None, help="expected width multiplier (checked)")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16), default=16, help="DeepLab's (16 or 8)")
+    parser.add_argument("--input-size", type=int, default=513, help="DeepLab's evaluation size (the zoo: 513)")
+    args = parser.parse_args(list(argv))
+
+    from mobilevision.checkpoint import ModelMeta, save_checkpoint
+    from mobilevision.convert.tf_convert import VOC_CLASSES, convert_tf
+    from mobilevision.io import atomic_path
+
+    model, kind, kwargs = convert_tf(args.prefix, width_mult=args.width, output_stride=args.output_stride)
+    if kind == "classifier":
+        if args.output.suffix not in (".pt", ".pth"):
+            raise UserError(f"--output {args.output}: the classifier is written as a state_dict, name it .pt")
+        with atomic_path(args.output) as tmp:
+            torch.save(model.state_dict(), tmp)
+        print(f"wrote {args.output}: mobilenet_v2 {kwargs} from {args.prefix} (1000 torchvision classes)")
+        return 0
+    meta = ModelMeta.for_model(
+        model, model_name="deeplabv3_mobilenet_v2", model_kwargs=kwargs, input_size=(args.input_size,) * 2
+    )
+    if meta.num_classes == len(VOC_CLASSES):
+        meta.class_names = list(VOC_CLASSES)
+    meta.inference = {"pad_multiple": args.output_stride, "output_stride": args.output_stride}
+    save_checkpoint(args.output, model, meta)
+    print(f"wrote {args.output}: deeplabv3_mobilenet_v2 {kwargs} from {args.prefix}")
+    return 0
