@@ -64,6 +64,8 @@ class SegmentationTask(BaseTask):
             plain loss of the paper; for data where some classes cover few pixels.
         optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last, init_from: see `BaseTask`; the DeepLab
             recipe is SGD with momentum 0.9 and the poly schedule (power 0.9).
+        tf_exact: the TF reference's arithmetic (`mobilevision convert tf` checkpoints; see `deeplabv3_mobilenet_v2`),
+            to fine-tune a converted model with `init_from`.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class SegmentationTask(BaseTask):
         max_nonfinite_steps: int = 10,
         channels_last: bool = True,
         init_from: str | None = None,
+        tf_exact: bool = False,
     ) -> None:
         super().__init__(
             optimizer=optimizer,
@@ -106,6 +109,7 @@ class SegmentationTask(BaseTask):
             "output_stride": output_stride,
             "atrous_rates": list(atrous_rates),
             **({"backbone": backbone} if backbone is not None else {}),
+            **({"tf_exact": True} if tf_exact else {}),
         }
         self.model: Segmenter = build_model(
             model, weights=backbone_weights, zero_init_residual=zero_init_residual, **self.model_kwargs
