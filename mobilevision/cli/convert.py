@@ -22,13 +22,19 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--output", type=Path, required=True, help="the file to write (.ckpt, or .pt: classifier)")
     parser.add_argument("--width", type=float, default=None, help="expected width multiplier (checked)")
     parser.add_argument("--output-stride", type=int, choices=(8, 16), default=16, help="DeepLab's (16 or 8)")
-    parser.add_argument("--input-size", type=int, default=513, help="DeepLab's evaluation size (the zoo: 513)")
+    parser.add_argument(
+        "--input-size", type=int, default=512, help="DeepLab's input size, a multiple of 16 (the zoo's 513 -> 512)"
+    )
     args = parser.parse_args(list(argv))
 
     from mobilevision.checkpoint import ModelMeta, save_checkpoint
     from mobilevision.convert.tf_convert import VOC_CLASSES, convert_tf
     from mobilevision.io import atomic_path
 
+    if args.input_size % 16:
+        # TF SAME padding depends on each map's size parity; ONNX bakes the traced one. Multiples of 16 (what the
+        # predictor pads to) keep every stride-2 input even, so the exported graph stays exact (docs/pretrained.md).
+        raise UserError(f"--input-size {args.input_size}: must be a multiple of 16 for a TF-exact model")
     model, kind, kwargs = convert_tf(args.prefix, width_mult=args.width, output_stride=args.output_stride)
     if kind == "classifier":
         if args.output.suffix not in (".pt", ".pth"):

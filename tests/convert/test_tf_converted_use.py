@@ -17,7 +17,7 @@ def converted(tmp_path_factory):
     root = tmp_path_factory.mktemp("converted")
     prefix = unpack("deeplabv3_mnv2_050_os16", root)
     ckpt = root / "deeplab.ckpt"
-    assert main(["convert", "tf", str(prefix), "--output", str(ckpt), "--input-size", "65"]) == 0
+    assert main(["convert", "tf", str(prefix), "--output", str(ckpt), "--input-size", "64"]) == 0
     images = root / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -37,9 +37,23 @@ def test_converted_deeplab_predicts(converted, tmp_path) -> None:
 def test_converted_deeplab_exports_with_parity_and_int8(converted, tmp_path) -> None:
     ckpt, images = converted
     onnx = tmp_path / "deeplab.onnx"
-    argv = ["export", "--weights", str(ckpt), "--output", str(onnx), "--input-size", "65", "65"]
+    argv = ["export", "--weights", str(ckpt), "--output", str(onnx), "--input-size", "64", "64"]
     assert main([*argv, "--int8", "--calibration", str(images), "--calibration-images", "3"]) == 0
     assert onnx.is_file() and onnx.with_suffix(".int8.onnx").is_file()
+    # TF SAME padding depends on size parity, which the trace bakes: exact at every multiple of 16 (what the
+    # predictor pads to), here 80 on a graph traced at 64.
+    import onnxruntime as ort
+    import torch
+
+    from mobilevision.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(ckpt)
+    session = ort.InferenceSession(str(onnx))
+    x = torch.randint(0, 255, (1, 3, 80, 80)).float()
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
 def test_converted_deeplab_fine_tunes_with_init_from(converted, tmp_path) -> None:
@@ -51,7 +65,7 @@ def test_converted_deeplab_fine_tunes_with_init_from(converted, tmp_path) -> Non
 
     ckpt, _ = converted
     source, _ = load_checkpoint(ckpt)
-    task = SegmentationTask(num_classes=21, width_mult=0.5, tf_exact=True, init_from=str(ckpt), input_size=65)
+    task = SegmentationTask(num_classes=21, width_mult=0.5, tf_exact=True, init_from=str(ckpt), input_size=64)
     images = torch.randint(0, 255, (4, 3, 64, 64)).float()
     with torch.no_grad():
         torch.testing.assert_close(task.model.eval()(images), source(images))  # starts as the converted model

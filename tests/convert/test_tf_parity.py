@@ -96,7 +96,7 @@ def test_cli_writes_checkpoints_that_load(tmp_path, deeplab_prefix, capsys) -> N
     from mobilevision.models.backbones.mobilenet_v2 import MobileNetV2
 
     seg = tmp_path / "deeplab.ckpt"
-    assert main(["convert", "tf", str(deeplab_prefix), "--output", str(seg), "--input-size", "65"]) == 0
+    assert main(["convert", "tf", str(deeplab_prefix), "--output", str(seg), "--input-size", "64"]) == 0
     model, meta = load_checkpoint(seg)
     assert meta.task == "segmentation" and meta.class_names[15] == "person" and model.align_corners
     cls = tmp_path / "imagenet.pt"
@@ -118,6 +118,7 @@ def test_bad_checkpoints_exit_2(tmp_path, capsys, monkeypatch) -> None:
     prefix = unpack(DEEPLAB, tmp_path)
     (tmp_path / "c").mkdir()
     out = ["--output", str(tmp_path / "x.ckpt")]
+    assert "multiple of 16" in _run_error(capsys, ["convert", "tf", str(prefix), "--input-size", "65", *out])
     assert "width 0.5" in _run_error(capsys, ["convert", "tf", str(prefix), "--width", "1.0", *out])
     variables = read_tf_checkpoint(prefix)
 
