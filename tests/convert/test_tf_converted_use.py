@@ -79,3 +79,25 @@ def test_converted_deeplab_fine_tunes_with_init_from(converted, tmp_path) -> Non
     assert trainer.global_step == 2
     moved = [float((a.detach() - b).abs().max()) for a, b in zip(task.model.parameters(), source.parameters())]
     assert max(moved) > 0
+
+
+def test_converted_classifier_predicts_and_exports(tmp_path, converted) -> None:
+    import json
+
+    from mobilevision.checkpoint import load_checkpoint
+
+    _, images = converted
+    ckpt = tmp_path / "classifier.ckpt"
+    prefix = unpack("mobilenet_v2_035_classifier", tmp_path)
+    assert main(["convert", "tf", str(prefix), "--output", str(ckpt), "--input-size", "128"]) == 0
+    model, meta = load_checkpoint(ckpt)
+    assert meta.task == "classification" and meta.class_names[1] == "goldfish" and meta.input_size == (128, 128)
+    out = tmp_path / "out"
+    argv = ["predict", "--weights", str(ckpt), "--source", str(images), "--output", str(out), "--no-progress"]
+    assert main(argv) == 0
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert len(predictions) == 3 * 5 and all(0 <= p["category_id"] < 1000 for p in predictions)
+    onnx = tmp_path / "classifier.onnx"
+    argv = ["export", "--weights", str(ckpt), "--output", str(onnx)]
+    assert main([*argv, "--int8", "--calibration", str(images), "--calibration-images", "3"]) == 0
+    assert onnx.with_suffix(".int8.onnx").is_file()
