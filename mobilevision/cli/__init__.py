@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "test": ("mobilevision.cli.fit", "test", "test with a LightningCLI config"),
     "predict": ("mobilevision.cli.predict", "main", "run a model on images, folders, videos or streams"),
     "export": ("mobilevision.cli.export", "main", "export a model to ONNX and check parity"),
+    "convert": ("mobilevision.cli.convert", "main", "convert a TF reference checkpoint (the paper's model zoos)"),
     "benchmark": ("mobilevision.cli.benchmark", "main", "measure data-loading and end-to-end inference speed"),
 }
 

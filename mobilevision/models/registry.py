@@ -58,6 +58,7 @@ class LazyTable(Mapping[str, Callable[..., Any]]):
 MODELS: LazyTable = LazyTable(
     {
         "mobilenet_v2": "mobilevision.models.classifier:mobilenet_v2",
+        "image_classifier_mobilenet_v2": "mobilevision.models.classifier:image_classifier_mobilenet_v2",
         "ssdlite_mobilenet_v2": "mobilevision.models.detector:ssdlite_mobilenet_v2",
         "ssd_mobilenet_v2": "mobilevision.models.detector:ssd_mobilenet_v2",
         "deeplabv3_mobilenet_v2": "mobilevision.models.segmenter:deeplabv3_mobilenet_v2",

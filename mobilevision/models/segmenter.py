@@ -14,6 +14,7 @@ from mobilevision.models.backbones.base import Backbone
 from mobilevision.models.heads.deeplabv3 import DeepLabV3Head
 from mobilevision.models.normalize import Normalize
 from mobilevision.models.registry import check_arguments
+from mobilevision.models.tf_compat import TF_MEAN, TF_STD
 
 # Mobile DeepLabv3's map on MobileNetV2: the second-last, 320-channel layer (the paper's MNet V2*). Other backbones
 # declare theirs as DEFAULT_TAPS["deeplabv3"].
@@ -27,15 +28,18 @@ class Segmenter(nn.Module):
         backbone: a feature extractor with exactly one tap (Mobile DeepLabv3: "layer_18", 320 channels, the paper's
             MNet V2*), built at the output stride wanted (16 or 8).
         head: a `DeepLabV3Head` built for that tap's channels.
+        tf_exact: the TF reference's input scaling ([-1, 1]) and upsampling (bilinear, align_corners=True), for
+            weights converted from it (the backbone carries its own `tf_exact`).
 
     Input: images [B, 3, H, W], RGB, uint8 or float in 0..255. Output: logits [B, num_classes, H, W].
     """
 
-    def __init__(self, *, backbone: Backbone, head: DeepLabV3Head) -> None:
+    def __init__(self, *, backbone: Backbone, head: DeepLabV3Head, tf_exact: bool = False) -> None:
         super().__init__()
         if len(backbone.out_taps) != 1:
             raise ValueError(f"the segmenter reads one backbone map, got taps {backbone.out_taps}")
-        self.normalize = Normalize()
+        self.normalize = Normalize(TF_MEAN, TF_STD) if tf_exact else Normalize()
+        self.align_corners = tf_exact
         self.backbone = backbone
         self.head = head
         self.tap = backbone.out_taps[0]
@@ -60,7 +64,7 @@ class Segmenter(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         logits = self.head(self.backbone(self.normalize(images))[self.tap])
-        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=self.align_corners)
 
 
 def deeplabv3_mobilenet_v2(
@@ -76,14 +80,20 @@ def deeplabv3_mobilenet_v2(
     zero_init_residual: bool = False,
     tap: str | None = None,
     backbone_kwargs: dict[str, Any] | None = None,
+    tf_exact: bool = False,
 ) -> Segmenter:
     """Mobile DeepLabv3 (paper Table 7) on `backbone` (a name of `BACKBONES`). `atrous_rates=()` is the reduced,
     on-device head. `tap` (role or layer name) defaults to the backbone's `DEFAULT_TAPS["deeplabv3"]`: MobileNetV2's
-    second-last map, MobileNetV3's last map (as torchvision's DeepLabv3 and LR-ASPP)."""
+    second-last map, MobileNetV3's last map (as torchvision's DeepLabv3 and LR-ASPP). `tf_exact` builds the TF
+    reference's arithmetic (padding, epsilons, input scaling, upsampling) for converted weights; MobileNetV2 only."""
     check_arguments(
         "deeplabv3_mobilenet_v2", num_classes=num_classes, width_mult=width_mult, output_stride=output_stride
     )
     network = backbone_class(backbone)
+    if tf_exact:
+        if backbone != "mobilenet_v2":
+            raise ValueError(f"tf_exact is for the TF reference's MobileNetV2, not {backbone!r}")
+        backbone_kwargs = {**(backbone_kwargs or {}), "tf_exact": True}
     network = network(
         num_classes=None,
         width_mult=width_mult,
@@ -100,7 +110,7 @@ def deeplabv3_mobilenet_v2(
         channels=head_channels,
         dropout=dropout,
     )
-    return Segmenter(backbone=network, head=head)
+    return Segmenter(backbone=network, head=head, tf_exact=tf_exact)
 
 
 def deeplabv3_mobilenet_v3_large(**kwargs: Any) -> Segmenter:

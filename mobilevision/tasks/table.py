@@ -50,6 +50,8 @@ class Task:
         category_ids: whether its checkpoints carry the dataset's category ids (detection's COCO ids).
         checkers: `data check` formats this task reads -> "module:function".
         evaluate: "module:function" of `mobilevision evaluate <name>`, or None.
+        trains: whether the task has a training module and shipped configs (classification is inference-only:
+            converted ImageNet classifiers, predict and export).
     """
 
     name: str
@@ -65,6 +67,7 @@ class Task:
     category_ids: bool = False
     checkers: dict[str, str] = field(default_factory=dict)
     evaluate: str | None = None
+    trains: bool = True
 
 
 def load(path: str) -> Any:
@@ -133,6 +136,17 @@ register(
         compare="mobilevision.tasks.multitask.inference:compare",
         default_input_size=(320, 320),
         category_ids=True,
+    )
+)
+register(
+    Task(
+        name="classification",
+        model_class="mobilevision.models.classifier:ImageClassifier",
+        inference="mobilevision.tasks.classification.inference:ClassificationInference",
+        export_module="mobilevision.tasks.classification.inference:export_module",
+        onnx_outputs=("logits",),
+        default_input_size=(224, 224),
+        trains=False,
     )
 )
 

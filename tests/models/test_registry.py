@@ -11,6 +11,7 @@ def test_unknown_name_lists_valid_ones() -> None:
         build_model("yolo")
     assert set(MODELS) == {
         "mobilenet_v2",
+        "image_classifier_mobilenet_v2",
         "ssdlite_mobilenet_v2",
         "ssd_mobilenet_v2",
         "deeplabv3_mobilenet_v2",

@@ -134,6 +134,6 @@ def test_a_third_task_through_the_table_alone(toy_task: Task, tmp_path: Path) ->
 
 def test_unknown_task_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match="known tasks: detection, segmentation"):
-        get_task("classification")
+        get_task("tracking")
     with pytest.raises(ValueError, match="detection, segmentation"):
-        ModelMeta(task="classification", model_name="x")
+        ModelMeta(task="tracking", model_name="x")

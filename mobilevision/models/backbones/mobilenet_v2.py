@@ -20,6 +20,7 @@ from mobilevision.models.backbones.base import Backbone, check_output_stride, in
 from mobilevision.models.backbones.base import (
     load_state_dict_file as load_state_dict_file,
 )  # re-exported: older imports
+from mobilevision.models.tf_compat import make_tf_exact
 
 # Table 2: expansion factor t, output channels c, repeats n, first stride s.
 INVERTED_RESIDUAL_SETTING: tuple[tuple[int, int, int, int], ...] = (
@@ -138,6 +139,8 @@ class MobileNetV2(Backbone):
         zero_init_residual: start the last BatchNorm of every residual block at gamma 0, so each block begins as
             the identity (Goyal et al. 2017, "zero gamma"), which speeds up training from random weights (measured:
             docs/design-notes.md). Pretrained `weights` overwrite it.
+        tf_exact: TF's `SAME` padding and BatchNorm epsilon 1e-3 (`mobilevision.models.tf_compat`), for weights
+            converted from the TF reference; the state_dict is unchanged.
     """
 
     TAP_NAMES = TAP_NAMES
@@ -168,6 +171,7 @@ class MobileNetV2(Backbone):
         dropout: float = 0.2,
         round_nearest: int = 8,
         zero_init_residual: bool = False,
+        tf_exact: bool = False,
     ) -> None:
         super().__init__()
         check_output_stride(output_stride)
@@ -213,6 +217,9 @@ class MobileNetV2(Backbone):
         if num_classes is not None:
             self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(self.last_channels, num_classes))
         self._init_weights(zero_init_residual=zero_init_residual)
+        self.tf_exact = tf_exact
+        if tf_exact:
+            make_tf_exact(self)
         if weights is not None:
             self.load_pretrained(weights)
 

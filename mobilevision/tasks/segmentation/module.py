@@ -53,6 +53,8 @@ class SegmentationTask(BaseTask):
             and momentum 0.9.
         **training: `BaseTask`'s other options (optimizer, ema_decay, max_nonfinite_steps, channels_last,
             init_from).
+        tf_exact: the TF reference's arithmetic (`mobilevision convert tf` checkpoints; see `deeplabv3_mobilenet_v2`),
+            to fine-tune a converted model with `init_from`.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class SegmentationTask(BaseTask):
         background_prior: float | None = None,
         class_weights: Sequence[float] | None = None,
         schedule: LRSchedule | None = None,
+        tf_exact: bool = False,
         **training: Any,
     ) -> None:
         super().__init__(schedule=schedule or LRSchedule(kind="poly", power=0.9), **training)
@@ -84,6 +87,7 @@ class SegmentationTask(BaseTask):
             "output_stride": output_stride,
             "atrous_rates": list(atrous_rates),
             **({"backbone": backbone} if backbone is not None else {}),
+            **({"tf_exact": True} if tf_exact else {}),
         }
         self.model: Segmenter = build_model(
             model, weights=backbone_weights, zero_init_residual=zero_init_residual, **self.model_kwargs
