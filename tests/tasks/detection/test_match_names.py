@@ -89,3 +89,14 @@ def test_save_txt_yolo_rows(tmp_path):
     assert int(cls) == ours[0]["category_id"] and float(score) == pytest.approx(0.9)
     assert float(cx) == pytest.approx((x + bw / 2) / image["width"], abs=1e-5)
     assert float(h) == pytest.approx(bh / image["height"], abs=1e-5)
+
+
+def test_split_list_of_file_names_as_a_run_writes_them(tmp_path):
+    from mobilevision.inference.listing import listed_images
+
+    root = write_voc(tmp_path / "voc", make_truth())
+    (tmp_path / "val.txt").write_text("img001.png\nimg004.png\n../escape.png\n")
+    with pytest.warns(DataWarning, match="escape"):
+        source = listed_images(root / "images", split_list=tmp_path / "val.txt")
+    assert [p.name for p in source.paths] == ["img001.png", "img004.png"]
+    assert len(source.skipped) == 1
