@@ -23,6 +23,7 @@ TABLE = {
     "shapes": ("mobilevision.data.shapes", "main", "generate the synthetic shapes set (images, COCO json, masks)"),
     "check": ("mobilevision.cli.data", "check_main", "read a whole dataset as training does and report its defects"),
     "to-coco": ("mobilevision.cli.data", "to_coco_main", "write a VOC detection split as COCO-format ground truth"),
+    "convert": ("mobilevision.cli.data", "convert_main", "write a detection folder as COCO json, YOLO or VOC XML"),
 }
 
 
@@ -90,6 +91,31 @@ def to_coco_main(argv: Sequence[str]) -> int:
         f"({sum(a['iscrowd'] for a in data['annotations'])} difficult, kept as crowd), "
         f"{len(data['categories'])} classes"
     )
+    return 0
+
+
+def convert_main(argv: Sequence[str]) -> int:
+    """`mobilevision data convert --from auto|voc|yolo|coco --to coco|yolo|voc --root DIR --out DST`.
+
+    Reads DIR as training reads it (repairs and skips reported) and writes it, images copied, in the other format
+    (see `mobilevision.tasks.detection.data.convert`). A structural defect or a non-empty DST: one line, exit 2.
+    """
+    from mobilevision.tasks.detection.data.convert import convert
+
+    parser = argparse.ArgumentParser(
+        prog="mobilevision data convert",
+        description=convert_main.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--from", dest="source", default="auto", choices=["auto", "voc", "yolo", "coco"])
+    parser.add_argument("--to", required=True, choices=["coco", "yolo", "voc"])
+    parser.add_argument("--root", required=True, type=Path, help="the detection folder to read")
+    parser.add_argument("--out", required=True, type=Path, help="the folder to write (new or empty)")
+    args = parser.parse_args(list(argv))
+    fmt, lines = convert(args.root, args.out, to=args.to, format=args.source)
+    print(f"read {args.root} as {fmt}, wrote {args.out} as {args.to}")
+    for line in lines:
+        print(f"  {line}")
     return 0
 
 

@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds without a frame before a video, camera or stream counts as stalled (10)",
     )
+    parser.add_argument(
+        "--save-txt",
+        action="store_true",
+        help="detection on images: also labels/<image stem>.txt, YOLO rows 'class cx cy w h score' (normalised; "
+        "class = index in the model's class list without background) beside predictions.json",
+    )
     parser.add_argument("--show", action="store_true", help="also show the predictions in a window")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -170,5 +176,43 @@ def main(argv: Sequence[str]) -> int:
         file=sys.stderr,
     )
     summary = predict_source(predictor, source, args.output, show=args.show, progress=not args.no_progress)
+    if args.save_txt:
+        written = save_yolo_txt(args.output)
+        summary.written.append(f"{args.output / 'labels'}/ ({written} YOLO label files)")
     print(summary.format(), file=sys.stderr)
     return summary.exit_code
+
+
+def save_yolo_txt(output: Path) -> int:
+    """Write `output/labels/<stem>.txt` from the `predictions.json`, `images.json` and `classes.json` predict wrote:
+    one `class cx cy w h score` row per detection (Ultralytics' `--save-txt --save-conf`), an empty file for an
+    image without detections. Returns the number of files written.
+
+    Raises:
+        UserError: no image predictions to convert (a video source, a segmentation model).
+    """
+    from mobilevision.data.jsonio import load_json
+    from mobilevision.io import atomic_write_text
+
+    if not (output / "images.json").is_file() or not (output / "predictions.json").is_file():
+        raise UserError("--save-txt: no detection results on images were written (a video, or not a detector)")
+    images, results = load_json(output / "images.json"), load_json(output / "predictions.json")
+    classes = load_json(output / "classes.json")
+    category_ids = classes.get("category_ids") or list(range(len(classes.get("class_names", []))))
+    index = {int(cid): position - 1 for position, cid in enumerate(category_ids) if position > 0}
+    rows: dict[int, list[str]] = {int(i["id"]): [] for i in images}
+    sizes = {int(i["id"]): (i["width"], i["height"]) for i in images}
+    for r in results:
+        width, height = sizes[r["image_id"]]
+        x, y, w, h = r["bbox"]
+        rows[r["image_id"]].append(
+            f"{index[int(r['category_id'])]} {(x + w / 2) / width:.6f} {(y + h / 2) / height:.6f} "
+            f"{w / width:.6f} {h / height:.6f} {r['score']:.5f}"
+        )
+    used: set[str] = set()
+    for image in images:
+        stem = Path(str(image["file_name"])).stem
+        name = stem if stem not in used else f"{stem}_{image['id']}"
+        used.add(name)
+        atomic_write_text(output / "labels" / f"{name}.txt", "".join(f"{row}\n" for row in rows[int(image["id"])]))
+    return len(images)

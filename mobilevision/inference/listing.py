@@ -74,10 +74,22 @@ def listed_images(
         ids = dict(zip(names, kept_ids))
         stated_sizes = {name: size for name, size in zip(names, kept_sizes) if size is not None}
     elif split_list is not None:
+        from mobilevision.data.decode import IMAGE_SUFFIXES
+        from mobilevision.data.name_split import read_name_list
         from mobilevision.data.splits import id_images, read_id_list
 
+        listed = read_name_list(split_list)
+        if listed and all(Path(n).suffix.lower() in IMAGE_SUFFIXES for n in listed):
+            # A run's splits/val.txt: file names relative to the images folder (kept inside it, as a reader does).
+            for name in listed:
+                try:
+                    paths.append(resolve_inside(folder, name))
+                except BadSample as error:
+                    refused.append({"file": name, "reason": error.reason})
+            names = unique_names(paths, folder.resolve())
+            ids = {n: index + 1 for index, n in enumerate(names)}
         # read_id_list keeps only a path's stem, so no id can lead out of the folder.
-        for id_ in read_id_list(split_list):
+        for id_ in read_id_list(split_list) if not paths and not refused else []:
             candidates = id_images(folder, id_)
             paths.append(next((c for c in candidates if c.is_file()), candidates[0]))
             names.append(id_)

@@ -153,3 +153,11 @@ def test_tool_coco_dataset_or_dataset_error(tmp_path_factory: pytest.TempPathFac
         except DatasetError:
             return
         _check_samples(dataset)
+
+
+@pytest.mark.parametrize("value", [True, 3, "x", {"id": 1}])
+def test_tool_coco_non_list_annotations_is_one_line(value: Any):
+    # Found by the fuzzer above: `"annotations": true` raised TypeError while looking for a Roboflow parent category.
+    data = {"images": [], "annotations": value, "categories": [{"id": 0, "name": "a", "supercategory": "a"}]}
+    with pytest.raises(DatasetError, match=r"fuzz\.json.*'annotations'"):
+        normalise_tool_coco(data, "fuzz.json")

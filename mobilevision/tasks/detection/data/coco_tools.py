@@ -74,7 +74,13 @@ def normalise_tool_coco(data: Any, source: str) -> tuple[dict[str, Any], list[st
         if missing:
             notes.append(f"{missing} annotations without 'area' or 'iscrowd': area from the box, not crowd")
     if isinstance(data, dict) and isinstance(data.get("categories"), list):
-        used = {a.get("category_id") for a in data.get("annotations") or [] if isinstance(a, dict)}
+        annotations = data.get("annotations")
+        # A non-list `annotations` (e.g. `true`) is left for `validate_coco` to refuse in one line.
+        used = (
+            {a.get("category_id") for a in annotations if isinstance(a, dict)}
+            if isinstance(annotations, list)
+            else set()
+        )
         kept = []
         for category in data["categories"]:
             unused_parent = (
