@@ -82,6 +82,12 @@ def main(argv: Sequence[str]) -> int:
         "names (listed by onnx's graph viewers)",
     )
     parser.add_argument(
+        "--nms",
+        action="store_true",
+        help="detectors: also write NAME.nms.onnx, decoding and NMS inside the graph: images in, boxes/scores/labels "
+        "(fixed maximum count, zero-padded) and num_detections out, checked against our post-processing",
+    )
+    parser.add_argument(
         "--parity-images",
         default=None,
         help="image, folder or glob whose first 4 images the parity "
@@ -138,6 +144,8 @@ def main(argv: Sequence[str]) -> int:
         return 1
     masks = " and masks" if any(row.get("threshold") == "mask" for row in report.detections) else ""
     print(f"parity OK (raw outputs within {RELATIVE_TOLERANCE:g} of their scale, same detections{masks})")
+    if args.nms and _write_nms(model, meta, path, images, args.score_threshold, args.opset) != 0:
+        return 1
     if args.int8:
         _write_int8(
             path,
@@ -148,6 +156,33 @@ def main(argv: Sequence[str]) -> int:
             float_head=args.int8_float_head,
             keep_float=[name for name in args.int8_keep_float.split(",") if name],
         )
+    return 0
+
+
+def _write_nms(
+    model: torch.nn.Module, meta: object, path: Path, images: torch.Tensor, threshold: float, opset: int
+) -> int:
+    """Write NAME.nms.onnx (`export.nms`) and check its detections against our post-processing; 1 when off."""
+    from mobilevision.export.nms import export_nms_onnx, nms_parity
+    from mobilevision.export.onnx import make_session
+    from mobilevision.io import atomic_path
+
+    if getattr(meta, "task", None) != "detection":
+        raise UserError(
+            f"--nms: only detectors have boxes to suppress (this checkpoint is {getattr(meta, 'task', '?')})"
+        )
+    output = path.with_suffix(".nms.onnx")
+    size = tuple(images.shape[-2:])
+    data = export_nms_onnx(model, size, score_threshold=threshold, opset=opset)  # type: ignore[arg-type]
+    with atomic_path(output) as tmp_path:
+        tmp_path.write_bytes(data)
+    matched, total, lines = nms_parity(model, make_session(data, num_threads=1), images, score_threshold=threshold)
+    print(f"wrote {output} (NMS in the graph, score threshold {threshold:g}, input {size[0]}x{size[1]}, batch 1)")
+    print("\n".join(lines))
+    if matched != total:
+        print(f"mobilevision export: NMS graph parity FAILED ({matched} of {total} detections paired)", file=sys.stderr)
+        return 1
+    print(f"NMS graph parity OK ({total // 2} detections, all paired with our post-processing)")
     return 0
 
 
