@@ -128,6 +128,7 @@ def run(
     limit: int | None = None,
     repeats: int = 20,
     threads: int = 1,
+    keep_float: Sequence[str] = (),
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     from mobilevision.checkpoint import load_checkpoint
@@ -149,7 +150,8 @@ def run(
         raise UserError(f"--calibration {calibration} shares images with --data {data}: calibrate on other images")
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, Path(tmp) / "model.onnx", meta)
-        int8 = quantize_onnx(fp32, Path(tmp) / "model.int8.onnx", calibration_files)
+        int8 = quantize_onnx(fp32, Path(tmp) / "model.int8.onnx", calibration_files, keep_float=keep_float)
+        kept = _kept_float(int8)
         threshold = 0.01 if meta.task == "detection" else 0.3
         predictors = {
             name: Predictor(path, num_threads=threads, score_threshold=threshold)
@@ -180,6 +182,7 @@ def run(
         f"thread(s), medians)"
     )
     log("agreement: " + ", ".join(f"{k} {v:.4g}" for k, v in agreement.items()))
+    log(f"kept in float: {', '.join(kept) if kept else 'none'}")
     return {
         "weights": str(weights),
         "task": meta.task,
@@ -189,7 +192,19 @@ def run(
         "forward_ms": speed,
         "speedup": speed["fp32"] / speed["int8"],
         "agreement": agreement,
+        "kept_float": kept,
     }
+
+
+def _kept_float(path: Path) -> list[str]:
+    """The nodes the quantizer kept in float, as the int8 file's metadata records them."""
+    import json
+
+    from mobilevision.export.onnx import read_metadata
+    from mobilevision.export.quantize import QUANTIZATION_KEY
+
+    recorded = read_metadata(path)[1].get(QUANTIZATION_KEY) or {}
+    return list((json.loads(recorded) if isinstance(recorded, str) else recorded).get("kept_float", []))
 
 
 def main(argv: Sequence[str]) -> int:
@@ -201,6 +216,9 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N held-out images only")
     parser.add_argument("--repeats", type=int, default=20, help="interleaved forward runs (medians reported)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--keep-float", default="", help="comma-separated nodes kept in float (as `export --int8-keep-float`)"
+    )
     common.add_json(parser)
     args = parser.parse_args(list(argv))
     common.check_weights(args.weights)
@@ -212,5 +230,6 @@ def main(argv: Sequence[str]) -> int:
         limit=args.limit,
         repeats=args.repeats,
         threads=args.threads,
+        keep_float=[name for name in args.keep_float.split(",") if name],
     )
     return common.finish(results, args.json)

@@ -7,6 +7,7 @@ the task's documented post-processing, which `Predictor` applies (see `mobilevis
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,6 +75,19 @@ def main(argv: Sequence[str]) -> int:
         "(box/class predictors, segmentation classifier) in float: slightly closer to fp32, slower",
     )
     parser.add_argument(
+        "--int8-keep-float",
+        default="",
+        metavar="NODES",
+        help="with --int8: comma-separated nodes kept in float: stem (first conv), head (output convs) or ONNX node "
+        "names (listed by onnx's graph viewers)",
+    )
+    parser.add_argument(
+        "--nms",
+        action="store_true",
+        help="detectors: also write NAME.nms.onnx, decoding and NMS inside the graph: images in, boxes/scores/labels "
+        "(fixed maximum count, zero-padded) and num_detections out, checked against our post-processing",
+    )
+    parser.add_argument(
         "--parity-images",
         default=None,
         help="image, folder or glob whose first 4 images the parity "
@@ -130,6 +144,8 @@ def main(argv: Sequence[str]) -> int:
         return 1
     masks = " and masks" if any(row.get("threshold") == "mask" for row in report.detections) else ""
     print(f"parity OK (raw outputs within {RELATIVE_TOLERANCE:g} of their scale, same detections{masks})")
+    if args.nms and _write_nms(model, meta, path, images, args.score_threshold, args.opset) != 0:
+        return 1
     if args.int8:
         _write_int8(
             path,
@@ -138,24 +154,62 @@ def main(argv: Sequence[str]) -> int:
             images,
             args.score_threshold,
             float_head=args.int8_float_head,
+            keep_float=[name for name in args.int8_keep_float.split(",") if name],
         )
     return 0
 
 
+def _write_nms(
+    model: torch.nn.Module, meta: object, path: Path, images: torch.Tensor, threshold: float, opset: int
+) -> int:
+    """Write NAME.nms.onnx (`export.nms`) and check its detections against our post-processing; 1 when off."""
+    from mobilevision.export.nms import export_nms_onnx, nms_parity
+    from mobilevision.export.onnx import make_session
+    from mobilevision.io import atomic_path
+
+    if getattr(meta, "task", None) != "detection":
+        raise UserError(
+            f"--nms: only detectors have boxes to suppress (this checkpoint is {getattr(meta, 'task', '?')})"
+        )
+    output = path.with_suffix(".nms.onnx")
+    size = tuple(images.shape[-2:])
+    data = export_nms_onnx(model, size, score_threshold=threshold, opset=opset)  # type: ignore[arg-type]
+    with atomic_path(output) as tmp_path:
+        tmp_path.write_bytes(data)
+    matched, total, lines = nms_parity(model, make_session(data, num_threads=1), images, score_threshold=threshold)
+    print(f"wrote {output} (NMS in the graph, score threshold {threshold:g}, input {size[0]}x{size[1]}, batch 1)")
+    print("\n".join(lines))
+    if matched != total:
+        print(f"mobilevision export: NMS graph parity FAILED ({matched} of {total} detections paired)", file=sys.stderr)
+        return 1
+    print(f"NMS graph parity OK ({total // 2} detections, all paired with our post-processing)")
+    return 0
+
+
 def _write_int8(
-    fp32: Path, calibration: Path, limit: int, images: torch.Tensor, threshold: float, *, float_head: bool = False
+    fp32: Path,
+    calibration: Path,
+    limit: int,
+    images: torch.Tensor,
+    threshold: float,
+    *,
+    float_head: bool = False,
+    keep_float: Sequence[str] = (),
 ) -> Path:
     """Quantize `fp32` into NAME.int8.onnx and print how far its outputs and detections are from fp32's on the
     parity images (information, not a gate: int8 is approximate by design; accuracy is measured by
     `mobilevision benchmark int8`)."""
     from mobilevision.export.onnx import make_session, read_metadata, session_parity
-    from mobilevision.export.quantize import calibration_paths, quantize_onnx
+    from mobilevision.export.quantize import QUANTIZATION_KEY, calibration_paths, quantize_onnx
 
     paths = calibration_paths(calibration, limit=limit)
     output = fp32.with_suffix(".int8.onnx")
-    quantize_onnx(fp32, output, paths, float_head_outputs=float_head)
+    quantize_onnx(fp32, output, paths, float_head_outputs=float_head, keep_float=keep_float)
     meta, metadata = read_metadata(output)
+    recorded = metadata.get(QUANTIZATION_KEY) or {}
+    kept = (json.loads(recorded) if isinstance(recorded, str) else recorded).get("kept_float", [])
     print(f"wrote {output} (int8 QDQ, per-channel weights, calibrated on {len(paths)} images of {calibration})")
+    print(f"kept in float: {', '.join(kept) if kept else 'none'}")
     report = session_parity(
         make_session(fp32),
         make_session(output),

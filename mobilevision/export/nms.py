@@ -94,3 +94,28 @@ def export_nms_onnx(
             do_constant_folding=True,
         )
     return buffer.getvalue()
+
+
+def nms_parity(
+    model: nn.Module, session: object, images: Tensor, *, score_threshold: float = 0.3
+) -> tuple[int, int, list[str]]:
+    """Detections of the NMS graph (`session`, onnxruntime) against our post-processing of the torch model's raw
+    outputs, image by image: (matched, total of both sides, one line per image). Pairs: same label, IoU >= 0.8 or
+    every coordinate within the box tolerance (`match_detections`)."""
+    from mobilevision.tasks.detection.parity import match_detections
+
+    post = postprocess_for(model, score_threshold=score_threshold)
+    size = tuple(images.shape[-2:])
+    matched = total = 0
+    lines = []
+    for index, image in enumerate(images.split(1)):
+        with torch.no_grad():
+            outputs, anchors = model.forward_raw(image)  # type: ignore[operator]
+        ref = post(outputs["cls_logits"][0], outputs["bbox_regression"][0], anchors, input_size=size)
+        boxes, scores, labels, count = session.run(list(NMS_OUTPUTS), {"images": image.numpy()})  # type: ignore[attr-defined]
+        n = int(count[0])
+        got = {"boxes": torch.as_tensor(boxes[0, :n]), "labels": torch.as_tensor(labels[0, :n]).long()}
+        a, b = match_detections(ref, got)
+        matched, total = matched + int(a.sum()) + int(b.sum()), total + len(a) + len(b)
+        lines.append(f"image {index}: torch {len(a)} detections, graph {n}, paired {int(a.sum())}")
+    return matched, total, lines

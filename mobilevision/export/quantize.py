@@ -118,6 +118,37 @@ def _output_convs(model: Any, skip: Sequence[str] = ("anchors",)) -> list[str]:
     return sorted(found)
 
 
+# Shortcuts `--int8-keep-float` accepts besides node names: the classic int8 pitfalls (the 3-channel first
+# convolution, whose input range is the image's; the output predictors).
+KEEP_FLOAT_SHORTCUTS = ("stem", "head")
+
+
+def resolve_keep_float(model: Any, names: Sequence[str]) -> list[str]:
+    """Node names of `model` (an ONNX ModelProto) for `names`: node names as they are, "stem" = the first Conv of
+    the graph, "head" = the convolutions producing the outputs (`_output_convs`).
+
+    Raises:
+        UserError: a name is neither a shortcut nor a node of the graph (the message lists a few Conv names).
+    """
+    convs = [node.name for node in model.graph.node if node.op_type == "Conv"]
+    nodes = {node.name for node in model.graph.node}
+    found: list[str] = []
+    for name in names:
+        if name == "stem":
+            found += convs[:1]
+        elif name == "head":
+            found += _output_convs(model)
+        elif name in nodes:
+            found.append(name)
+        else:
+            shown = ", ".join(convs[:3])
+            raise UserError(
+                f"--int8-keep-float {name}: not a node of the graph (use {' or '.join(KEEP_FLOAT_SHORTCUTS)}, or "
+                f"a node name such as {shown})"
+            )
+    return sorted(dict.fromkeys(found))
+
+
 def quantize_onnx(
     fp32: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -125,6 +156,7 @@ def quantize_onnx(
     *,
     per_channel: bool = True,
     float_head_outputs: bool = False,
+    keep_float: Sequence[str] = (),
 ) -> Path:
     """Write a statically quantized (QDQ, int8 weights per channel, uint8 activations) copy of the mobilevision
     ONNX model `fp32` to `output`, atomically; see the module docstring.
@@ -132,6 +164,8 @@ def quantize_onnx(
     `float_head_outputs` keeps the convolutions that produce the outputs in float (`_output_convs`): a little more
     accurate, but an 81-class SSDLite's class predictors are a quarter of its MACs, and in float they cost 6 of the
     int8 model's 24 ms (onnxruntime's own profiler, kernel time, one thread, 320x320, 2026-11-29).
+    `keep_float` names more nodes to keep in float (`resolve_keep_float`: node names, "stem", "head"); the kept
+    nodes are listed in the file's `mobilevision.quantization` metadata ("kept_float").
 
     Raises:
         UserError: no calibration image could be read.
@@ -163,6 +197,7 @@ def quantize_onnx(
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "quantized.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared))
+        kept = resolve_keep_float(graph, [*keep_float, *(["head"] if float_head_outputs else [])])
         quantize_static(
             str(prepared),
             str(quantized),
@@ -173,7 +208,7 @@ def quantize_onnx(
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             op_types_to_quantize=list(OP_TYPES),
-            nodes_to_exclude=_output_convs(graph) if float_head_outputs else [],
+            nodes_to_exclude=kept,
         )
         used = len(reader.paths) - len(reader.skipped)
         if used == 0:
@@ -191,6 +226,7 @@ def quantize_onnx(
                 "activations": "uint8",
                 "calibration": "MinMax",
                 "calibration_images": used,
+                "kept_float": kept,
             }
         ),
     )

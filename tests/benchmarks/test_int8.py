@@ -43,6 +43,14 @@ def test_segmenter(shapes: Path, tmp_path: Path) -> None:
     ckpt = save_checkpoint(
         tmp_path / "seg.ckpt", small_segmenter(num_classes=6), segmenter_meta(num_classes=6, input_size=(96, 96))
     )
-    results = run(weights=ckpt, data=shapes / "val", calibration=shapes / "train", repeats=1, log=lambda _: None)
+    results = run(
+        weights=ckpt,
+        data=shapes / "val",
+        calibration=shapes / "train",
+        repeats=1,
+        keep_float=["stem"],
+        log=lambda _: None,
+    )
     assert set(results["scores"]["fp32"]) == {"miou", "pixel_accuracy"}
+    assert len(results["kept_float"]) == 1  # the stem, reported
     assert 0.9 <= results["agreement"]["pixels_same_class"] <= 1.0

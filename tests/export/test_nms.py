@@ -65,3 +65,19 @@ def test_nms_onnx_no_detection() -> None:
     session = make_session(export_nms_onnx(model, SIZE, score_threshold=0.999), num_threads=1)
     boxes, scores, labels, count = session.run(None, {"images": parity_images(SIZE, 1, seed=0).numpy()})
     assert int(count[0]) == 0 and boxes.shape == (1, 100, 4) and not scores.any() and not labels.any()
+
+
+def test_export_cli_nms_writes_a_checked_graph(tmp_path, capsys) -> None:
+    from mobilevision.checkpoint import save_checkpoint
+    from mobilevision.cli import main
+    from tests.inference.models_for_tests import detector_meta, segmenter_meta, small_segmenter
+
+    ckpt = save_checkpoint(tmp_path / "det.ckpt", small_detector(), detector_meta(input_size=(96, 96)))
+    assert main(["export", "--weights", str(ckpt), "--nms"]) == 0
+    out = capsys.readouterr().out
+    assert "NMS graph parity OK" in out, out
+    session = make_session(tmp_path / "det.nms.onnx", num_threads=1)
+    assert [o.name for o in session.get_outputs()] == list(NMS_OUTPUTS)
+    seg = save_checkpoint(tmp_path / "seg.ckpt", small_segmenter(), segmenter_meta(input_size=(64, 64)))
+    assert main(["export", "--weights", str(seg), "--nms"]) == 2
+    assert "only detectors" in capsys.readouterr().err

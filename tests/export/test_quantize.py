@@ -125,3 +125,26 @@ def test_calibration_folder_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "no images" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["export", "--weights", str(ckpt), "--int8"])
+
+
+def test_keep_float_leaves_the_named_convolutions_unquantized(tmp_path: Path) -> None:
+    from mobilevision.errors import UserError
+    from mobilevision.export.onnx import export_onnx
+    from mobilevision.export.quantize import quantize_onnx, resolve_keep_float
+
+    calibration = _write_images(tmp_path / "calibration", 2, (64, 64), seed=3)
+    fp32 = export_onnx(small_segmenter(), tmp_path / "seg.onnx", segmenter_meta(input_size=(64, 64)))
+    graph = onnx.load(str(fp32))
+    stem = [node.name for node in graph.graph.node if node.op_type == "Conv"][0]
+    assert resolve_keep_float(graph, ["stem"]) == [stem]
+    with pytest.raises(UserError, match="not a node"):
+        resolve_keep_float(graph, ["no_such_layer"])
+    int8 = quantize_onnx(fp32, tmp_path / "seg.int8.onnx", calibration, keep_float=["stem"])
+    proto = onnx.load(str(int8))
+    record = json.loads({p.key: p.value for p in proto.metadata_props}[QUANTIZATION_KEY])
+    assert record["kept_float"] == [stem]
+    # The kept stem's weights stay float (an initializer), the other convolutions' come through DequantizeLinear.
+    producers = {out: node.op_type for node in proto.graph.node for out in node.output}
+    convs = {node.name: producers.get(node.input[1]) for node in proto.graph.node if node.op_type == "Conv"}
+    assert convs.pop(stem) is None
+    assert convs and set(convs.values()) == {"DequantizeLinear"}, convs

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from mobilevision.errors import InvalidValueError
 from mobilevision.tasks.detection.inference import DetectionInference, coco_results
@@ -33,8 +34,12 @@ class RawMultiTask(nn.Module):
         self.model = model
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        outputs, anchors, _, logits = self.model.forward_all(images)  # type: ignore[operator]
-        return outputs["cls_logits"], outputs["bbox_regression"], anchors, logits
+        # `forward_all` without its upsampling of the mask logits to the input: they stay at the segmentation
+        # head's stride, and the post-processing upsamples them once, to the image (`segmentation_mask`).
+        m = self.model
+        features = m.backbone(m.normalize(images))  # type: ignore[operator]
+        outputs, anchors, _ = m.detector.detect(features, images)  # type: ignore[operator,union-attr]
+        return outputs["cls_logits"], outputs["bbox_regression"], anchors, m.seg_head(features[m.seg_tap])  # type: ignore[operator,index]
 
 
 def export_module(model: nn.Module) -> nn.Module:
@@ -103,8 +108,11 @@ class MultiTaskInference(DetectionInference):
         return {**detections, "mask": segmentation_mask(outputs[3][index], image_size).cpu().numpy()}
 
 
-def compare_masks(reference: Tensor, other: Tensor, *, margin: float = MASK_MARGIN) -> dict[str, Any]:
-    """Pixel agreement of two runs' mask logits [N, S, H, W] (argmax at the input size).
+def compare_masks(
+    reference: Tensor, other: Tensor, *, margin: float = MASK_MARGIN, input_size: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """Pixel agreement of two runs' mask logits [N, S, h, w] (argmax at `input_size`: logits at the output stride
+    are upsampled to it first, as the post-processing does, so the pixels counted are the ones users get).
 
     Returns:
         `pixels` compared, `agreeing` ones, `borderline` disagreements (the reference's two best logits within
@@ -112,6 +120,8 @@ def compare_masks(reference: Tensor, other: Tensor, *, margin: float = MASK_MARG
         borderline).
     """
     reference, other = reference.float(), other.float()
+    if input_size is not None and tuple(reference.shape[-2:]) != tuple(input_size):
+        reference, other = (F.interpolate(t, size=tuple(input_size), mode="bilinear") for t in (reference, other))
     same = reference.argmax(1) == other.argmax(1)
     if reference.shape[1] > 1:
         top2 = reference.topk(2, dim=1).values
@@ -145,4 +155,4 @@ def compare(
     from mobilevision.tasks.detection.parity import compare as compare_detections
 
     rows = compare_detections(source, reference[:3], other[:3], input_size=input_size, thresholds=thresholds, **options)
-    return rows + [compare_masks(reference[3], other[3], margin=mask_margin)]
+    return rows + [compare_masks(reference[3], other[3], margin=mask_margin, input_size=input_size)]

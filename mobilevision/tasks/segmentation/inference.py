@@ -30,13 +30,21 @@ def _argmax_planes(logits: Tensor) -> Tensor:
     return mask
 
 
-def segmentation_mask(logits: Tensor, image_size: tuple[int, int]) -> Tensor:
+def segmentation_mask(logits: Tensor, image_size: tuple[int, int], *, canvas: tuple[int, int] | None = None) -> Tensor:
     """logits [C, h, w] -> class indices [H, W] at `image_size`, uint8 when C <= 256 else int64.
 
-    Logits are upsampled (bilinear) before the argmax: smoother borders than resizing the argmax.
+    Logits are upsampled (bilinear) before the argmax: smoother borders than resizing the argmax. One upsampling,
+    channels-last (the classes of a pixel contiguous: about half the time of planar, and the argmax reads them in
+    a row): straight to `image_size` when the logits cover the image, or to `canvas` (the padded network input the
+    logits cover, the image at its top-left) and cropped. Low-resolution logits (the exported graphs' output, at
+    the output stride) thus take one pass where upsampling to the input, then to the image, took two.
     """
-    if tuple(logits.shape[-2:]) != tuple(image_size):
-        logits = F.interpolate(logits[None].float(), size=tuple(image_size), mode="bilinear", align_corners=False)[0]
+    target = tuple(image_size) if canvas is None else tuple(canvas)
+    if tuple(logits.shape[-2:]) != target:
+        planes = logits[None].float().contiguous(memory_format=torch.channels_last)
+        logits = F.interpolate(planes, size=target, mode="bilinear", align_corners=False)[0]
+    if canvas is not None:
+        logits = logits[:, : image_size[0], : image_size[1]]
     if logits.shape[0] > 256 or logits.stride(0) == 1:  # channels-last: the classes of a pixel are contiguous
         mask = logits.argmax(0)
         return mask.to(torch.uint8) if logits.shape[0] <= 256 else mask
@@ -90,14 +98,17 @@ def multi_scale_flip_probs(
 
 
 class _Logits(nn.Module):
-    """Segmenter -> (logits,): the exported surface, a tuple like every task's."""
+    """Segmenter -> (logits,): the exported surface, a tuple like every task's. The logits stay at the output
+    stride ([B, C, ceil(H/s), ceil(W/s)]): the one upsampling to the image is the post-processing's
+    (`segmentation_mask`), not a pass to the input size the image would be resized from again."""
 
     def __init__(self, segmenter: nn.Module) -> None:
         super().__init__()
         self.segmenter = segmenter
 
     def forward(self, images: Tensor) -> tuple[Tensor]:
-        return (self.segmenter(images),)
+        s = self.segmenter
+        return (s.head(s.backbone(s.normalize(images))[s.tap]),)  # type: ignore[operator,index]
 
 
 def export_module(model: nn.Module) -> nn.Module:
@@ -184,12 +195,19 @@ class SegmentationInference:
         return self._pad(image=image)["image"]
 
     def run(self, network: Any, batch: Tensor) -> list[Tensor]:
+        self._canvas = tuple(batch.shape[-2:])
         if self.multi_scale_flip:
-            return [multi_scale_flip_probs(lambda x: network(x)[0], batch, scales=self.scales)]
+            return [multi_scale_flip_probs(lambda x: _full(network(x)[0], x), batch, scales=self.scales)]
         return [network(batch)[0]]
 
     def result(self, outputs: list[Tensor], index: int, image_size: tuple[int, int]) -> dict[str, Any]:
-        scores = outputs[0][index]
-        if self.resize_to is None:  # the image is the top-left corner of its canvas
-            scores = scores[:, : image_size[0], : image_size[1]]
-        return {"mask": segmentation_mask(scores, image_size).cpu().numpy()}
+        # Padded input: the image is the top-left corner of its canvas (upsample to the canvas, crop).
+        canvas = None if self.resize_to is not None else getattr(self, "_canvas", None)
+        return {"mask": segmentation_mask(outputs[0][index], image_size, canvas=canvas).cpu().numpy()}
+
+
+def _full(logits: Tensor, images: Tensor) -> Tensor:
+    """Logits at the output stride -> at the input size (multi-scale averaging adds probabilities pixel by pixel)."""
+    if tuple(logits.shape[-2:]) == tuple(images.shape[-2:]):
+        return logits
+    return F.interpolate(logits.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)

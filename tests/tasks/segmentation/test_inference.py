@@ -79,3 +79,29 @@ def test_mf_averages_probabilities_not_logits() -> None:
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got.sum(1), torch.ones(2, 40, 56), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(got, logit_mean.softmax(1), atol=1e-4)
+
+
+def test_one_upsampling_to_the_canvas_equals_the_two_pass_mask() -> None:
+    """Padded input: logits at the stride upsampled once to the canvas and cropped give the mask the old two
+    passes (to the input, crop) gave, channels-last or not."""
+    from torch.nn import functional as F
+
+    from mobilevision.tasks.segmentation.inference import segmentation_mask
+
+    logits = torch.randn(5, 6, 8, generator=torch.Generator().manual_seed(0))
+    canvas, image = (96, 128), (90, 120)
+    full = F.interpolate(logits[None], size=canvas, mode="bilinear", align_corners=False)[0]
+    old = full[:, : image[0], : image[1]].argmax(0).to(torch.uint8)
+    assert torch.equal(segmentation_mask(logits, image, canvas=canvas), old)
+    # Resized input: one pass straight to the image size, channels-last, equals the planar argmax of the same map.
+    direct = F.interpolate(logits[None], size=(70, 50), mode="bilinear", align_corners=False)[0]
+    assert torch.equal(segmentation_mask(logits, (70, 50)), direct.argmax(0).to(torch.uint8))
+
+
+def test_exported_surface_keeps_the_logits_at_the_output_stride() -> None:
+    from mobilevision.tasks.segmentation.inference import export_module
+
+    model = build_model("deeplabv3_mobilenet_v2", num_classes=3, width_mult=0.35).eval()
+    with torch.no_grad():
+        (low,) = export_module(model)(torch.zeros(1, 3, 64, 96))
+    assert low.shape == (1, 3, 4, 6)
