@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration-images", type=int, default=16)
     parser.add_argument("--cache", type=Path, default=Path("runtime-bench"))
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--export-only", action="store_true", help="fill --cache and stop (export under a shared lock)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     model, meta = load_checkpoint(args.weights) if args.weights else build(args.model)
     model = model.eval()
     runners = predictors(model, meta, args)
+    if args.export_only:
+        print(f"exported into {args.cache}: {', '.join(runners)}")
+        return 0
     if args.images is not None:
         from mobilevision.inference.inputs import load_input
 
