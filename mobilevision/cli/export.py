@@ -43,7 +43,13 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--model", help="export an untrained model by name instead (with --num-classes/--width-mult)")
     parser.add_argument("--num-classes", type=int, default=None)
     parser.add_argument("--width-mult", type=float, default=None)
-    parser.add_argument("--format", choices=("onnx",), default="onnx")
+    parser.add_argument(
+        "--format",
+        choices=("onnx", "tflite", "executorch"),
+        default="onnx",
+        help="onnx; tflite (LiteRT, `pip install mobilevision[tflite]`); executorch (.pte, XNNPACK, "
+        "`pip install mobilevision[executorch]`); the last two: fixed input size, batch 1, metadata in NAME.json",
+    )
     parser.add_argument("--output", type=Path, default=None, help="output file (default: next to the weights, .onnx)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     parser.add_argument(
@@ -108,20 +114,23 @@ def main(argv: Sequence[str]) -> int:
     from mobilevision.checkpoint import load_checkpoint, model_from_name
     from mobilevision.export.onnx import RELATIVE_TOLERANCE, export_onnx, make_session, parity_check, parity_images
 
+    suffix = {"onnx": ".onnx", "tflite": ".tflite", "executorch": ".pte"}[args.format]
     if args.weights is not None:
         if args.num_classes is not None or args.width_mult is not None:
             parser.error("--num-classes and --width-mult go with --model (a checkpoint knows its own)")
         model, meta = load_checkpoint(args.weights)
-        output = args.output or args.weights.with_suffix(".onnx")
+        output = args.output or args.weights.with_suffix(suffix)
     else:
         model, meta = model_from_name(
             args.model, num_classes=args.num_classes, width_mult=args.width_mult, purpose="exported"
         )
-        output = args.output or Path(f"{args.model}.onnx")
-    if output.suffix.lower() != ".onnx":
-        parser.error(f"--output must end in .onnx, got {output}")
+        output = args.output or Path(f"{args.model}{suffix}")
+    if output.suffix.lower() != suffix:
+        parser.error(f"--output must end in {suffix} with --format {args.format}, got {output}")
     input_size = tuple(args.input_size) if args.input_size else meta.input_size
     model.eval()
+    if args.format != "onnx":
+        return _export_mobile(args, model, meta, output, input_size)  # type: ignore[arg-type]
     path = export_onnx(model, output, meta, opset=args.opset, input_size=input_size)  # type: ignore[arg-type]
     print(f"wrote {path} (opset {args.opset}, input {input_size[0]}x{input_size[1]}, dynamic batch)")
     images = parity_images(input_size)  # type: ignore[arg-type]
@@ -184,6 +193,27 @@ def _write_nms(
         return 1
     print(f"NMS graph parity OK ({total // 2} detections, all paired with our post-processing)")
     return 0
+
+
+def _export_mobile(args: argparse.Namespace, model: torch.nn.Module, meta, output: Path, input_size) -> int:
+    """`--format tflite | executorch` (`mobilevision.export.mobile.export_and_check`)."""
+    from mobilevision.export.mobile import export_and_check
+    from mobilevision.export.onnx import parity_images
+
+    images = parity_images(input_size)
+    if args.parity_images:
+        images = torch.cat([images, _user_images(args.parity_images, input_size)])
+    return export_and_check(
+        model,
+        meta,
+        output,
+        fmt=args.format,
+        input_size=input_size,
+        images=images,
+        threshold=args.score_threshold,
+        calibration=args.calibration,
+        calibration_images=args.calibration_images,
+    )
 
 
 def _write_int8(

@@ -68,6 +68,9 @@ def export_pte(
     surface = export_surface(model)
     example = torch.zeros(1, 3, *input_size)
     with torch.no_grad():
+        # One eager call fills the detector's anchor cache: the anchors become a constant of the program instead
+        # of float64 arithmetic in it (which litert-torch 0.10.0 cannot legalize: `tfl.broadcast_to` on f64).
+        surface(example)
         if int8:
             surface = _quantize_pt2e(surface, example, calibration)
         program = torch.export.export(surface, (example,))

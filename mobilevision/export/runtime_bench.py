@@ -37,7 +37,8 @@ PRESETS = {
 
 def build(preset: str) -> tuple[torch.nn.Module, ModelMeta]:
     """The preset's model, seeded and BatchNorm-calibrated, and its ModelMeta."""
-    from mobilevision.tasks.detection.twin import calibrate_batchnorm, photo_like_images
+    from mobilevision.benchmarks.calibration import calibrate_batchnorm
+    from mobilevision.benchmarks.images import photo_like_images
 
     task, name, kwargs, size = PRESETS[preset]
     torch.manual_seed(0)

@@ -46,6 +46,9 @@ def export_tflite(
     surface = export_surface(_litert_friendly(model))
     example = torch.zeros(1, 3, *input_size)
     with torch.no_grad():
+        # One eager call fills the detector's anchor cache: the anchors become a constant of the program instead
+        # of float64 arithmetic in it (which litert-torch 0.10.0 cannot legalize: `tfl.broadcast_to` on f64).
+        surface(example)
         if not int8:
             return litert_torch.convert(surface, (example,)).model_content()
         from litert_torch.quantize import pt2e_quantizer

@@ -35,7 +35,9 @@ from mobilevision.inference.sources import DEFAULT_TIMEOUT, CaptureFactory, Sour
 from mobilevision.tasks.table import get_task, load
 
 ImageLike = ImageInput  # the old name, kept for callers
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "litert", "executorch")
+# Exported files other than ONNX and the backend that runs each (`mobilevision.export.mobile.MobileSession`).
+MOBILE_BACKENDS = {".tflite": "litert", ".pte": "executorch"}
 
 
 class Predictor:
@@ -96,12 +98,19 @@ class Predictor:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        is_onnx = not isinstance(model_or_checkpoint, nn.Module) and Path(model_or_checkpoint).suffix.lower() == ".onnx"
-        backend = backend or ("onnxruntime" if is_onnx else "torch")
+        suffix = "" if isinstance(model_or_checkpoint, nn.Module) else Path(model_or_checkpoint).suffix.lower()
+        is_onnx = suffix == ".onnx"
+        mobile = MOBILE_BACKENDS.get(suffix)
+        backend = backend or ("onnxruntime" if is_onnx else mobile or "torch")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if is_onnx and backend != "onnxruntime":
             raise ValueError(f"{model_or_checkpoint}: an .onnx file runs with backend='onnxruntime', got {backend!r}")
+        if (mobile or backend in MOBILE_BACKENDS.values()) and backend != mobile:
+            raise ValueError(
+                f"{model_or_checkpoint}: not for backend {backend!r} (a .tflite file runs with 'litert', a .pte "
+                "file with 'executorch')"
+            )
         self.backend = backend
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -119,6 +128,17 @@ class Predictor:
                 raise UserError(f"{path}: file not found")
             meta, metadata = read_metadata(path)
             self._session = make_session(path, num_threads=num_threads, device=device)
+        elif mobile:
+            from mobilevision.export.mobile import MobileSession
+
+            path = Path(model_or_checkpoint)
+            if not path.is_file():
+                raise UserError(f"{path}: file not found")
+            self._session = MobileSession(path, num_threads=num_threads)
+            meta, metadata = self._session.meta, self._session.metadata
+            # A fixed-size graph: resize every image to it unless told otherwise (checked below like ONNX).
+            input_size = input_size or meta.input_size
+            is_onnx = True
         else:
             if isinstance(model_or_checkpoint, nn.Module):
                 model = model_or_checkpoint
