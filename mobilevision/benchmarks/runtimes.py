@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from mobilevision.benchmarks.timing import interleaved, median_ms
-from mobilevision.export.mobile import SUFFIXES, calibration_tensors, export_mobile
+from mobilevision.export.mobile import SUFFIXES, export_mobile
+from mobilevision.export.mobile_check import calibration_tensors
 from mobilevision.export.onnx import export_onnx, parity_images
 from mobilevision.inference.predictor import Predictor
 from mobilevision.profile import count_madds

@@ -196,8 +196,8 @@ def _write_nms(
 
 
 def _export_mobile(args: argparse.Namespace, model: torch.nn.Module, meta, output: Path, input_size) -> int:
-    """`--format tflite | executorch` (`mobilevision.export.mobile.export_and_check`)."""
-    from mobilevision.export.mobile import export_and_check
+    """`--format tflite | executorch` (`mobilevision.export.mobile_check.export_and_check`)."""
+    from mobilevision.export.mobile_check import export_and_check
     from mobilevision.export.onnx import parity_images
 
     images = parity_images(input_size)

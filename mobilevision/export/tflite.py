@@ -85,12 +85,12 @@ def _litert_friendly(model: nn.Module) -> nn.Module:
     """A copy of `model` with the modules litert-torch mis-converts replaced by equivalents (same weights)."""
     import copy
 
-    from mobilevision.models.heads.deeplabv3 import _ImagePooling
+    from mobilevision.models.heads.deeplabv3 import ImagePooling
 
     model = copy.deepcopy(model)
     for parent in list(model.modules()):
         for name, child in parent.named_children():
-            if isinstance(child, _ImagePooling):
+            if isinstance(child, ImagePooling):
                 setattr(parent, name, _PoolingByMul(child))
     return model
 

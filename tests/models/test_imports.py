@@ -119,13 +119,6 @@ def _package_of(module: str) -> str:
     return ".".join(parts[:3] if parts[1:2] == ["tasks"] and len(parts) > 2 else parts[:2])
 
 
-# Private names still imported across packages by code of another issue's lane; each has a public name now (on the
-# right), to switch to. The test fails once an entry is gone, so the list only shrinks.
-PENDING = {
-    ("mobilevision.export.tflite", "mobilevision.models.heads.deeplabv3._ImagePooling"): "ImagePooling",
-}
-
-
 def test_no_private_name_is_imported_across_packages() -> None:
     modules = _modules()
     crossing = set()
@@ -136,4 +129,4 @@ def test_no_private_name_is_imported_across_packages() -> None:
                     private = alias.name.startswith("_") and not alias.name.startswith("__")
                     if private and _package_of(node.module) != _package_of(name):
                         crossing.add((name, f"{node.module}.{alias.name}"))
-    assert crossing == set(PENDING), f"private names imported across packages: {sorted(crossing - set(PENDING))}"
+    assert not crossing, f"private names imported across packages: {sorted(crossing)}"
