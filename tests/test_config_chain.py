@@ -24,7 +24,7 @@ from mobilevision.data.shapes import CLASSES as SHAPE_CLASSES
 from mobilevision.training import run_cli
 from tests.fixtures.datasets import COCO_CATEGORIES
 from tests.fixtures.own_data import CLASSES as OWN_CLASSES
-from tests.fixtures.own_data import make_truth, write_coco
+from tests.fixtures.own_data import make_truth, write_coco, write_voc, write_yolo
 
 CONFIGS = config_paths()
 
@@ -321,3 +321,45 @@ def test_config_fit_validate_test_predict_evaluate(
         == 0
     )
     assert json.loads((exported / "classes.json").read_text())["class_names"] == names
+
+
+@pytest.mark.parametrize("layout", ["voc", "yolo"])
+def test_custom_detection_chain_on_each_folder_format(
+    layout: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The custom detection config on a labelImg folder and on an Ultralytics folder (the COCO export is a row of the
+    test above): fit, validate, predict on the run's own val list, then `evaluate` by file name against the folder
+    itself gives validate's 12 numbers."""
+    write = {"voc": write_voc, "yolo": write_yolo}[layout]
+    root = write(tmp_path / "own", make_truth(n=12))
+    run, splits = tmp_path / "run", tmp_path / "lists"
+    common = [
+        "-c",
+        str(next(c for c in CONFIGS if c.stem == "ssdlite_mobilenetv2_custom")),
+        *CPU,
+        f"--data.init_args.root={root}",
+        f"--data.init_args.split_dir={splits}",
+        "--data.init_args.input_size=96",
+        "--data.init_args.batch_size=4",
+        "--model.init_args.width_mult=0.35",
+        f"--trainer.default_root_dir={run}",
+    ]
+    run_cli(["fit", *common, "--trainer.max_steps=20"])
+    last = run / "checkpoints" / "last.ckpt"
+    _, meta = load_checkpoint(last)
+    assert meta.class_names == ["background", *OWN_CLASSES]
+    run_cli(["validate", *common, f"--ckpt_path={last}"])
+    validated = json.loads((run / "validate_metrics.json").read_text())
+
+    val_list = splits / "splits" / "val.txt"
+    source = root if layout == "yolo" else root / "images"  # the lists name files as the reader found them
+    out = tmp_path / "predicted"
+    predict = ["predict", "--weights", str(last), "--source", str(source), "--split-list", str(val_list)]
+    assert cli_main([*predict, "--output", str(out), "--score-threshold", "0.01", "--no-progress"]) == 0
+    capsys.readouterr()
+    evaluate = ["evaluate", "detection", "--gt", str(root), "--split-list", str(val_list)]
+    assert cli_main([*evaluate, "--predictions", str(out / "predictions.json"), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert len(evaluated) == 12
+    for key, value in evaluated.items():
+        assert abs(value - validated[f"val/{key}"]) < 1e-4, (key, value, validated[f"val/{key}"])
