@@ -51,7 +51,7 @@ def test_meta_round_trip() -> None:
 
 def test_meta_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="task"):
-        ModelMeta(task="classification", model_name="x")  # type: ignore[arg-type]
+        ModelMeta(task="keypoints", model_name="x")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="category_ids"):
         ModelMeta(task="detection", model_name="x", class_names=["bg", "a"], category_ids=[0])
     with pytest.raises(WeightsError, match="lacks"):

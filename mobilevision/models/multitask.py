@@ -112,12 +112,16 @@ class MultiTaskModel(nn.Module):
         logits = self.seg_head(features[self.seg_tap])
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
-    def forward_all(self, images: Tensor) -> tuple[dict[str, Tensor], Tensor, list[int], Tensor]:
+    def forward_all(
+        self, images: Tensor, *, upsample: bool = True
+    ) -> tuple[dict[str, Tensor], Tensor, list[int], Tensor]:
         """One backbone pass: the detector's `forward_levels` (head outputs, default boxes, level sizes) and the
-        segmentation logits [B, seg_num_classes, H, W]."""
+        segmentation logits [B, seg_num_classes, H, W] (at the head's stride with `upsample=False`: what the
+        post-processing upsamples once, straight to the image)."""
         features = self.backbone(self.normalize(images))
         outputs, anchors, level_sizes = self.detector.detect(features, images)
-        return outputs, anchors, level_sizes, self.segment(features, images)
+        logits = self.segment(features, images) if upsample else self.seg_head(features[self.seg_tap])
+        return outputs, anchors, level_sizes, logits
 
     def postprocess(
         self, outputs: dict[str, Tensor], anchors: Tensor, input_size: tuple[int, int]

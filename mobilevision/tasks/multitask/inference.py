@@ -34,12 +34,10 @@ class RawMultiTask(nn.Module):
         self.model = model
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        # `forward_all` without its upsampling of the mask logits to the input: they stay at the segmentation
-        # head's stride, and the post-processing upsamples them once, to the image (`segmentation_mask`).
-        m = self.model
-        features = m.backbone(m.normalize(images))  # type: ignore[operator]
-        outputs, anchors, _ = m.detector.detect(features, images)  # type: ignore[operator,union-attr]
-        return outputs["cls_logits"], outputs["bbox_regression"], anchors, m.seg_head(features[m.seg_tap])  # type: ignore[operator,index]
+        # The mask logits stay at the segmentation head's stride; the post-processing upsamples them once, to the
+        # image (`segmentation_mask`).
+        outputs, anchors, _, logits = self.model.forward_all(images, upsample=False)  # type: ignore[operator]
+        return outputs["cls_logits"], outputs["bbox_regression"], anchors, logits
 
 
 def export_module(model: nn.Module) -> nn.Module:

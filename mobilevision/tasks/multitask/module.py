@@ -35,6 +35,7 @@ from mobilevision.tasks.detection.parts import (
     build_detector,
     detection_checkpoint_meta,
 )
+from mobilevision.tasks.segmentation.inference import segmentation_mask
 from mobilevision.tasks.segmentation.masks import VOID
 from mobilevision.tasks.segmentation.parts import MaskEvaluation, background_prior_bias, data_class_names
 
@@ -232,7 +233,8 @@ class MultiTaskTask(BaseTask):
         if images.shape[0] == 0:
             return
         model = self.eval_model
-        outputs, anchors, _, logits = model.forward_all(images)
+        outputs, anchors, _, low = model.forward_all(images, upsample=False)
+        logits = F.interpolate(low, size=images.shape[-2:], mode="bilinear", align_corners=False)
         batch_size = images.shape[0]
         # The validation loss: both terms, fixed weights (the learned ones would make epochs incomparable).
         masks = torch.stack([t["mask"] for t in targets]).to(images.device)
@@ -242,12 +244,11 @@ class MultiTaskTask(BaseTask):
         self.boxes.update(prefix, detections, targets, input_size, self.label_meta)
         for i, target in enumerate(targets):
             if target.get("has_mask", True):
-                # Scored at the image's own size, as `predict` writes the mask: logits resized, then the argmax.
+                # Scored at the image's own size by `predict`'s own post-processing: the logits at the head's stride
+                # upsampled once, straight to the image, then the argmax.
                 reference = target.get("orig_mask", target["mask"]).to(images.device)
-                resized = F.interpolate(
-                    logits[i : i + 1].float(), size=tuple(reference.shape[-2:]), mode="bilinear", align_corners=False
-                )
-                self.masks.update(prefix, resized.argmax(1), reference.unsqueeze(0))
+                mask = segmentation_mask(low[i], tuple(reference.shape[-2:])).long()
+                self.masks.update(prefix, mask.unsqueeze(0), reference.unsqueeze(0))
 
     def on_validation_epoch_end(self) -> None:
         self.boxes.log(self, "val")
