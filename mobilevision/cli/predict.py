@@ -64,9 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--score-threshold", type=float, default=0.3, help="detection score threshold (0.3)")
     parser.add_argument(
         "--backend",
-        choices=("torch", "onnxruntime"),
+        choices=("torch", "onnxruntime", "litert", "executorch"),
         default=None,
-        help="default: onnxruntime for .onnx files, torch otherwise",
+        help="default by the file: onnxruntime for .onnx, litert for .tflite, executorch for .pte, torch otherwise",
     )
     parser.add_argument(
         "--input-size",
