@@ -62,8 +62,12 @@ class Segmenter(nn.Module):
         self.backbone.set_output_stride(output_stride)
         self.head.set_atrous_rates([rate * built_stride // output_stride for rate in built_rates])
 
+    def head_logits(self, images: Tensor) -> Tensor:
+        """Logits [B, num_classes, ceil(H/s), ceil(W/s)] at the output stride `s`, before the upsampling."""
+        return self.head(self.backbone(self.normalize(images))[self.tap])
+
     def forward(self, images: Tensor) -> Tensor:
-        logits = self.head(self.backbone(self.normalize(images))[self.tap])
+        logits = self.head_logits(images)
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=self.align_corners)
 
 

@@ -102,3 +102,19 @@ def test_converted_classifier_predicts_and_exports(tmp_path, converted) -> None:
     argv = ["export", "--weights", str(ckpt), "--output", str(onnx)]
     assert main([*argv, "--int8", "--calibration", str(images), "--calibration-images", "3"]) == 0
     assert onnx.with_suffix(".int8.onnx").is_file()
+
+
+def test_converted_deeplab_masks_keep_the_reference_upsampling(converted) -> None:
+    """The Predictor's mask of an input-sized image is the argmax of the model's own (corner-aligned) upsampling:
+    the one-pass post-processing, which upsamples without aligned corners, does not replace it."""
+    import torch
+
+    from mobilevision import Predictor
+    from mobilevision.checkpoint import load_checkpoint
+
+    ckpt, _ = converted
+    model, _ = load_checkpoint(ckpt)
+    image = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(image).permute(2, 0, 1)[None].float())[0].argmax(0).numpy()
+    assert (Predictor(str(ckpt))(image)["mask"] == expected).mean() >= 0.999

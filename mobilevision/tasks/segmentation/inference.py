@@ -100,7 +100,9 @@ def multi_scale_flip_probs(
 class _Logits(nn.Module):
     """Segmenter -> (logits,): the exported surface, a tuple like every task's. The logits stay at the output
     stride ([B, C, ceil(H/s), ceil(W/s)]): the one upsampling to the image is the post-processing's
-    (`segmentation_mask`), not a pass to the input size the image would be resized from again."""
+    (`segmentation_mask`), not a pass to the input size the image would be resized from again. A TF-exact model
+    (`convert tf`) upsamples with aligned corners, which that pass does not: it keeps its own upsampling to the
+    input."""
 
     def __init__(self, segmenter: nn.Module) -> None:
         super().__init__()
@@ -108,7 +110,7 @@ class _Logits(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor]:
         s = self.segmenter
-        return (s.head(s.backbone(s.normalize(images))[s.tap]),)  # type: ignore[operator,index]
+        return (s(images) if s.align_corners else s.head_logits(images),)  # type: ignore[operator]
 
 
 def export_module(model: nn.Module) -> nn.Module:
