@@ -9,7 +9,8 @@ torch.set_num_threads(1)
 
 import pytest  # noqa: E402
 
-from tests.fixtures.datasets import Expected, make_coco2017, make_segmentation_class_aug, make_vocdevkit  # noqa: E402
+from tests.fixtures.datasets import Expected, make_coco2017  # noqa: E402
+from tests.fixtures.vocdevkit import make_segmentation_class_aug, make_vocdevkit  # noqa: E402
 
 
 @pytest.fixture(scope="session")
