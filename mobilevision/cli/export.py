@@ -60,7 +60,12 @@ def main(argv: Sequence[str]) -> int:
         default=None,
         help="input size of the graph (default: the checkpoint's)",
     )
-    parser.add_argument("--score-threshold", type=float, default=0.3, help="threshold of the detection parity check")
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.3,
+        help="threshold of the detection parity check (and of the --nms graph)",
+    )
     parser.add_argument(
         "--int8",
         action="store_true",
@@ -90,8 +95,9 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--nms",
         action="store_true",
-        help="detectors: also write NAME.nms.onnx, decoding and NMS inside the graph: images in, boxes/scores/labels "
-        "(fixed maximum count, zero-padded) and num_detections out, checked against our post-processing",
+        help="detectors: also write NAME.nms.onnx (NAME.nms.tflite / .nms.pte with --format), decoding and NMS "
+        "inside the graph (fp32): images in, boxes/scores/labels (fixed maximum count, zero-padded) and "
+        "num_detections out, checked against our post-processing",
     )
     parser.add_argument(
         "--parity-images",
@@ -172,31 +178,30 @@ def _write_nms(
     model: torch.nn.Module, meta: object, path: Path, images: torch.Tensor, threshold: float, opset: int
 ) -> int:
     """Write NAME.nms.onnx (`export.nms`) and check its detections against our post-processing; 1 when off."""
-    from mobilevision.export.nms import export_nms_onnx, nms_parity
+    from mobilevision.export.nms import check_nms_graph, export_nms_onnx
     from mobilevision.export.onnx import make_session
     from mobilevision.io import atomic_path
 
-    if getattr(meta, "task", None) != "detection":
-        raise UserError(
-            f"--nms: only detectors have boxes to suppress (this checkpoint is {getattr(meta, 'task', '?')})"
-        )
+    _require_detector(meta)
     output = path.with_suffix(".nms.onnx")
     size = tuple(images.shape[-2:])
     data = export_nms_onnx(model, size, score_threshold=threshold, opset=opset)  # type: ignore[arg-type]
     with atomic_path(output) as tmp_path:
         tmp_path.write_bytes(data)
-    matched, total, lines = nms_parity(model, make_session(data, num_threads=1), images, score_threshold=threshold)
-    print(f"wrote {output} (NMS in the graph, score threshold {threshold:g}, input {size[0]}x{size[1]}, batch 1)")
-    print("\n".join(lines))
-    if matched != total:
-        print(f"mobilevision export: NMS graph parity FAILED ({matched} of {total} detections paired)", file=sys.stderr)
-        return 1
-    print(f"NMS graph parity OK ({total // 2} detections, all paired with our post-processing)")
-    return 0
+    return check_nms_graph(model, make_session(data, num_threads=1), images, score_threshold=threshold, output=output)
+
+
+def _require_detector(meta: object) -> None:
+    if getattr(meta, "task", None) != "detection":
+        raise UserError(
+            f"--nms: only detectors have boxes to suppress (this checkpoint is {getattr(meta, 'task', '?')})"
+        )
 
 
 def _export_mobile(args: argparse.Namespace, model: torch.nn.Module, meta, output: Path, input_size) -> int:
     """`--format tflite | executorch` (`mobilevision.export.mobile_check.export_and_check`)."""
+    if args.nms:
+        _require_detector(meta)
     from mobilevision.export.mobile_check import export_and_check
     from mobilevision.export.onnx import parity_images
 
@@ -213,6 +218,7 @@ def _export_mobile(args: argparse.Namespace, model: torch.nn.Module, meta, outpu
         threshold=args.score_threshold,
         calibration=args.calibration,
         calibration_images=args.calibration_images,
+        nms=args.nms,
     )
 
 

@@ -53,19 +53,21 @@ def export_pte(
     *,
     int8: bool = False,
     calibration: Sequence[Tensor] = (),
+    surface: nn.Module | None = None,
 ) -> bytes:
     """The `.pte` program of `model`'s raw surface at `input_size` (h, w), XNNPACK-delegated.
 
     Args:
         int8: quantize (pt2e, XNNPACKQuantizer, per-channel weights) calibrated on `calibration`.
         calibration: float [1, 3, h, w] images, RGB 0..255 (required with `int8`).
+        surface: the module to export instead of the task's raw surface (`export --nms`: `StaticNmsDetector`).
     """
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     if int8 and not calibration:
         raise ValueError("int8 export needs calibration images")
-    surface = export_surface(model)
+    surface = export_surface(model) if surface is None else surface.eval()
     example = torch.zeros(1, 3, *input_size)
     with torch.no_grad():
         # One eager call fills the detector's anchor cache: the anchors become a constant of the program instead

@@ -35,6 +35,8 @@ EXTRAS = {"tflite": "litert-torch", "executorch": "executorch"}
 # XNNPACK's fp32 kernels (both runtimes' CPU engine) sum in another order than torch's: 1.9e-4 of the outputs' scale
 # measured on the width-0.5 detector at 320 (docs/mobile-runtimes.md), above the 1e-4 the ONNX export holds to.
 MOBILE_TOLERANCE = 1e-3
+# The metadata entry naming a file's outputs when they are not the task's raw surface (`export --nms`).
+OUTPUTS_KEY = "mobilevision.outputs"
 
 
 def metadata_path(path: str | os.PathLike[str]) -> Path:
@@ -51,18 +53,20 @@ def export_mobile(
     int8: bool = False,
     calibration: Sequence[Tensor] = (),
     extra: dict[str, Any] | None = None,
+    surface: nn.Module | None = None,
 ) -> Path:
-    """Write `model`'s `fmt` file ("tflite" or "executorch") and its metadata JSON, each atomically."""
+    """Write `model`'s `fmt` file ("tflite" or "executorch") and its metadata JSON, each atomically. `surface`
+    replaces the task's raw surface in the file (its output names then go in `extra` as `OUTPUTS_KEY`)."""
     _require(fmt)
     model = model.eval()
     if fmt == "tflite":
         from mobilevision.export.tflite import export_tflite
 
-        data = export_tflite(model, input_size, int8=int8, calibration=calibration)
+        data = export_tflite(model, input_size, int8=int8, calibration=calibration, surface=surface)
     else:
         from mobilevision.export.executorch import export_pte
 
-        data = export_pte(model, input_size, int8=int8, calibration=calibration)
+        data = export_pte(model, input_size, int8=int8, calibration=calibration, surface=surface)
     meta_dict = meta.to_dict()
     meta_dict["input_size"] = list(input_size)
     entries: dict[str, Any] = {META_KEY: meta_dict, "mobilevision.format": fmt + (" int8" if int8 else " fp32")}
@@ -136,8 +140,8 @@ class MobileSession:
         except Exception as error:  # noqa: BLE001 - each runtime raises its own types
             raise WeightsError(f"{path}: the {fmt} runtime cannot load it ({str(error).splitlines()[0]})") from None
         spec = get_task(self.meta.task)
-        self.output_names = list(spec.onnx_outputs)
-        self.constant = set(spec.constant_outputs)
+        self.output_names = list(self.metadata.get(OUTPUTS_KEY, spec.onnx_outputs))
+        self.constant = set(spec.constant_outputs) & set(self.output_names)
 
     def get_inputs(self) -> list[_Input]:
         return [_Input([1, 3, *self.meta.input_size])]

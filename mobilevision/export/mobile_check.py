@@ -56,10 +56,13 @@ def export_and_check(
     threshold: float,
     calibration: Path | None,
     calibration_images: int,
+    nms: bool = False,
 ) -> int:
     """The CLI's `--format tflite | executorch`: write the fp32 file, gate it on parity with PyTorch (raw outputs
-    within `MOBILE_TOLERANCE` of their scale, the same detections / masks), then with `calibration` the int8 file
-    NAME.int8.SUFFIX and its report against fp32. Returns the exit code (1 when parity fails)."""
+        within `MOBILE_TOLERANCE` of their scale, the same detections / masks), then with `calibration` the int8 file
+        NAME.int8.SUFFIX and its report against fp32; with `nms` also NAME.nms.SUFFIX, decoding and NMS in the graph
+    (`StaticNmsDetector`, fp32), gated on the same detections as our post-processing. Returns the exit code (1 when
+    parity fails)."""
     import time
 
     from mobilevision.export.onnx import parity_check, session_parity
@@ -83,6 +86,8 @@ def export_and_check(
         )
         return 1
     print(f"parity OK (raw outputs within {MOBILE_TOLERANCE:g} of their scale, same detections / masks)")
+    if nms and _write_nms(model, meta, output, fmt=fmt, input_size=input_size, images=images, threshold=threshold):
+        return 1
     if calibration is None:
         return 0
     from mobilevision.export.quantize import calibration_paths
@@ -128,3 +133,25 @@ def export_and_check(
         )
     )
     return 0
+
+
+def _write_nms(
+    model: nn.Module,
+    meta: ModelMeta,
+    output: Path,
+    *,
+    fmt: str,
+    input_size: tuple[int, int],
+    images: Tensor,
+    threshold: float,
+) -> int:
+    """NAME.nms.SUFFIX: the detector with decoding and NMS in plain tensor ops, checked like the ONNX NMS graph."""
+    from mobilevision.export.mobile import OUTPUTS_KEY
+    from mobilevision.export.nms import NMS_OUTPUTS, StaticNmsDetector, check_nms_graph
+
+    wrapped = StaticNmsDetector(model, score_threshold=threshold)
+    path = output.with_suffix(".nms" + output.suffix)
+    nms = {"score_threshold": threshold, "prefix": wrapped.prefix}
+    extra = {OUTPUTS_KEY: list(NMS_OUTPUTS), "mobilevision.nms": nms}
+    export_mobile(model, path, meta, fmt=fmt, input_size=input_size, extra=extra, surface=wrapped)
+    return check_nms_graph(model, MobileSession(path, num_threads=1), images, score_threshold=threshold, output=path)

@@ -32,18 +32,20 @@ def export_tflite(
     *,
     int8: bool = False,
     calibration: Sequence[Tensor] = (),
+    surface: nn.Module | None = None,
 ) -> bytes:
     """The `.tflite` flatbuffer of `model`'s raw surface at `input_size` (h, w).
 
     Args:
         int8: quantize (pt2e, litert-torch's PT2EQuantizer, per-channel weights) calibrated on `calibration`.
         calibration: float [1, 3, h, w] images, RGB 0..255 (required with `int8`).
+        surface: the module to export instead of the task's raw surface (`export --nms`: `StaticNmsDetector`).
     """
     import litert_torch
 
     if int8 and not calibration:
         raise ValueError("int8 export needs calibration images")
-    surface = export_surface(_litert_friendly(model))
+    surface = export_surface(_litert_friendly(model)) if surface is None else surface.eval()
     example = torch.zeros(1, 3, *input_size)
     with torch.no_grad():
         # One eager call fills the detector's anchor cache: the anchors become a constant of the program instead

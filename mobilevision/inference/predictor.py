@@ -126,6 +126,7 @@ class Predictor:
             path = Path(model_or_checkpoint)
             if not path.is_file():
                 raise UserError(f"{path}: file not found")
+            _refuse_nms_graph(path, [o.name for o in _onnx_outputs(path)])
             meta, metadata = read_metadata(path)
             self._session = make_session(path, num_threads=num_threads, device=device)
         elif mobile:
@@ -135,6 +136,7 @@ class Predictor:
             if not path.is_file():
                 raise UserError(f"{path}: file not found")
             self._session = MobileSession(path, num_threads=num_threads)
+            _refuse_nms_graph(path, self._session.output_names)
             meta, metadata = self._session.meta, self._session.metadata
             # A fixed-size graph: resize every image to it unless told otherwise (checked below like ONNX).
             input_size = input_size or meta.input_size
@@ -296,3 +298,26 @@ class Predictor:
         finally:
             if opened is not source:
                 opened.close()
+
+
+def _onnx_outputs(path: Path) -> list[Any]:
+    """The graph outputs of an ONNX file, read without its weights (an undecodable file: empty, the loader below
+    then says what is wrong with it)."""
+    import onnx
+
+    try:
+        return list(onnx.load(str(path), load_external_data=False).graph.output)
+    except Exception:  # noqa: BLE001 - any decoding failure is reported by read_metadata
+        return []
+
+
+def _refuse_nms_graph(path: Path, outputs: list[str]) -> None:
+    """`export --nms` files end in final detections, not the raw outputs the Predictor post-processes."""
+    from mobilevision.export.nms import NMS_OUTPUTS
+
+    if list(outputs) == list(NMS_OUTPUTS):
+        raw = str(path).replace(".nms.", ".")
+        raise UserError(
+            f"{path}: a graph with decoding and NMS inside (outputs {', '.join(NMS_OUTPUTS)}), made for apps; "
+            f"predict, validate and benchmark run the raw export beside it ({raw})"
+        )

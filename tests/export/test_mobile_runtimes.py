@@ -75,3 +75,26 @@ def test_segmenter_int8_masks(fmt: str) -> None:
     low = runner(image)[0]  # the exported surface: logits at the output stride, upsampled by the post-processing
     agreement = (F.interpolate(low.float(), size=size, mode="bilinear").argmax(1) == reference).float().mean()
     assert agreement >= 0.9
+
+
+@pytest.mark.parametrize("fmt", ["executorch", "tflite"])
+def test_export_cli_nms_graph_on_the_runtime(fmt: str, tmp_path, capsys) -> None:
+    """`export --format FMT --nms`: NAME.nms.SUFFIX runs on the runtime and gives our post-processing's detections
+    (some images capped at 100, some with fewer: a threshold of 0.7 on this detector)."""
+    pytest.importorskip("executorch.runtime" if fmt == "executorch" else "ai_edge_litert.interpreter")
+    from mobilevision.checkpoint import save_checkpoint
+    from mobilevision.cli import main
+    from mobilevision.export.mobile import MobileSession
+    from mobilevision.export.nms import NMS_OUTPUTS
+    from tests.inference.models_for_tests import detector_meta
+
+    ckpt = save_checkpoint(tmp_path / "det.ckpt", small_detector(), detector_meta(input_size=(96, 96)))
+    argv = ["export", "--weights", str(ckpt), "--format", fmt, "--nms", "--score-threshold", "0.7"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "NMS graph parity OK" in out, out
+    suffix = ".pte" if fmt == "executorch" else ".tflite"
+    session = MobileSession(tmp_path / f"det.nms{suffix}", num_threads=1)
+    boxes, scores, labels, count = session.run(None, {"images": parity_images((96, 96), 1, seed=3).numpy()})
+    assert session.output_names == list(NMS_OUTPUTS)
+    assert boxes.shape == (1, 100, 4) and scores.shape == labels.shape == (1, 100) and count.shape == (1,)

@@ -1,5 +1,6 @@
-"""NMS inside the graph (`mobilevision.export.nms`): the same detections as `DetectionPostprocess`, in torch and
-through onnxruntime."""
+"""NMS inside the graph (`mobilevision.export.nms`): the same detections as `DetectionPostprocess`, in torch,
+through onnxruntime, and (`StaticNmsDetector`, the LiteRT / ExecuTorch form) as a static-shape `torch.export`
+program. The mobile runtimes themselves run it in tests/export/test_mobile_runtimes.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import onnx
 import pytest
 import torch
 
-from mobilevision.export.nms import NMS_OUTPUTS, NmsDetector, export_nms_onnx
+from mobilevision.export.nms import NMS_OUTPUTS, NmsDetector, StaticNmsDetector, export_nms_onnx
 from mobilevision.export.onnx import make_session, parity_images
 from tests.inference.models_for_tests import small_detector
 
@@ -46,6 +47,55 @@ def test_nms_in_torch_matches_postprocess(threshold: float) -> None:
         _assert_same(got, _reference(model, image, threshold))
 
 
+@pytest.mark.parametrize("threshold", [0.3, 0.7, 0.999])
+def test_static_nms_matches_postprocess(threshold: float) -> None:
+    """Capped at 100 (0.3), fewer than the cap (0.7: 68 on the first image), none (0.999)."""
+    model = small_detector()
+    wrapped = StaticNmsDetector(model, score_threshold=threshold).eval()
+    counts = []
+    for image in parity_images(SIZE, 3, seed=0).split(1):
+        with torch.no_grad():
+            got = wrapped(image)
+        _assert_same(got, _reference(model, image, threshold))
+        counts.append(int(got[3][0]))
+    assert {0.3: max(counts) == 100, 0.7: 0 < min(counts) < 100, 0.999: max(counts) == 0}[threshold], counts
+
+
+def test_static_nms_suppresses_in_rank_order() -> None:
+    """A chain a > b > c where a overlaps b and b overlaps c but a does not overlap c: greedy NMS keeps a and c (b is
+    suppressed by a, so it cannot suppress c); a one-pass 'suppressed by any better box' rule would drop c."""
+
+    class Chain(torch.nn.Module):
+        postprocessor = None
+
+        def forward_raw(self, images):
+            logits = torch.tensor([[0.0, 3.0], [0.0, 2.0], [0.0, 1.0], [5.0, -5.0]])  # softmax over (bg, fg)
+            anchors = torch.tensor([[0, 0, 10, 10], [6, 0, 16, 10], [12, 0, 22, 10], [40, 40, 50, 50]]).float()
+            return {"cls_logits": logits[None], "bbox_regression": torch.zeros(1, 4, 4)}, anchors
+
+    from mobilevision.models.postprocess import DetectionPostprocess
+
+    chain = Chain()
+    chain.postprocessor = DetectionPostprocess(nms_threshold=0.2, detections_per_image=5)
+    boxes, scores, labels, count = StaticNmsDetector(chain, score_threshold=0.5)(torch.zeros(1, 3, 64, 64))
+    assert int(count[0]) == 2
+    assert boxes[0, :2].tolist() == [[0, 0, 10, 10], [12, 0, 22, 10]]
+    assert labels[0].tolist() == [1, 1, 0, 0, 0] and (scores[0, 2:] == 0).all()
+
+
+def test_static_nms_exports_as_a_static_program() -> None:
+    """`torch.export` (the entry of both mobile exporters) takes it whole: no data-dependent shape, and the program
+    gives the eager detections."""
+    model = small_detector()
+    image = parity_images(SIZE, 1, seed=0)
+    wrapped = StaticNmsDetector(model, score_threshold=0.7, prefix=120).eval()
+    with torch.no_grad():
+        program = torch.export.export(wrapped, (image,))
+        got = program.module()(image)
+    assert 0 < int(got[3][0]) < 100
+    _assert_same(got, _reference(model, image, 0.7))
+
+
 @pytest.mark.parametrize("threshold", [0.3, 0.05])
 def test_nms_in_onnx_matches_postprocess(threshold: float) -> None:
     model = small_detector()
@@ -78,6 +128,12 @@ def test_export_cli_nms_writes_a_checked_graph(tmp_path, capsys) -> None:
     assert "NMS graph parity OK" in out, out
     session = make_session(tmp_path / "det.nms.onnx", num_threads=1)
     assert [o.name for o in session.get_outputs()] == list(NMS_OUTPUTS)
+    # The Predictor post-processes raw outputs: it refuses the NMS graph with one line naming the raw file.
+    from mobilevision.errors import UserError
+    from mobilevision.inference.predictor import Predictor
+
+    with pytest.raises(UserError, match=r"det\.nms\.onnx: a graph with decoding and NMS inside.*det\.onnx"):
+        Predictor(tmp_path / "det.nms.onnx")
     seg = save_checkpoint(tmp_path / "seg.ckpt", small_segmenter(), segmenter_meta(input_size=(64, 64)))
     assert main(["export", "--weights", str(seg), "--nms"]) == 2
     assert "only detectors" in capsys.readouterr().err
