@@ -9,7 +9,9 @@ exported files go to `--cache` (kept between runs). int8: pt2e (per-channel weig
 ONNX QDQ quantizer for onnxruntime (with `--images` only: it calibrates on files), calibrated on the first
 `--calibration-images` of `--images` (default: generated images). Printed per runner: forward and end-to-end
 median ms, their ratio to torch fp32 in the same rounds, int8's speed-up over the same runtime's fp32, and the
-forward's GFLOP/s (2 x MAdds / forward time).
+forward's GFLOP/s (2 x MAdds / forward time). With `--nms` (detectors), each format's NAME.nms.SUFFIX (decoding
+and NMS inside the graph, `export --nms`) runs too: its "forward" is the whole graph, its end to end the
+preprocessing plus the graph, beside the raw graph plus our post-processing.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def _available(fmt: str) -> bool:
 def predictors(model: Any, meta: Any, args: argparse.Namespace) -> dict[str, Predictor]:
     """Label -> Predictor for every runtime and precision requested and installed (exporting into `args.cache`)."""
     size = tuple(meta.input_size)
+    threshold = getattr(args, "score_threshold", 0.3)
     stem = args.cache / (args.weights.stem if args.weights else args.model)
     paths = (
         sorted(p for p in Path(args.images).iterdir() if p.is_file())[: args.calibration_images] if args.images else []
@@ -49,18 +52,18 @@ def predictors(model: Any, meta: Any, args: argparse.Namespace) -> dict[str, Pre
         if paths
         else list(parity_images(size, args.calibration_images, seed=1).split(1))
     )
-    out = {"torch fp32": Predictor(model, meta=meta, input_size=size, num_threads=1)}
+    out = {"torch fp32": Predictor(model, meta=meta, input_size=size, num_threads=1, score_threshold=threshold)}
     onnx = stem.with_suffix(".onnx")
     if not onnx.exists():
         export_onnx(model, onnx, meta, input_size=size)
-    out["onnxruntime fp32"] = Predictor(onnx, num_threads=1)
+    out["onnxruntime fp32"] = Predictor(onnx, num_threads=1, score_threshold=threshold)
     if args.int8 and paths:
         from mobilevision.export.quantize import quantize_onnx
 
         int8 = stem.with_suffix(".int8.onnx")
         if not int8.exists():
             quantize_onnx(onnx, int8, paths)
-        out["onnxruntime int8"] = Predictor(int8, num_threads=1)
+        out["onnxruntime int8"] = Predictor(int8, num_threads=1, score_threshold=threshold)
     for fmt in args.formats:
         if not _available(fmt):
             print(f"{fmt}: not installed (pip install 'mobilevision[{fmt}]'), skipped")
@@ -69,8 +72,43 @@ def predictors(model: Any, meta: Any, args: argparse.Namespace) -> dict[str, Pre
             path = stem.with_suffix((".int8" if quantized else "") + SUFFIXES[fmt])
             if not path.exists():
                 export_mobile(model, path, meta, fmt=fmt, input_size=size, int8=quantized, calibration=calibration)
-            out[f"{fmt} {'int8' if quantized else 'fp32'}"] = Predictor(path, num_threads=1)
+            out[f"{fmt} {'int8' if quantized else 'fp32'}"] = Predictor(path, num_threads=1, score_threshold=threshold)
     return out
+
+
+def nms_graphs(model: Any, meta: Any, args: argparse.Namespace, preprocess: Predictor) -> dict[str, Any]:
+    """Label -> a timed call of each format's NMS graph on an image (preprocessed by `preprocess`, as the raw
+    graphs' Predictors do), exporting into `args.cache` (fp32)."""
+    import time
+
+    from mobilevision.export.mobile import OUTPUTS_KEY, MobileSession
+    from mobilevision.export.nms import NMS_OUTPUTS, StaticNmsDetector, export_nms_onnx
+    from mobilevision.export.onnx import make_session
+
+    size = tuple(meta.input_size)
+    stem = args.cache / (args.weights.stem if args.weights else args.model)
+    sessions: dict[str, Any] = {}
+    onnx = stem.with_suffix(".nms.onnx")
+    if not onnx.exists():
+        onnx.write_bytes(export_nms_onnx(model, size, score_threshold=args.score_threshold))
+    sessions["onnxruntime nms-graph"] = make_session(onnx, num_threads=1)
+    for fmt in args.formats:
+        if not _available(fmt):
+            continue
+        path = stem.with_suffix(".nms" + SUFFIXES[fmt])
+        if not path.exists():
+            wrapped = StaticNmsDetector(model, score_threshold=args.score_threshold)
+            extra = {OUTPUTS_KEY: list(NMS_OUTPUTS)}
+            export_mobile(model, path, meta, fmt=fmt, input_size=size, extra=extra, surface=wrapped)
+        sessions[f"{fmt} nms-graph"] = MobileSession(path, num_threads=1)
+
+    def timed(session: Any, image: np.ndarray) -> tuple[Any, dict[str, float]]:
+        tensor = preprocess.preprocess([image]).float().numpy()
+        start = time.perf_counter()
+        outputs = session.run(list(NMS_OUTPUTS), {"images": tensor})
+        return outputs, {"forward": time.perf_counter() - start}
+
+    return {name: (lambda image, s=session: timed(s, image)) for name, session in sessions.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path("runtime-bench"))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--export-only", action="store_true", help="fill --cache and stop (export under a shared lock)")
+    parser.add_argument("--nms", action="store_true", help="detectors: also time the NMS graphs (`export --nms`)")
+    parser.add_argument("--score-threshold", type=float, default=0.3, help="the detection threshold, both sides")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -95,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     model, meta = load_checkpoint(args.weights) if args.weights else build(args.model)
     model = model.eval()
     runners = predictors(model, meta, args)
+    graphs = nms_graphs(model, meta, args, runners["torch fp32"]) if args.nms else {}
     if args.export_only:
-        print(f"exported into {args.cache}: {', '.join(runners)}")
+        print(f"exported into {args.cache}: {', '.join([*runners, *graphs])}")
         return 0
     if args.images is not None:
         from mobilevision.inference.inputs import load_input
@@ -105,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         image = parity_images(tuple(meta.input_size), 2, seed=0)[1].permute(1, 2, 0).to(torch.uint8).numpy()
     image = np.ascontiguousarray(image)
-    stages, _ = interleaved({k: (lambda p=p: p.timed(image)) for k, p in runners.items()}, repeats=args.repeats)
+    calls = {k: (lambda p=p: p.timed(image)) for k, p in runners.items()}
+    calls.update({k: (lambda g=g: g(image)) for k, g in graphs.items()})
+    stages, _ = interleaved(calls, repeats=args.repeats)
     madds = count_madds(model, tuple(meta.input_size))
     h, w = meta.input_size
     print(
