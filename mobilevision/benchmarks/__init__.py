@@ -30,6 +30,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "mobilevision.benchmarks.multitask",
         "the joint model against a detector and a segmenter run one after the other",
     ),
+    "masks": (
+        "mobilevision.benchmarks.masks",
+        "mask post-processing: Predictor end to end / forward for the segmenter and the joint model",
+    ),
     "int8": ("mobilevision.benchmarks.int8", "a checkpoint's int8 ONNX model against fp32: accuracy and speed"),
     "onnx-ops": ("mobilevision.benchmarks.onnx_ops", "onnxruntime's profile of an exported model, by operator"),
 }
