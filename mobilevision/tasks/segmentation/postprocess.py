@@ -77,9 +77,28 @@ def upsampled_argmax(
     mask = low.to(dtype).index_select(1, x0)[y0]  # low[y0][:, x0], the fastest way found
     cells = (~uniform & (row_count[:, None] > 0) & (col_count[None, :] > 0)).flatten().nonzero().flatten()
     if cells.numel():
+        # A border pixel costs a few times a full-upsampling pixel-class (gathers, several candidates): with few
+        # classes and borders everywhere (noise), the full upsampling is the cheaper exact answer.
+        border = int((row_count[cells // width] * col_count[cells % width]).sum())
+        if BORDER_COST * border > rows * cols * classes:
+            return _full_argmax(table, size, align_corners)[:rows, :cols].to(dtype)
         ys, xs = (y0, y1, wy, row_start, row_count, row_max), (x0, x1, wx, col_start, col_count, col_max)
         _fill_borders(mask, table, cells, ys, xs)
     return mask
+
+
+# How many full-upsampling pixel-classes one border pixel costs, about (measured on the 2026-12-03 dev VM).
+BORDER_COST = 4
+
+
+def _full_argmax(table: Tensor, size: tuple[int, int], align_corners: bool) -> Tensor:
+    """The argmax of the full upsampling of `table` [h, w, C], channels-last (the classes of a pixel contiguous).
+    The view is built from the [h, w, C] tensor so that its batch stride is h * w * C: a [C, h, w] channels-last
+    tensor with a batch dimension added has batch stride C, which `F.interpolate` reads as planar (~10x slower)."""
+    from torch.nn import functional as F
+
+    full = F.interpolate(table[None].permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=align_corners)
+    return full[0].argmax(0)
 
 
 def _candidates(corners: Tensor, labels: Tensor) -> Tensor:
