@@ -24,6 +24,7 @@ from functools import lru_cache
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 
 @lru_cache(maxsize=64)  # the same few sizes over and over (read-only tensors)
@@ -63,6 +64,10 @@ def upsampled_argmax(
     """
     classes, height, width = logits.shape
     rows, cols = tuple(size) if crop is None else (min(crop[0], size[0]), min(crop[1], size[1]))
+    if classes == 2:  # one plane: the sign of the upsampled difference (upsampling is linear), ties to class 0
+        difference = (logits[1].float() - logits[0].float())[None, None]
+        full = F.interpolate(difference, size=tuple(size), mode="bilinear", align_corners=align_corners)[0, 0]
+        return (full[:rows, :cols] > 0).to(torch.uint8)
     table = logits.detach().float().permute(1, 2, 0).contiguous()  # [h, w, C]: the classes of a cell contiguous
     low = table.argmax(-1)
     y0, y1, wy = (t[:rows] for t in _source_index(size[0], height, align_corners))
@@ -95,8 +100,6 @@ def _full_argmax(table: Tensor, size: tuple[int, int], align_corners: bool) -> T
     """The argmax of the full upsampling of `table` [h, w, C], channels-last (the classes of a pixel contiguous).
     The view is built from the [h, w, C] tensor so that its batch stride is h * w * C: a [C, h, w] channels-last
     tensor with a batch dimension added has batch stride C, which `F.interpolate` reads as planar (~10x slower)."""
-    from torch.nn import functional as F
-
     full = F.interpolate(table[None].permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=align_corners)
     return full[0].argmax(0)
 
