@@ -6,10 +6,15 @@ low-resolution logit vectors, the corners of its cell. If the four corners share
 every corner, for every class j), c is also the argmax of the combination: sum_k w_k l_c,k >= sum_k w_k l_j,k. Float
 rounding keeps that order (rounding is monotone, and every class is combined by the same operations), so at most an
 exact tie can change the winner. Hence `upsampled_argmax`: the argmax at low resolution, then every output pixel
-whose cell has four equal corner labels takes that label (an index gather of the low-resolution label map), and the
-full interpolation of all classes, then the argmax, runs only on the pixels of the other cells: the class borders.
-The interpolation there is separable: along the width first for the low-resolution rows (h x W x C, small), then
-along the height for the border pixels alone.
+whose cell has four equal corner labels takes that label (an index gather of the low-resolution label map); only the
+pixels of the other cells (the class borders) are interpolated, and only over the classes that can win in their
+cell (`_candidates`), along the width at the cell's two low-resolution rows, then along the height per pixel.
+Cells with two candidates are decided by the sign of their (bilinear) difference. Two-class logits upsample their
+one difference plane; when borders cover so much that this would cost more than the full upsampling (few classes,
+noise), the full upsampling is done instead (`BORDER_COST`).
+
+Measured (`mobilevision benchmark masks`, docs/benchmarks.md): a busy 21x24x24 map to 480x640 in ~15 ms where the
+full upsampling + argmax took ~33 ms, a one-class one in ~1 ms.
 
 The sampling is PyTorch's `F.interpolate(..., mode="bilinear")`: half-pixel centres clamped at the border
 (`align_corners=False`) or corner-aligned (`align_corners=True`, the TF reference's), and the same integer cell of
@@ -24,6 +29,7 @@ from functools import lru_cache
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 
 @lru_cache(maxsize=64)  # the same few sizes over and over (read-only tensors)
@@ -63,6 +69,10 @@ def upsampled_argmax(
     """
     classes, height, width = logits.shape
     rows, cols = tuple(size) if crop is None else (min(crop[0], size[0]), min(crop[1], size[1]))
+    if classes == 2:  # one plane: the sign of the upsampled difference (upsampling is linear), ties to class 0
+        difference = (logits[1].float() - logits[0].float())[None, None]
+        full = F.interpolate(difference, size=tuple(size), mode="bilinear", align_corners=align_corners)[0, 0]
+        return (full[:rows, :cols] > 0).to(torch.uint8)
     table = logits.detach().float().permute(1, 2, 0).contiguous()  # [h, w, C]: the classes of a cell contiguous
     low = table.argmax(-1)
     y0, y1, wy = (t[:rows] for t in _source_index(size[0], height, align_corners))
@@ -77,9 +87,26 @@ def upsampled_argmax(
     mask = low.to(dtype).index_select(1, x0)[y0]  # low[y0][:, x0], the fastest way found
     cells = (~uniform & (row_count[:, None] > 0) & (col_count[None, :] > 0)).flatten().nonzero().flatten()
     if cells.numel():
+        # A border pixel costs a few times a full-upsampling pixel-class (gathers, several candidates): with few
+        # classes and borders everywhere (noise), the full upsampling is the cheaper exact answer.
+        border = int((row_count[cells // width] * col_count[cells % width]).sum())
+        if BORDER_COST * border > rows * cols * classes:
+            return _full_argmax(table, size, align_corners)[:rows, :cols].to(dtype)
         ys, xs = (y0, y1, wy, row_start, row_count, row_max), (x0, x1, wx, col_start, col_count, col_max)
         _fill_borders(mask, table, cells, ys, xs)
     return mask
+
+
+# How many full-upsampling pixel-classes one border pixel costs, about (measured on the 2026-12-03 dev VM).
+BORDER_COST = 4
+
+
+def _full_argmax(table: Tensor, size: tuple[int, int], align_corners: bool) -> Tensor:
+    """The argmax of the full upsampling of `table` [h, w, C], channels-last (the classes of a pixel contiguous).
+    The view is built from the [h, w, C] tensor so that its batch stride is h * w * C: a [C, h, w] channels-last
+    tensor with a batch dimension added has batch stride C, which `F.interpolate` reads as planar (~10x slower)."""
+    full = F.interpolate(table[None].permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=align_corners)
+    return full[0].argmax(0)
 
 
 def _candidates(corners: Tensor, labels: Tensor) -> Tensor:

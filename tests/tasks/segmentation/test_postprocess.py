@@ -52,11 +52,27 @@ def _blobs(classes: int, size: tuple[int, int], seed: int) -> Tensor:
 @pytest.mark.parametrize("align_corners", [False, True])
 @pytest.mark.parametrize(
     ("classes", "low", "size"),
-    [(21, (7, 9), (61, 83)), (5, (13, 11), (97, 131)), (3, (1, 5), (10, 11)), (2, (5, 5), (5, 5)), (4, (9, 8), (4, 5))],
+    [
+        (21, (7, 9), (61, 83)),
+        (5, (13, 11), (97, 131)),
+        (3, (1, 5), (10, 11)),
+        (2, (5, 5), (5, 5)),
+        (2, (6, 7), (47, 61)),
+        (4, (9, 8), (4, 5)),
+    ],
 )
+@pytest.mark.parametrize("cost", [0, 10**9], ids=["borders", "full"])
 def test_equals_the_full_upsampling(
-    classes: int, low: tuple[int, int], size: tuple[int, int], align_corners: bool
+    classes: int,
+    low: tuple[int, int],
+    size: tuple[int, int],
+    align_corners: bool,
+    cost: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Both ways: the border pass (whatever the border's share) and the full upsampling it falls back to when
+    borders are everywhere."""
+    monkeypatch.setattr("mobilevision.tasks.segmentation.postprocess.BORDER_COST", cost)
     generator = torch.Generator().manual_seed(classes * 100 + low[0])
     for logits in (torch.randn(classes, *low, generator=generator) * 3, _blobs(classes, low, seed=low[1])):
         got = upsampled_argmax(logits, size, align_corners=align_corners)
