@@ -231,7 +231,6 @@ def _record(path: Path) -> dict[str, Any]:
     return json.loads(recorded) if isinstance(recorded, str) else dict(recorded)
 
 
-
 def main(argv: Sequence[str]) -> int:
     from mobilevision.export.quantize import CALIBRATION_METHODS
 
