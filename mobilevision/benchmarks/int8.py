@@ -204,7 +204,9 @@ def run(
         f"thread(s), medians)"
     )
     log("agreement: " + ", ".join(f"{k} {v:.4g}" for k, v in agreement.items()))
-    log(f"kept in float: {', '.join(kept) if kept else 'none'}")
+    groups = (record.get("auto") or {}).get("groups")
+    shown = f"{len(kept)} nodes of the groups {', '.join(groups)}" if groups else ", ".join(kept)
+    log(f"kept in float: {shown or 'none'}")
     return {
         "weights": str(weights),
         "task": meta.task,

@@ -264,12 +264,14 @@ def _write_int8(
     )
     meta, metadata = read_metadata(output)
     recorded = metadata.get(QUANTIZATION_KEY) or {}
-    kept = (json.loads(recorded) if isinstance(recorded, str) else recorded).get("kept_float", [])
+    record = json.loads(recorded) if isinstance(recorded, str) else recorded
+    kept, groups = record.get("kept_float", []), (record.get("auto") or {}).get("groups")
     print(
         f"wrote {output} (int8 QDQ, per-channel weights, {calibrate_method} calibration on {len(paths)} images of "
         f"{calibration})"
     )
-    print(f"kept in float: {', '.join(kept) if kept else 'none'}")
+    shown = f"{len(kept)} nodes of the groups {', '.join(groups)}" if groups else ", ".join(kept)
+    print(f"kept in float: {shown or 'none'}")
     report = session_parity(
         make_session(fp32),
         make_session(output),

@@ -104,3 +104,21 @@ def test_auto_search_on_a_tiny_segmenter(tmp_path: Path, monkeypatch: pytest.Mon
     assert 1 <= len(auto["groups"]) <= len(groups) // 4 and auto["error"] <= auto["error_all_int8"]
     assert record["kept_float"] and all(group_of(n) for n in record["kept_float"])
     assert any(line.startswith("int8 sensitivity") for line in lines)
+
+
+@pytest.mark.slow  # an export with its parity checks (~10-17 s here)
+def test_export_cli_auto_within_tolerance_keeps_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mobilevision.checkpoint import save_checkpoint
+    from mobilevision.cli import main
+    from tests.inference.models_for_tests import detector_meta, small_detector
+
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    for i, image in enumerate(photo_like_images(4, (96, 96), seed=6)):
+        cv2.imwrite(str(folder / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    ckpt = save_checkpoint(tmp_path / "det.ckpt", small_detector(), detector_meta(input_size=(96, 96)))
+    args = ["export", "--weights", str(ckpt), "--int8", "--calibration", str(folder), "--calibration-images", "2"]
+    assert main([*args, "--int8-keep-float", "auto", "--int8-tolerance", "10"]) == 0
+    out = capsys.readouterr().out
+    # 2 calibration images, the folder's other 2 measure the error; one quantization, within tolerance.
+    assert "1 quantizations measured" in out and "kept in float: none" in out and "(within tolerance 10)" in out
