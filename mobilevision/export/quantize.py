@@ -10,6 +10,8 @@
      only Conv/Add/Clip/Relu are quantized (`OP_TYPES`), so data movement (Concat/Reshape/Transpose/Resize)
      stays float (so do the default boxes, a constant of the graph, and, on request, the convolutions that produce
      the outputs);
+     `--int8-keep-float auto` first searches which layer groups to keep in float (`mobilevision.export.sensitivity`),
+     all trials on one calibration (onnxruntime's `calibration_cache_path`);
   3. the `metadata_props` of the fp32 model copied over (Predictor reads class names, input size and the
      post-processing from them), plus `mobilevision.quantization` saying how the file was made.
 
