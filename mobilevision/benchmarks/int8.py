@@ -1,13 +1,16 @@
 """`mobilevision benchmark int8`: int8 against fp32 onnxruntime on held-out data, accuracy and forward speed.
 
-For a trained checkpoint (detector or segmenter): export fp32 ONNX, quantize it (`mobilevision.export.quantize`,
-calibration images from `--calibration`, which should not be the held-out split), then run both files through
-`Predictor` (the same preprocessing and post-processing; only the graph differs) on the held-out split `--data` (a
-shapes split: `images/`, `annotations.json`, `masks/`):
+For a trained checkpoint (detector, segmenter or the joint model): export fp32 ONNX, quantize it
+(`mobilevision.export.quantize`, calibration images from `--calibration`, which should not be the held-out split),
+then run both files through `Predictor` (the same preprocessing and post-processing; only the graph differs) on the
+held-out split `--data` (a shapes split: `images/`, `annotations.json`, `masks/`):
   detection     COCO mAP@[.5:.95] and mAP@.5 at score threshold 0.01 (`evaluate_coco`), and how many of the fp32
                 detections above 0.3 the int8 model reproduces (same label, IoU >= 0.8);
   segmentation  mIoU and pixel accuracy over the split (one confusion matrix), and the fraction of pixels whose
-                class agrees.
+                class agrees;
+  multitask     both, from the same pass of the joint model.
+`--keep-float auto` runs the sensitivity search (`mobilevision.export.sensitivity`) on the calibration folder's
+images after the calibrated ones (never the held-out split); `--calibrate-method` picks onnxruntime's calibration.
 Forward speed: `Predictor.forward` of both sessions on the same preprocessed batch, `--repeats` interleaved runs at
 one thread (`--threads`), medians.
 
@@ -40,21 +43,38 @@ def _images(split: Path, limit: int | None) -> list[Path]:
     return paths[:limit] if limit else paths
 
 
-def _detection_scores(predictor: Any, split: Path, paths: list[Path]) -> tuple[dict[str, float], list[dict]]:
-    """COCO mAP of `predictor` (threshold 0.01) on the split; also its per-image results."""
+def _scores(
+    task: str, predictor: Any, split: Path, paths: list[Path], mask_classes: int
+) -> tuple[dict[str, float], dict[str, list[Any]]]:
+    """The task's held-out metrics of `predictor` on the split, and its per-image results ("detections": result
+    dicts, "masks": class masks): detection COCO mAP@[.5:.95] / mAP@.5 at threshold 0.01 (`evaluate_coco`),
+    segmentation mIoU and pixel accuracy over one confusion matrix, the joint model both from the same pass."""
     from mobilevision.inference.predictor import load_input
-    from mobilevision.tasks.detection.data import coco_from_dict, load_json, validate_coco
-    from mobilevision.tasks.detection.evaluation import evaluate_coco
+    from mobilevision.tasks.segmentation.evaluation import ConfusionMatrix
+    from mobilevision.tasks.segmentation.masks import read_index_mask
 
-    annotations = split / "annotations.json"
-    coco = coco_from_dict(validate_coco(load_json(annotations), annotations))
-    image_ids = {img["file_name"]: img["id"] for img in coco.dataset["images"]}
-    results, per_image, evaluated = [], [], []
+    boxes, masks = task in ("detection", "multitask"), task in ("segmentation", "multitask")
+    if boxes:
+        from mobilevision.tasks.detection.data import coco_from_dict, load_json, validate_coco
+        from mobilevision.tasks.detection.evaluation import evaluate_coco
+
+        annotations = split / "annotations.json"
+        coco = coco_from_dict(validate_coco(load_json(annotations), annotations))
+        image_ids = {img["file_name"]: img["id"] for img in coco.dataset["images"]}
+    matrix = ConfusionMatrix(mask_classes) if masks else None
+    results: list[dict[str, Any]] = []
+    outputs: dict[str, list[Any]] = {"detections": [], "masks": []}
+    evaluated = []
     for path in paths:
+        out = predictor.predict_batch([load_input(path)])[0]
+        if matrix is not None:
+            matrix.update(out["mask"], read_index_mask(split / "masks" / f"{path.stem}.png"))
+            outputs["masks"].append(out["mask"])
+        if not boxes:
+            continue
         if path.name not in image_ids:
             raise UserError(f"{path}: not in {annotations}")
-        out = predictor.predict_batch([load_input(path)])[0]
-        per_image.append(out)
+        outputs["detections"].append(out)
         evaluated.append(image_ids[path.name])
         for box, score, category in zip(out["boxes"], out["scores"], out["category_ids"]):
             x1, y1, x2, y2 = (float(v) for v in box)
@@ -66,45 +86,36 @@ def _detection_scores(predictor: Any, split: Path, paths: list[Path]) -> tuple[d
                     "score": float(score),
                 }
             )
-    metrics = evaluate_coco(coco, results, per_class=False, image_ids=evaluated)
-    return {"map": metrics["map"], "map_50": metrics["map_50"]}, per_image
+    scores: dict[str, float] = {}
+    if boxes:
+        metrics = evaluate_coco(coco, results, per_class=False, image_ids=evaluated)
+        scores.update(map=metrics["map"], map_50=metrics["map_50"])
+    if matrix is not None:
+        computed = matrix.compute()
+        scores.update(miou=computed["miou"], pixel_accuracy=computed["pixel_accuracy"])
+    return scores, outputs
 
 
-def _segmentation_scores(
-    predictor: Any, split: Path, paths: list[Path], num_classes: int
-) -> tuple[dict[str, float], list[np.ndarray]]:
-    from mobilevision.inference.predictor import load_input
-    from mobilevision.tasks.segmentation.evaluation import ConfusionMatrix
-    from mobilevision.tasks.segmentation.masks import read_index_mask
-
-    matrix = ConfusionMatrix(num_classes)
-    masks = []
-    for path in paths:
-        mask = predictor.predict_batch([load_input(path)])[0]["mask"]
-        matrix.update(mask, read_index_mask(split / "masks" / f"{path.stem}.png"))
-        masks.append(mask)
-    scores = matrix.compute()
-    return {"miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"]}, masks
-
-
-def _agreement(task: str, fp32: list[Any], int8: list[Any], threshold: float = 0.3) -> dict[str, float]:
-    if task == "segmentation":
-        same = sum(int((a == b).sum()) for a, b in zip(fp32, int8))
-        return {"pixels_same_class": same / sum(a.size for a in fp32)}
+def _agreement(fp32: dict[str, list[Any]], int8: dict[str, list[Any]], threshold: float = 0.3) -> dict[str, float]:
+    agreement: dict[str, float] = {}
+    if fp32["masks"]:
+        same = sum(int((a == b).sum()) for a, b in zip(fp32["masks"], int8["masks"]))
+        agreement["pixels_same_class"] = same / sum(a.size for a in fp32["masks"])
+    if not fp32["detections"]:
+        return agreement
     from mobilevision.tasks.detection.parity import match_detections
 
     total = matched = 0
-    for a, b in zip(fp32, int8):
+    for a, b in zip(fp32["detections"], int8["detections"]):
         keep_a, keep_b = a["scores"] > threshold, b["scores"] > threshold
         da = {"boxes": torch.as_tensor(a["boxes"][keep_a]), "labels": torch.as_tensor(a["labels"][keep_a])}
         db = {"boxes": torch.as_tensor(b["boxes"][keep_b]), "labels": torch.as_tensor(b["labels"][keep_b])}
         found, _ = match_detections(da, db, iou=AGREEMENT_IOU, pixels=0.0)
         total += len(found)
         matched += int(found.sum())
-    return {
-        f"fp32_detections_above_{threshold}": total,
-        f"reproduced_by_int8_iou_{AGREEMENT_IOU}": matched / total if total else float("nan"),
-    }
+    agreement[f"fp32_detections_above_{threshold}"] = total
+    agreement[f"reproduced_by_int8_iou_{AGREEMENT_IOU}"] = matched / total if total else float("nan")
+    return agreement
 
 
 def _forward_ms(predictors: dict[str, Any], image: np.ndarray, repeats: int) -> dict[str, float]:
@@ -129,46 +140,57 @@ def run(
     repeats: int = 20,
     threads: int = 1,
     keep_float: Sequence[str] = (),
+    calibrate_method: str = "minmax",
+    tolerance: float | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     from mobilevision.checkpoint import load_checkpoint
     from mobilevision.export.onnx import export_onnx
-    from mobilevision.export.quantize import calibration_paths, quantize_onnx
+    from mobilevision.export.quantize import calibration_paths, quantize_onnx, search_paths
     from mobilevision.inference.predictor import Predictor, load_input
 
     torch.set_num_threads(threads)
     model, meta = load_checkpoint(weights)
-    if meta.task not in ("detection", "segmentation"):  # its scoring reads one label space per split
+    if meta.task not in ("detection", "segmentation", "multitask"):
         raise UserError(
-            f"--weights {weights}: benchmark int8 scores detection or segmentation checkpoints, not "
+            f"--weights {weights}: benchmark int8 scores detection, segmentation or joint checkpoints, not "
             f"{meta.task} (its fp32 vs int8 check: `mobilevision export --int8`)"
         )
+    mask_classes = len(meta.mask_class_names or []) if meta.task == "multitask" else meta.num_classes
     paths = _images(data, limit)
     calibration_files = calibration_paths(calibration, limit=calibration_images)
+    searched = search_paths(calibration, limit=calibration_images) if "auto" in keep_float else []
     held_out = {p.resolve() for p in paths}
-    if any(p.resolve() in held_out for p in calibration_files):
+    if any(p.resolve() in held_out for p in [*calibration_files, *searched]):
         raise UserError(f"--calibration {calibration} shares images with --data {data}: calibrate on other images")
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, Path(tmp) / "model.onnx", meta)
-        int8 = quantize_onnx(fp32, Path(tmp) / "model.int8.onnx", calibration_files, keep_float=keep_float)
-        kept = _kept_float(int8)
-        threshold = 0.01 if meta.task == "detection" else 0.3
+        int8 = quantize_onnx(
+            fp32,
+            Path(tmp) / "model.int8.onnx",
+            calibration_files,
+            keep_float=keep_float,
+            calibrate_method=calibrate_method,
+            search_images=searched,
+            tolerance=tolerance,
+            log=log,
+        )
+        record = _record(int8)
+        kept = list(record.get("kept_float", []))
+        threshold = 0.3 if meta.task == "segmentation" else 0.01
         predictors = {
             name: Predictor(path, num_threads=threads, score_threshold=threshold)
             for name, path in (("fp32", fp32), ("int8", int8))
         }
         scores: dict[str, dict[str, float]] = {}
-        outputs: dict[str, list[Any]] = {}
+        outputs: dict[str, dict[str, list[Any]]] = {}
         for name, predictor in predictors.items():
-            if meta.task == "detection":
-                scores[name], outputs[name] = _detection_scores(predictor, data, paths)
-            else:
-                scores[name], outputs[name] = _segmentation_scores(predictor, data, paths, meta.num_classes)
+            scores[name], outputs[name] = _scores(meta.task, predictor, data, paths, mask_classes)
         speed = _forward_ms(predictors, load_input(paths[0]), repeats)
-    agreement = _agreement(meta.task, outputs["fp32"], outputs["int8"])
+    agreement = _agreement(outputs["fp32"], outputs["int8"])
     log(
         f"{weights} ({meta.task}, input {meta.input_size[0]}x{meta.input_size[1]}) on {len(paths)} held-out images "
-        f"of {data}; int8 calibrated on {len(calibration_files)} images of {calibration}"
+        f"of {data}; int8 calibrated ({calibrate_method}) on {len(calibration_files)} images of {calibration}"
     )
     keys = list(scores["fp32"])
     log(f"{'model':<6}" + "".join(f"{k:>16}" for k in keys) + f"{'forward ms':>12}")
@@ -182,7 +204,9 @@ def run(
         f"thread(s), medians)"
     )
     log("agreement: " + ", ".join(f"{k} {v:.4g}" for k, v in agreement.items()))
-    log(f"kept in float: {', '.join(kept) if kept else 'none'}")
+    groups = (record.get("auto") or {}).get("groups")
+    shown = f"{len(kept)} nodes of the groups {', '.join(groups)}" if groups else ", ".join(kept)
+    log(f"kept in float: {shown or 'none'}")
     return {
         "weights": str(weights),
         "task": meta.task,
@@ -193,21 +217,25 @@ def run(
         "speedup": speed["fp32"] / speed["int8"],
         "agreement": agreement,
         "kept_float": kept,
+        "calibration": calibrate_method,
+        "auto": record.get("auto"),
     }
 
 
-def _kept_float(path: Path) -> list[str]:
-    """The nodes the quantizer kept in float, as the int8 file's metadata records them."""
+def _record(path: Path) -> dict[str, Any]:
+    """The int8 file's `mobilevision.quantization` metadata (how it was made, what was kept in float)."""
     import json
 
     from mobilevision.export.onnx import read_metadata
     from mobilevision.export.quantize import QUANTIZATION_KEY
 
     recorded = read_metadata(path)[1].get(QUANTIZATION_KEY) or {}
-    return list((json.loads(recorded) if isinstance(recorded, str) else recorded).get("kept_float", []))
+    return json.loads(recorded) if isinstance(recorded, str) else dict(recorded)
 
 
 def main(argv: Sequence[str]) -> int:
+    from mobilevision.export.quantize import CALIBRATION_METHODS
+
     parser = common.parser("int8", __doc__)
     parser.add_argument("--weights", type=Path, required=True, help="a trained mobilevision checkpoint")
     parser.add_argument("--data", type=Path, required=True, help="held-out split: images/ + annotations.json|masks/")
@@ -217,8 +245,13 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="interleaved forward runs (medians reported)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
-        "--keep-float", default="", help="comma-separated nodes kept in float (as `export --int8-keep-float`)"
+        "--keep-float",
+        default="",
+        help="comma-separated nodes kept in float (as `export --int8-keep-float`: stem, head, node names, or auto: "
+        "the sensitivity search on the calibration folder's next 32 images)",
     )
+    parser.add_argument("--calibrate-method", choices=CALIBRATION_METHODS, default="minmax")
+    parser.add_argument("--tolerance", type=float, default=None, help="with --keep-float auto: raw-output error")
     common.add_json(parser)
     args = parser.parse_args(list(argv))
     common.check_weights(args.weights)
@@ -231,5 +264,7 @@ def main(argv: Sequence[str]) -> int:
         repeats=args.repeats,
         threads=args.threads,
         keep_float=[name for name in args.keep_float.split(",") if name],
+        calibrate_method=args.calibrate_method,
+        tolerance=args.tolerance,
     )
     return common.finish(results, args.json)

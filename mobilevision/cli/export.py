@@ -89,8 +89,22 @@ def main(argv: Sequence[str]) -> int:
         "--int8-keep-float",
         default="",
         metavar="NODES",
-        help="with --int8: comma-separated nodes kept in float: stem (first conv), head (output convs) or ONNX node "
-        "names (listed by onnx's graph viewers)",
+        help="with --int8: comma-separated nodes kept in float: stem (first conv), head (output convs), ONNX node "
+        "names (listed by onnx's graph viewers), or auto: measure each layer group's cost on the calibration "
+        "folder's next 32 images and keep the worst in float until the outputs are within --int8-tolerance",
+    )
+    parser.add_argument(
+        "--int8-tolerance",
+        type=float,
+        default=None,
+        help="with --int8-keep-float auto: raw-output error allowed "
+        "(RMS of int8 - fp32 over RMS of fp32; default 0.05)",
+    )
+    parser.add_argument(
+        "--int8-calibration-method",
+        choices=("minmax", "percentile", "entropy"),
+        default="minmax",
+        help="with --int8: onnxruntime's activation calibration",
     )
     parser.add_argument(
         "--nms",
@@ -170,6 +184,8 @@ def main(argv: Sequence[str]) -> int:
             args.score_threshold,
             float_head=args.int8_float_head,
             keep_float=[name for name in args.int8_keep_float.split(",") if name],
+            calibrate_method=args.int8_calibration_method,
+            tolerance=args.int8_tolerance,
         )
     return 0
 
@@ -231,21 +247,37 @@ def _write_int8(
     *,
     float_head: bool = False,
     keep_float: Sequence[str] = (),
+    calibrate_method: str = "minmax",
+    tolerance: float | None = None,
 ) -> Path:
     """Quantize `fp32` into NAME.int8.onnx and print how far its outputs and detections are from fp32's on the
     parity images (information, not a gate: int8 is approximate by design; accuracy is measured by
     `mobilevision benchmark int8`)."""
     from mobilevision.export.onnx import make_session, read_metadata, session_parity
-    from mobilevision.export.quantize import QUANTIZATION_KEY, calibration_paths, quantize_onnx
+    from mobilevision.export.quantize import QUANTIZATION_KEY, calibration_paths, quantize_onnx, search_paths
 
     paths = calibration_paths(calibration, limit=limit)
     output = fp32.with_suffix(".int8.onnx")
-    quantize_onnx(fp32, output, paths, float_head_outputs=float_head, keep_float=keep_float)
+    quantize_onnx(
+        fp32,
+        output,
+        paths,
+        float_head_outputs=float_head,
+        keep_float=keep_float,
+        calibrate_method=calibrate_method,
+        search_images=search_paths(calibration, limit=limit) if "auto" in keep_float else (),
+        tolerance=tolerance,
+    )
     meta, metadata = read_metadata(output)
     recorded = metadata.get(QUANTIZATION_KEY) or {}
-    kept = (json.loads(recorded) if isinstance(recorded, str) else recorded).get("kept_float", [])
-    print(f"wrote {output} (int8 QDQ, per-channel weights, calibrated on {len(paths)} images of {calibration})")
-    print(f"kept in float: {', '.join(kept) if kept else 'none'}")
+    record = json.loads(recorded) if isinstance(recorded, str) else recorded
+    kept, groups = record.get("kept_float", []), (record.get("auto") or {}).get("groups")
+    print(
+        f"wrote {output} (int8 QDQ, per-channel weights, {calibrate_method} calibration on {len(paths)} images of "
+        f"{calibration})"
+    )
+    shown = f"{len(kept)} nodes of the groups {', '.join(groups)}" if groups else ", ".join(kept)
+    print(f"kept in float: {shown or 'none'}")
     report = session_parity(
         make_session(fp32),
         make_session(output),

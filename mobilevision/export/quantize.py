@@ -10,6 +10,8 @@
      only Conv/Add/Clip/Relu are quantized (`OP_TYPES`), so data movement (Concat/Reshape/Transpose/Resize)
      stays float (so do the default boxes, a constant of the graph, and, on request, the convolutions that produce
      the outputs);
+     `--int8-keep-float auto` first searches which layer groups to keep in float (`mobilevision.export.sensitivity`),
+     all trials on one calibration (onnxruntime's `calibration_cache_path`);
   3. the `metadata_props` of the fp32 model copied over (Predictor reads class names, input size and the
      post-processing from them), plus `mobilevision.quantization` saying how the file was made.
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,13 @@ def calibration_paths(folder: str | os.PathLike[str], *, limit: int = 64) -> lis
     if not paths:
         raise UserError(f"--calibration {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
     return paths[:limit]
+
+
+def search_paths(folder: str | os.PathLike[str], *, limit: int = 64, count: int = 32) -> list[Path]:
+    """Held-out images for `--int8-keep-float auto` (`mobilevision.export.sensitivity`): the `count` images of the
+    calibration folder after the first `limit` (the calibrated ones), or those first `limit` when there are no more."""
+    paths = calibration_paths(folder, limit=limit + count)
+    return paths[limit:] or paths[:limit]
 
 
 class ImageCalibrationReader:
@@ -120,12 +129,14 @@ def _output_convs(model: Any, skip: Sequence[str] = ("anchors",)) -> list[str]:
 
 # Shortcuts `--int8-keep-float` accepts besides node names: the classic int8 pitfalls (the 3-channel first
 # convolution, whose input range is the image's; the output predictors).
-KEEP_FLOAT_SHORTCUTS = ("stem", "head")
+KEEP_FLOAT_SHORTCUTS = ("stem", "head", "auto")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
 
 def resolve_keep_float(model: Any, names: Sequence[str]) -> list[str]:
     """Node names of `model` (an ONNX ModelProto) for `names`: node names as they are, "stem" = the first Conv of
-    the graph, "head" = the convolutions producing the outputs (`_output_convs`).
+    the graph, "head" = the convolutions producing the outputs (`_output_convs`); "auto" (the sensitivity search,
+    `quantize_onnx`) is left out here.
 
     Raises:
         UserError: a name is neither a shortcut nor a node of the graph (the message lists a few Conv names).
@@ -134,6 +145,8 @@ def resolve_keep_float(model: Any, names: Sequence[str]) -> list[str]:
     nodes = {node.name for node in model.graph.node}
     found: list[str] = []
     for name in names:
+        if name == "auto":  # the sensitivity search's, resolved by quantize_onnx
+            continue
         if name == "stem":
             found += convs[:1]
         elif name == "head":
@@ -157,6 +170,10 @@ def quantize_onnx(
     per_channel: bool = True,
     float_head_outputs: bool = False,
     keep_float: Sequence[str] = (),
+    calibrate_method: str = "minmax",
+    search_images: Sequence[Path] = (),
+    tolerance: float | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Write a statically quantized (QDQ, int8 weights per channel, uint8 activations) copy of the mobilevision
     ONNX model `fp32` to `output`, atomically; see the module docstring.
@@ -164,11 +181,14 @@ def quantize_onnx(
     `float_head_outputs` keeps the convolutions that produce the outputs in float (`_output_convs`): a little more
     accurate, but an 81-class SSDLite's class predictors are a quarter of its MACs, and in float they cost 6 of the
     int8 model's 24 ms (onnxruntime's own profiler, kernel time, one thread, 320x320, 2026-11-29).
-    `keep_float` names more nodes to keep in float (`resolve_keep_float`: node names, "stem", "head"); the kept
-    nodes are listed in the file's `mobilevision.quantization` metadata ("kept_float").
+    `keep_float` names more nodes to keep in float (`resolve_keep_float`: node names, "stem", "head"), or "auto":
+    the sensitivity search (`mobilevision.export.sensitivity`) on `search_images` (default: the calibration images)
+    picks the layer groups to keep until the raw outputs are within `tolerance` of fp32's. The kept nodes are listed
+    in the file's `mobilevision.quantization` metadata ("kept_float"; the search's record under "auto").
+    `calibrate_method`: onnxruntime's MinMax, Percentile (99.999) or Entropy calibration.
 
     Raises:
-        UserError: no calibration image could be read.
+        UserError: no calibration image could be read, or an unknown calibration method.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -180,8 +200,14 @@ def quantize_onnx(
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from mobilevision.export import sensitivity
     from mobilevision.inference.predictor import Predictor
 
+    methods = dict(
+        zip(CALIBRATION_METHODS, (CalibrationMethod.MinMax, CalibrationMethod.Percentile, CalibrationMethod.Entropy))
+    )
+    if calibrate_method not in methods:
+        raise UserError(f"calibration method {calibrate_method}: use one of {', '.join(CALIBRATION_METHODS)}")
     predictor = Predictor(Path(fp32), num_threads=1)
     reader = ImageCalibrationReader(predictor, calibration)
 
@@ -193,26 +219,47 @@ def quantize_onnx(
             reader.rewind()
 
     source = onnx.load(str(fp32))
+    auto = "auto" in keep_float
+    record: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "quantized.onnx"
+        cache = Path(tmp) / "calibration.json"  # one calibration for every quantization below
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared))
         kept = resolve_keep_float(graph, [*keep_float, *(["head"] if float_head_outputs else [])])
-        quantize_static(
-            str(prepared),
-            str(quantized),
-            _Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            op_types_to_quantize=list(OP_TYPES),
-            nodes_to_exclude=kept,
-        )
+
+        def quantize(model: Path, out: Path, exclude: list[str]) -> None:
+            quantize_static(
+                str(model),
+                str(out),
+                None if cache.exists() else _Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[calibrate_method],
+                op_types_to_quantize=list(OP_TYPES),
+                nodes_to_exclude=exclude,
+                calibration_cache_path=cache,
+            )
+            if not cache.exists() or len(reader.paths) == len(reader.skipped):
+                raise UserError(f"none of the {len(reader.paths)} calibration images could be read")
+
+        if auto:
+            feeds = list(ImageCalibrationReader(predictor, search_images or calibration)._feeds())
+            result = sensitivity.search_keep_float(
+                prepared,
+                quantize,
+                sensitivity.OutputError(prepared, feeds),
+                sensitivity.layer_groups(graph, OP_TYPES),
+                fixed=kept,
+                tolerance=sensitivity.DEFAULT_TOLERANCE if tolerance is None else tolerance,
+            )
+            for line in result.lines():
+                (log or print)(line)
+            kept, record = result.nodes, {"auto": {**result.record(), "held_out_images": len(feeds)}}
+        quantize(prepared, quantized, kept)
         used = len(reader.paths) - len(reader.skipped)
-        if used == 0:
-            raise UserError(f"none of the {len(reader.paths)} calibration images could be read")
         proto = onnx.load(str(quantized))
     del proto.metadata_props[:]
     for prop in source.metadata_props:
@@ -224,9 +271,10 @@ def quantize_onnx(
                 "format": "QDQ",
                 "weights": "int8, per channel" if per_channel else "int8, per tensor",
                 "activations": "uint8",
-                "calibration": "MinMax",
+                "calibration": dict(zip(CALIBRATION_METHODS, ("MinMax", "Percentile", "Entropy")))[calibrate_method],
                 "calibration_images": used,
                 "kept_float": kept,
+                **record,
             }
         ),
     )

@@ -110,12 +110,23 @@ class TfliteRunner:
         # Output order: litert-torch names them by position in the module's output tuple; the details list is not
         # guaranteed in that order, so sort by name (output_0, output_1, ...).
         details = self.interpreter.get_output_details()
-        self.outputs = [d["index"] for d in sorted(details, key=lambda d: _output_position(d["name"]))]
+        ordered = sorted(details, key=lambda d: _output_position(d["name"]))
+        self.outputs = [d["index"] for d in ordered]
+        # An int8 file's outputs can come out quantized (int8 values with a scale and zero point): dequantized here,
+        # as the float outputs the rest of mobilevision reads (raw int8 values made the int8 detector's mAP 0).
+        self.scales = [d["quantization"] if np.issubdtype(d["dtype"], np.integer) else None for d in ordered]
 
     def __call__(self, images: Tensor) -> list[Tensor]:
         self.interpreter.set_tensor(self.input, np.ascontiguousarray(images.float().numpy()))
         self.interpreter.invoke()
-        return [torch.from_numpy(self.interpreter.get_tensor(i).copy()) for i in self.outputs]
+        outputs = []
+        for index, quantization in zip(self.outputs, self.scales):
+            value = self.interpreter.get_tensor(index)
+            if quantization is not None:
+                scale, zero_point = quantization
+                value = (value.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+            outputs.append(torch.from_numpy(np.array(value, copy=True)))
+        return outputs
 
 
 def _output_position(name: str) -> tuple[int, str]:

@@ -13,7 +13,14 @@ from mobilevision.benchmarks.int8 import run
 from mobilevision.checkpoint import save_checkpoint
 from mobilevision.data.shapes import generate_shapes
 from mobilevision.errors import UserError
-from tests.inference.models_for_tests import detector_meta, segmenter_meta, small_detector, small_segmenter
+from tests.inference.models_for_tests import (
+    detector_meta,
+    multitask_meta,
+    segmenter_meta,
+    small_detector,
+    small_multitask,
+    small_segmenter,
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +61,22 @@ def test_segmenter(shapes: Path, tmp_path: Path) -> None:
     assert set(results["scores"]["fp32"]) == {"miou", "pixel_accuracy"}
     assert len(results["kept_float"]) == 1  # the stem, reported
     assert 0.9 <= results["agreement"]["pixels_same_class"] <= 1.0
+
+
+def test_joint_model_reports_both_metrics(shapes: Path, tmp_path: Path) -> None:
+    meta = dataclasses.replace(
+        multitask_meta(num_classes=6, seg_num_classes=6, input_size=(96, 96)), category_ids=list(range(6))
+    )
+    ckpt = save_checkpoint(tmp_path / "joint.ckpt", small_multitask(num_classes=6, seg_num_classes=6), meta)
+    results = run(
+        weights=ckpt,
+        data=shapes / "val",
+        calibration=shapes / "train",
+        repeats=1,
+        calibrate_method="percentile",
+        log=lambda _: None,
+    )
+    assert results["task"] == "multitask" and results["calibration"] == "percentile"
+    assert set(results["scores"]["int8"]) == {"map", "map_50", "miou", "pixel_accuracy"}
+    assert set(results["drop_points"]) == {"map", "map_50", "miou", "pixel_accuracy"}
+    assert "pixels_same_class" in results["agreement"] and "fp32_detections_above_0.3" in results["agreement"]

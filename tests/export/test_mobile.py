@@ -64,3 +64,51 @@ def test_predictor_runs_the_file_as_torch_does(fmt: str, tmp_path: Path) -> None
     assert torch.equal(torch.as_tensor(result["labels"]), torch.as_tensor(reference["labels"]))
     np.testing.assert_allclose(np.asarray(result["boxes"]), np.asarray(reference["boxes"]), atol=0.05)
     np.testing.assert_allclose(np.asarray(result["scores"]), np.asarray(reference["scores"]), atol=1e-3)
+
+
+def test_tflite_runner_dequantizes_int8_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An int8 .tflite can return its outputs quantized: the runner gives (q - zero_point) * scale, floats as-is."""
+    import sys
+    import types
+
+    import numpy as np
+
+    from mobilevision.export.tflite import TfliteRunner
+
+    outputs = {
+        1: np.array([[-6, 10]], dtype=np.int8),
+        2: np.array([[0.5, 1.5]], dtype=np.float32),
+    }
+
+    class FakeInterpreter:
+        def __init__(self, **_: object) -> None:
+            pass
+
+        def allocate_tensors(self) -> None:
+            pass
+
+        def get_input_details(self) -> list[dict]:
+            return [{"index": 0}]
+
+        def get_output_details(self) -> list[dict]:
+            return [
+                {"index": 2, "name": "output_1", "dtype": np.float32, "quantization": (0.0, 0)},
+                {"index": 1, "name": "output_0", "dtype": np.int8, "quantization": (0.5, -6)},
+            ]
+
+        def set_tensor(self, index: int, value: np.ndarray) -> None:
+            pass
+
+        def invoke(self) -> None:
+            pass
+
+        def get_tensor(self, index: int) -> np.ndarray:
+            return outputs[index]
+
+    module = types.ModuleType("ai_edge_litert.interpreter")
+    module.Interpreter = FakeInterpreter  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", types.ModuleType("ai_edge_litert"))
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", module)
+    first, second = TfliteRunner(b"", num_threads=1)(torch.zeros(1, 3, 4, 4))
+    assert first.dtype == torch.float32 and first.tolist() == [[0.0, 8.0]]
+    assert second.tolist() == [[0.5, 1.5]]
