@@ -2,7 +2,8 @@
 
 The architecture is read off the variable names, the width off the channel counts; the model is built with
 `tf_exact=True` (TF's padding, epsilons, input scaling and upsampling) so it computes what the reference computes
-(parity: tests/convert/test_tf_parity.py). SSDLite checkpoints are recognised and refused (not converted yet).
+(parity: tests/convert/test_tf_parity.py, tests/convert/test_tf_ssd_parity.py). The SSDLite detector's mapping
+and options live in `mobilevision.convert.tf_ssd`.
 """
 
 from __future__ import annotations
@@ -56,7 +57,13 @@ def convert_tf(
     variables = read_tf_checkpoint(path)
     kind = architecture(variables, path)
     if kind == "ssdlite":
-        raise WeightsError(f"{path}: an SSDLite checkpoint; converting the detector is not supported yet")
+        from mobilevision.convert.tf_ssd import detector_kwargs, ssd_sources
+        from mobilevision.models.detector import ssdlite_mobilenet_v2
+
+        kwargs = detector_kwargs(variables, path, width_mult)
+        model = ssdlite_mobilenet_v2(**kwargs)
+        load_sources(model, variables, ssd_sources(kwargs["extra_depths"]), path)
+        return model.eval(), kind, kwargs
     width = infer_width(variables, path)
     if width_mult is not None and abs(width_mult - width) > 1e-9:
         raise WeightsError(f"{path}: --width {width_mult} given, but the checkpoint's channels are width {width}")
