@@ -33,6 +33,13 @@ def main(argv: Sequence[str]) -> int:
         help="input size: the detector's fixed resize (default 300, the zoo's); DeepLab and the classifier: a "
         "multiple of 16 (default 512, the zoo's 513, and 224)",
     )
+    parser.add_argument(
+        "--labels",
+        choices=("coco91", "coco80"),
+        default="coco91",
+        help="the COCO detector's outputs: the zoo's 91 (index = COCO category id, 10 unused) or background + COCO "
+        "2017's 80 categories (what COCO's annotations and the COCO config's 81 classes use: validate, fine-tune)",
+    )
     args = parser.parse_args(list(argv))
 
     from mobilevision.checkpoint import ModelMeta, save_checkpoint
@@ -41,7 +48,9 @@ def main(argv: Sequence[str]) -> int:
 
     if args.input_size is not None and args.input_size < 33:
         raise UserError(f"--input-size {args.input_size}: the TF reference needs at least 33 pixels")
-    model, kind, kwargs = convert_tf(args.prefix, width_mult=args.width, output_stride=args.output_stride)
+    model, kind, kwargs = convert_tf(
+        args.prefix, width_mult=args.width, output_stride=args.output_stride, coco80=args.labels == "coco80"
+    )
     if kind == "ssdlite":
         # Every image is resized to this one size, so TF's size-dependent SAME padding is the traced one.
         return _write_detector(args, model, kwargs)
@@ -84,12 +93,14 @@ def main(argv: Sequence[str]) -> int:
 
 def _write_detector(args: argparse.Namespace, model: torch.nn.Module, kwargs: dict) -> int:
     from mobilevision.checkpoint import ModelMeta, save_checkpoint
-    from mobilevision.convert.tf_ssd import COCO_91_CLASSES
+    from mobilevision.convert.tf_ssd import COCO_80_IDS, COCO_91_CLASSES
 
     size = args.input_size or 300
     meta = ModelMeta.for_model(model, model_name="ssdlite_mobilenet_v2", model_kwargs=kwargs, input_size=(size,) * 2)
-    meta.class_names = list(COCO_91_CLASSES)
-    meta.category_ids = list(range(len(COCO_91_CLASSES)))  # output k is COCO category id k (gaps never predicted)
+    ids = [0, *COCO_80_IDS] if args.labels == "coco80" else list(range(len(COCO_91_CLASSES)))
+    meta.class_names = [COCO_91_CLASSES[i] for i in ids]
+    meta.category_ids = ids  # label k is COCO category id ids[k] (coco91: k itself, the 10 gaps never trained)
     save_checkpoint(args.output, model, meta)
-    print(f"wrote {args.output}: ssdlite_mobilenet_v2 width {kwargs['width_mult']} from {args.prefix} (COCO, 91 ids)")
+    width = kwargs["width_mult"]
+    print(f"wrote {args.output}: ssdlite_mobilenet_v2 width {width} from {args.prefix} ({len(ids)} outputs, COCO ids)")
     return 0

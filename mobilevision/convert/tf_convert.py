@@ -45,9 +45,10 @@ def architecture(variables: dict[str, np.ndarray], path: Path) -> str:
 
 
 def convert_tf(
-    prefix: str | Path, *, width_mult: float | None = None, output_stride: int = 16
+    prefix: str | Path, *, width_mult: float | None = None, output_stride: int = 16, coco80: bool = False
 ) -> tuple[nn.Module, str, dict[str, Any]]:
-    """(model in eval mode, architecture, builder kwargs) of the checkpoint at `prefix` (`model.ckpt`).
+    """(model in eval mode, architecture, builder kwargs) of the checkpoint at `prefix` (`model.ckpt`). `coco80`:
+    a COCO detector keeps background + COCO 2017's 80 outputs (see `mobilevision.convert.tf_ssd`).
 
     Raises:
         WeightsError: unreadable or truncated files, another architecture, a width that does not match, unmapped or
@@ -57,12 +58,13 @@ def convert_tf(
     variables = read_tf_checkpoint(path)
     kind = architecture(variables, path)
     if kind == "ssdlite":
-        from mobilevision.convert.tf_ssd import detector_kwargs, ssd_sources
+        from mobilevision.convert.tf_ssd import COCO_80_IDS, detector_kwargs, ssd_sources
         from mobilevision.models.detector import ssdlite_mobilenet_v2
 
-        kwargs = detector_kwargs(variables, path, width_mult)
+        kwargs = detector_kwargs(variables, path, width_mult, coco80=coco80)
         model = ssdlite_mobilenet_v2(**kwargs)
-        load_sources(model, variables, ssd_sources(kwargs["extra_depths"]), path)
+        keep = [0, *COCO_80_IDS] if coco80 else None
+        load_sources(model, variables, ssd_sources(kwargs["extra_depths"], keep), path)
         return model.eval(), kind, kwargs
     width = infer_width(variables, path)
     if width_mult is not None and abs(width_mult - width) > 1e-9:

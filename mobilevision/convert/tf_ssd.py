@@ -39,6 +39,8 @@ _COCO = (
     "hair_drier toothbrush"
 )
 COCO_91_CLASSES: list[str] = ["background"] + [n.replace("_", " ") for n in _COCO.split()]
+# COCO 2017's 80 category ids (the 91-output map without its gaps): the label space of COCO's own annotations.
+COCO_80_IDS: list[int] = [i for i, n in enumerate(COCO_91_CLASSES) if i > 0 and n != "N/A"]
 # The zoo config's anchors: TF's multiple_grid_anchor_generator (aspect ratio 0.3333 as written there).
 TF_DEFAULT_BOXES = DefaultBoxes(aspect_ratios=(1.0, 2.0, 0.5, 3.0, 0.3333), square_pixels=True)
 _EXTRA = re.compile(rf"^{SCOPE}/layer_19_2_Conv2d_(\d+)_3x3_s2_(\d+)/weights$")
@@ -69,8 +71,15 @@ def extra_depths(variables: dict[str, np.ndarray], path: Path) -> list[int]:
     return [found[i] for i in (2, 3, 4, 5)]
 
 
-def ssd_sources(depths: list[int]) -> dict[str, Source]:
-    """{mobilevision key: (TF name, layout)} of the whole detector."""
+def ssd_sources(depths: list[int], keep: list[int] | None = None) -> dict[str, Source]:
+    """{mobilevision key: (TF name, layout)} of the whole detector; `keep`: the class outputs kept (background
+    first), None all. With sigmoid scores every class is scored on its own, so dropping outputs changes no other."""
+
+    def classes(a: np.ndarray) -> np.ndarray:  # [..., A * C] -> [..., A * len(keep)]
+        if keep is None:
+            return a
+        return a.reshape(*a.shape[:-1], -1, len(COCO_91_CLASSES))[..., keep].reshape(*a.shape[:-1], -1)
+
     out = backbone_sources(19, prefix="backbone.features", scope=SCOPE)
     for k, depth in enumerate(depths):
         index, key = k + 2, f"head.extra.{k}"
@@ -86,7 +95,7 @@ def ssd_sources(depths: list[int]) -> dict[str, Source]:
         scope = f"BoxPredictor_{k}"
         for ours, theirs, weights, bias in (
             ("box_heads", "BoxEncodingPredictor", _box_weights, _box_bias),
-            ("cls_heads", "ClassPredictor", _conv, lambda a: a),
+            ("cls_heads", "ClassPredictor", lambda a: _conv(classes(a)), classes),
         ):
             key = f"head.{ours}.{k}"
             out[f"{key}.0.0.weight"] = (f"{scope}/{theirs}_depthwise/depthwise_weights", _depthwise)
@@ -96,9 +105,12 @@ def ssd_sources(depths: list[int]) -> dict[str, Source]:
     return out
 
 
-def detector_kwargs(variables: dict[str, np.ndarray], path: Path, width_mult: float | None) -> dict[str, Any]:
+def detector_kwargs(
+    variables: dict[str, np.ndarray], path: Path, width_mult: float | None, *, coco80: bool = False
+) -> dict[str, Any]:
     """The `ssdlite_mobilenet_v2` builder arguments that reproduce the checkpoint's network and the zoo's
-    inference settings (they travel in the converted checkpoint)."""
+    inference settings (they travel in the converted checkpoint); `coco80`: 81 outputs (background and COCO 2017's
+    80 categories), the 10 never-trained gap outputs dropped."""
     from mobilevision.models.backbones.mobilenet_v2 import make_divisible
 
     width = infer_width(variables, path, scope=SCOPE)
@@ -125,7 +137,7 @@ def detector_kwargs(variables: dict[str, np.ndarray], path: Path, width_mult: fl
             "(90 category ids + background)"
         )
     return {
-        "num_classes": classes,
+        "num_classes": 1 + len(COCO_80_IDS) if coco80 else classes,
         "width_mult": width,
         "extra_depths": extra_depths(variables, path),
         "backbone_kwargs": {"min_channels": min_channels, "last_channels": int(last.shape[-1])},
