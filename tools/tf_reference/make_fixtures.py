@@ -145,10 +145,12 @@ def make_classifier(tf, out: Path, depth_multiplier: float, size: int) -> None:
     (out / name / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
-def make_deeplab(tf, out: Path, depth_multiplier: float, size: int) -> None:
+def make_deeplab(tf, out: Path, depth_multiplier: float, size: int, output_stride: int = 16) -> None:
     """Mobile DeepLabv3 as deeplab's model.py builds `mobilenet_v2` with no ASPP rates (image pooling + 1x1),
-    output stride 16, 21 classes; the reference's transcription lives outside the repo in
-    `<research>/deeplab_min/model_min.py` (tensorflow/models research/deeplab model.py + feature_extractor.py)."""
+    output stride 16 (or 8), 21 classes; the reference's transcription lives outside the repo in
+    `<research>/deeplab_min/model_min.py` (tensorflow/models research/deeplab model.py + feature_extractor.py).
+    The weights do not depend on the output stride: an OS8 fixture keeps only its outputs and checks that its
+    checkpoint is byte-identical to the OS16 one beside it."""
     from deeplab_min import model_min
 
     rng = np.random.default_rng(SEED + 1)
@@ -156,7 +158,7 @@ def make_deeplab(tf, out: Path, depth_multiplier: float, size: int) -> None:
     with tf.Graph().as_default():
         inputs = tf.placeholder(tf.float32, (1, size, size, 3))
         logits, upsampled, endpoints = model_min.get_logits(
-            inputs, 21, crop_size=(size, size), output_stride=16, depth_multiplier=depth_multiplier
+            inputs, 21, crop_size=(size, size), output_stride=output_stride, depth_multiplier=depth_multiplier
         )
         fetch = {
             "layer_18": endpoints["layer_18"],
@@ -167,14 +169,22 @@ def make_deeplab(tf, out: Path, depth_multiplier: float, size: int) -> None:
         }
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
-            name = f"deeplabv3_mnv2_{int(round(depth_multiplier * 100)):03d}_os16"
-            _save(tf, sess, out / name, rng)
+            width = f"{int(round(depth_multiplier * 100)):03d}"
+            name = f"deeplabv3_mnv2_{width}_os{output_stride}"
+            _save(tf, sess, out / name, rng, dump=output_stride == 16)
             values = sess.run(fetch, {inputs: image})
+    if output_stride != 16:
+        reference = out / f"deeplabv3_mnv2_{width}_os16"
+        for file in ("model.ckpt.index", "model.ckpt.data-00000-of-00001.xz"):
+            if (out / name / file).read_bytes() != (reference / file).read_bytes():
+                raise RuntimeError(f"{name}/{file} differs from {reference}/{file}; generate OS16 first")
+            (out / name / file).unlink()
     np.savez_compressed(out / name / "outputs.npz", input=image, **values)
     meta = {
         "builder": "deeplab model.py _extract_features + _get_branch_logits (model_min transcription)",
         "num_classes": 21,
-        "output_stride": 16,
+        "output_stride": output_stride,
+        "checkpoint": "model.ckpt" if output_stride == 16 else f"../deeplabv3_mnv2_{width}_os16/model.ckpt",
         "atrous_rates": None,
         "add_image_level_feature": True,
         "aspp_with_batch_norm": True,
@@ -277,6 +287,8 @@ def main() -> None:
     if "deeplab" in only:
         shutil.rmtree(args.out / "deeplabv3_mnv2_050_os16", ignore_errors=True)
         make_deeplab(tf, args.out, depth_multiplier=0.5, size=65)
+        shutil.rmtree(args.out / "deeplabv3_mnv2_050_os8", ignore_errors=True)
+        make_deeplab(tf, args.out, depth_multiplier=0.5, size=65, output_stride=8)
     if "ssdlite" in only:
         shutil.rmtree(args.out / "ssdlite_mobilenet_v2_035_coco", ignore_errors=True)
         make_ssdlite(tf, args.out, depth_multiplier=0.35, size=160)
