@@ -113,6 +113,11 @@ def detector_kwargs(
     80 categories), the 10 never-trained gap outputs dropped."""
     from mobilevision.models.backbones.mobilenet_v2 import make_divisible
 
+    if "BoxPredictor_0/BoxEncodingPredictor_depthwise/depthwise_weights" not in variables:
+        raise WeightsError(
+            f"{path}: an object detection checkpoint without SSDLite's depthwise box predictor "
+            "(BoxPredictor_0/BoxEncodingPredictor_depthwise); only ssdlite_mobilenet_v2 is converted"
+        )
     width = infer_width(variables, path, scope=SCOPE)
     if width_mult is not None and abs(width_mult - width) > 1e-9:
         raise WeightsError(f"{path}: --width {width_mult} given, but the checkpoint's channels are width {width}")

@@ -114,5 +114,7 @@ def test_bad_ssd_checkpoints_exit_2(tmp_path, capsys, monkeypatch, prefix) -> No
     name = "BoxPredictor_0/ClassPredictor/biases"
     patched(lambda v: {**v, name: v[name][: 3 * 81]})  # an 80-class (81-output) label map
     assert "expected COCO's 91" in _run_error(capsys, argv)
+    patched(lambda v: {k.replace("Predictor_depthwise", "Predictor_x"): a for k, a in v.items()})  # plain SSD
+    assert "only ssdlite_mobilenet_v2 is converted" in _run_error(capsys, argv)
     patched(lambda v: {k: a for k, a in v.items() if "layer_19_2_Conv2d_5" not in k})
     assert "layer_19_2_Conv2d_2..5" in _run_error(capsys, argv)
