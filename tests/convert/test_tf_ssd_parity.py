@@ -78,12 +78,16 @@ def test_the_zoo_geometry_has_1917_anchors_at_300(converted) -> None:
     assert model.default_boxes.num_anchors == [3, 6, 6, 6, 6, 6]
 
 
-def test_anchors_stay_square_in_pixels_on_a_wide_input(converted) -> None:
-    """TF scales the base anchor by min(H, W) / H and / W: a ratio-1 box is square in pixels."""
+def test_anchors_of_a_non_square_input_are_the_references(converted, reference) -> None:
+    """TF scales the base anchor by min(H, W) / H and / W (`square_pixels`): on 160x224 a ratio-1 box is square in
+    pixels, and all 738 anchors are the reference's."""
     model, _, _ = converted
-    boxes = model.default_boxes.pixels([(4, 8)] + [(1, 1)] * 5, (100, 200))
-    w, h = boxes[0, 2] - boxes[0, 0], boxes[0, 3] - boxes[0, 1]  # map 0, box (0.1, ratio 1)
-    assert float(w) == pytest.approx(10.0) and float(h) == pytest.approx(10.0)
+    sizes = [(10, 14), (5, 7), (3, 4), (2, 2), (1, 1), (1, 1)]
+    boxes = model.default_boxes.pixels(sizes, (160, 224))
+    expected = torch.from_numpy(reference["anchors_160x224"][:, YXYX_TO_XYXY]) * torch.tensor([224, 160, 224, 160.0])
+    close(boxes, expected)
+    w, h = boxes[0, 2] - boxes[0, 0], boxes[0, 3] - boxes[0, 1]  # map 0, box (0.1, ratio 1): 0.1 of 160
+    assert float(w) == pytest.approx(16.0) and float(h) == pytest.approx(16.0)
 
 
 def test_cli_writes_a_coco_detector(tmp_path, prefix) -> None:

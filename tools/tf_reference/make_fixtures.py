@@ -214,6 +214,10 @@ def make_ssdlite(tf, out: Path, depth_multiplier: float, size: int) -> None:
         fetch = {f"feature_map_{i}": t for i, t in enumerate(graph["feature_maps"])}
         fetch.update({k: graph[k] for k in graph if k not in ("feature_maps", "endpoints")})
         # feature_map_0 and _1 are the endpoints layer_15/expansion_output and layer_19 themselves.
+        # The anchors of a non-square 160x224 input (TF scales the base anchor by the shorter side).
+        fetch["anchors_160x224"] = ssd_min.generate_anchors(
+            ssd_min.create_ssd_box_specs(), [(10, 14), (5, 7), (3, 4), (2, 2), (1, 1), (1, 1)], 160, 224
+        )
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             name = f"ssdlite_mobilenet_v2_{int(round(depth_multiplier * 100)):03d}_coco"
