@@ -2,7 +2,8 @@
 
 The architecture is read off the variable names, the width off the channel counts; the model is built with
 `tf_exact=True` (TF's padding, epsilons, input scaling and upsampling) so it computes what the reference computes
-(parity: tests/convert/test_tf_parity.py). SSDLite checkpoints are recognised and refused (not converted yet).
+(parity: tests/convert/test_tf_parity.py, tests/convert/test_tf_ssd_parity.py). The SSDLite detector's mapping
+and options live in `mobilevision.convert.tf_ssd`.
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ def architecture(variables: dict[str, np.ndarray], path: Path) -> str:
 
 
 def convert_tf(
-    prefix: str | Path, *, width_mult: float | None = None, output_stride: int = 16
+    prefix: str | Path, *, width_mult: float | None = None, output_stride: int = 16, coco80: bool = False
 ) -> tuple[nn.Module, str, dict[str, Any]]:
-    """(model in eval mode, architecture, builder kwargs) of the checkpoint at `prefix` (`model.ckpt`).
+    """(model in eval mode, architecture, builder kwargs) of the checkpoint at `prefix` (`model.ckpt`). `coco80`:
+    a COCO detector keeps background + COCO 2017's 80 outputs (see `mobilevision.convert.tf_ssd`).
 
     Raises:
         WeightsError: unreadable or truncated files, another architecture, a width that does not match, unmapped or
@@ -56,7 +58,14 @@ def convert_tf(
     variables = read_tf_checkpoint(path)
     kind = architecture(variables, path)
     if kind == "ssdlite":
-        raise WeightsError(f"{path}: an SSDLite checkpoint; converting the detector is not supported yet")
+        from mobilevision.convert.tf_ssd import COCO_80_IDS, detector_kwargs, ssd_sources
+        from mobilevision.models.detector import ssdlite_mobilenet_v2
+
+        kwargs = detector_kwargs(variables, path, width_mult, coco80=coco80)
+        model = ssdlite_mobilenet_v2(**kwargs)
+        keep = [0, *COCO_80_IDS] if coco80 else None
+        load_sources(model, variables, ssd_sources(kwargs["extra_depths"], keep), path)
+        return model.eval(), kind, kwargs
     width = infer_width(variables, path)
     if width_mult is not None and abs(width_mult - width) > 1e-9:
         raise WeightsError(f"{path}: --width {width_mult} given, but the checkpoint's channels are width {width}")

@@ -22,6 +22,10 @@ class DefaultBoxes:
     box per aspect ratio r (width s_k * sqrt(r), height s_k / sqrt(r)) plus one box of ratio 1 and scale
     sqrt(s_k * s_{k+1}) (s_L = 1). With `reduce_lowest` the finest map has three boxes instead: (0.1, 1), (s_0, 2),
     (s_0, 1/2). Box centres are the centres of the map's cells.
+
+    `square_pixels` (the TF reference's `multiple_grid_anchor_generator`, which scales its base anchor by
+    min(H, W) / H and min(H, W) / W): a ratio-1 box is square in pixels on a non-square input, its side a fraction
+    of the shorter image side; without it, box sizes are fractions of each side (the same on square inputs).
     """
 
     num_maps: int = 6
@@ -30,6 +34,7 @@ class DefaultBoxes:
     aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0)
     reduce_lowest: bool = True
     clip: bool = False
+    square_pixels: bool = False
 
     def __post_init__(self) -> None:
         if self.num_maps < 1:
@@ -61,13 +66,24 @@ class DefaultBoxes:
         """Default boxes per location on each map."""
         return [len(self.shapes(k)) for k in range(self.num_maps)]
 
-    def normalized(self, feature_sizes: Sequence[tuple[int, int]], *, dtype: torch.dtype = torch.float32) -> Tensor:
-        """Default boxes [A, 4] as (cx, cy, w, h) in 0..1, maps in order, locations row-major, boxes innermost."""
+    def normalized(
+        self,
+        feature_sizes: Sequence[tuple[int, int]],
+        *,
+        dtype: torch.dtype = torch.float32,
+        image_size: tuple[int, int] | None = None,
+    ) -> Tensor:
+        """Default boxes [A, 4] as (cx, cy, w, h) in 0..1, maps in order, locations row-major, boxes innermost.
+        `image_size` (h, w) matters only with `square_pixels`."""
         if len(feature_sizes) != self.num_maps:
             raise ValueError(f"expected {self.num_maps} feature map sizes, got {list(feature_sizes)}")
+        aspect = torch.ones(2, dtype=torch.float64)
+        if self.square_pixels and image_size is not None:
+            h, w = image_size
+            aspect = torch.tensor([min(h, w) / w, min(h, w) / h], dtype=torch.float64)
         out = []
         for k, (fh, fw) in enumerate(feature_sizes):
-            wh = torch.tensor(self.shapes(k), dtype=torch.float64)  # [n, 2]
+            wh = torch.tensor(self.shapes(k), dtype=torch.float64) * aspect  # [n, 2]
             cy = (torch.arange(fh, dtype=torch.float64) + 0.5) / fh
             cx = (torch.arange(fw, dtype=torch.float64) + 0.5) / fw
             gy, gx = torch.meshgrid(cy, cx, indexing="ij")
@@ -88,7 +104,7 @@ class DefaultBoxes:
         device: torch.device | None = None,
     ) -> Tensor:
         """Default boxes [A, 4] as (x1, y1, x2, y2) in the pixels of an input of `image_size` (h, w)."""
-        boxes = cxcywh_to_xyxy(self.normalized(feature_sizes))
+        boxes = cxcywh_to_xyxy(self.normalized(feature_sizes, image_size=tuple(image_size)))
         h, w = image_size
         return (boxes * torch.tensor([w, h, w, h], dtype=boxes.dtype)).to(device)
 

@@ -20,6 +20,7 @@ from mobilevision.models.heads.ssd import EXTRA_DEPTHS, SSDHead
 from mobilevision.models.normalize import Normalize
 from mobilevision.models.postprocess import DetectionPostprocess
 from mobilevision.models.registry import check_arguments
+from mobilevision.models.tf_compat import TF_MEAN, TF_STD, make_tf_exact
 
 # SSDLite's two backbone maps by role (paper section 6.2: MobileNetV2's layer-15 expansion at stride 16 and layer 19
 # at stride 32); each backbone declares them as its DEFAULT_TAPS["ssdlite"].
@@ -58,6 +59,8 @@ class Detector(nn.Module):
             biases. Only an initialisation: loaded weights replace it.
         taps: the backbone maps the head reads (roles or layer names), in the head's order (its predicted maps, then
             its extra source if it has one); None reads all of the backbone's `out_taps`.
+        tf_exact: the TF reference's arithmetic for weights converted from it (`mobilevision convert tf`): input
+            scaled to [-1, 1], the head's `SAME` padding and BatchNorm epsilon (the backbone carries its own).
 
     Input: images [B, 3, H, W], RGB, uint8 or float in 0..255 (normalisation is inside the model).
     Output of `forward`: per image a dict `boxes` float [N, 4] (x1, y1, x2, y2 in input pixels), `scores` float [N],
@@ -78,6 +81,7 @@ class Detector(nn.Module):
         classification: str = "softmax",
         class_prior: float | None = 0.01,
         taps: Sequence[str] | None = None,
+        tf_exact: bool = False,
     ) -> None:
         super().__init__()
         if tuple(head.num_anchors) != tuple(default_boxes.num_anchors):
@@ -87,7 +91,10 @@ class Detector(nn.Module):
         if classification not in ("softmax", "sigmoid"):
             raise ValueError(f"classification must be 'softmax' or 'sigmoid', got {classification!r}")
         self.classification = classification
-        self.normalize = Normalize()
+        self.tf_exact = tf_exact
+        self.normalize = Normalize(TF_MEAN, TF_STD) if tf_exact else Normalize()
+        if tf_exact:
+            make_tf_exact(head)
         self.backbone = backbone
         # Roles or layer names (checkpoints store either); kept as layer names.
         self.taps = tuple(backbone.tap_name(t) for t in taps) if taps is not None else backbone.out_taps
@@ -193,6 +200,10 @@ def detector_from_options(
 ) -> Detector:
     """The detector of the builders below (and of the joint model's, at output stride 16)."""
     check_arguments("detector", num_classes=num_classes, width_mult=width_mult)
+    if detector_kwargs.get("tf_exact"):
+        if backbone != "mobilenet_v2":
+            raise ValueError(f"tf_exact is for the TF reference's MobileNetV2, not {backbone!r}")
+        backbone_kwargs = {**(backbone_kwargs or {}), "tf_exact": True}
     if isinstance(default_boxes, dict):  # as stored in checkpoints: plain values
         default_boxes = DefaultBoxes(**{k: tuple(v) if isinstance(v, list) else v for k, v in default_boxes.items()})
     network = backbone_class(backbone)

@@ -75,7 +75,9 @@ class BaseTask(pl.LightningModule):
         max_nonfinite_steps: consecutive non-finite losses tolerated (each such step is skipped and counted) before
             the run stops with the batch's files named.
         init_from: start from the network weights of a mobilevision checkpoint (e.g. the COCO pre-training of a
-            VOC run); unlike `--ckpt_path`, nothing else of that run (optimizer, step) is restored.
+            VOC run); unlike `--ckpt_path`, nothing else of that run (optimizer, step) is restored. Every tensor
+            must match, except those a task declares class-specific (`class_specific_keys`) when the class count
+            differs: they keep their fresh initialisation, with a warning (fine-tuning on another class list).
         channels_last: run the networks in channels-last memory format. Depthwise convolutions are much faster so
             on CPUs (the shapes demo's training step 1.7x, docs/demo.md) and under mixed precision on GPUs.
     """
@@ -110,11 +112,29 @@ class BaseTask(pl.LightningModule):
             from mobilevision.checkpoint import load_checkpoint
 
             source, _ = load_checkpoint(self.init_from)
-            self.model.load_state_dict(source.state_dict(), strict=True)
+            state, own = source.state_dict(), self.model.state_dict()
+            fresh = sorted(
+                k
+                for k in self.class_specific_keys()
+                if k in state and k in own and tuple(state[k].shape) != tuple(own[k].shape)
+            )
+            if fresh:
+                warnings.warn(
+                    f"init_from {self.init_from}: {len(fresh)} class-specific tensors have another class count and "
+                    f"start fresh (first: {fresh[:2]})",
+                    stacklevel=2,
+                )
+                state = {k: v for k, v in state.items() if k not in fresh}
+                state.update({k: own[k] for k in fresh})
+            self.model.load_state_dict(state, strict=True)
         if self.ema_decay is not None:
             if not 0.0 < self.ema_decay < 1.0:
                 raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
             self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
+
+    def class_specific_keys(self) -> list[str]:
+        """`self.model` state_dict keys whose shape follows the class count (see `init_from`); none by default."""
+        return []
 
     def on_fit_start(self) -> None:
         self._apply_memory_format()

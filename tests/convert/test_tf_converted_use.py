@@ -82,6 +82,21 @@ def test_converted_deeplab_fine_tunes_with_init_from(converted, tmp_path) -> Non
     assert max(moved) > 0
 
 
+def test_converted_deeplab_fine_tunes_on_another_class_list(converted) -> None:
+    import torch
+
+    from mobilevision.checkpoint import load_checkpoint
+    from mobilevision.tasks.segmentation.module import SegmentationTask
+
+    ckpt, _ = converted
+    source, _ = load_checkpoint(ckpt)
+    with pytest.warns(UserWarning, match="class-specific tensors have another class count"):
+        task = SegmentationTask(num_classes=3, width_mult=0.5, tf_exact=True, init_from=str(ckpt), input_size=64)
+    own, theirs = task.model.state_dict(), source.state_dict()
+    assert own["head.classifier.weight"].shape[0] == 3
+    assert all(torch.equal(own[k], theirs[k]) for k in own if not k.startswith("head.classifier."))
+
+
 def test_converted_classifier_predicts_and_exports(tmp_path, converted) -> None:
     import json
 

@@ -149,3 +149,17 @@ def test_bad_checkpoints_exit_2(tmp_path, capsys, monkeypatch) -> None:
     data = tmp_path / "model.ckpt.data-00000-of-00001"
     data.write_bytes(data.read_bytes()[:1000])
     assert str(tmp_path) in _run_error(capsys, ["convert", "tf", str(prefix), *out])
+
+
+def test_deeplab_os8_matches_the_reference_at_os8(deeplab_prefix) -> None:
+    """The OS8 fixture: the reference built at output stride 8 from the same checkpoint (its generator checks the
+    checkpoint is byte-identical to the OS16 one), against the OS16 checkpoint converted with output_stride=8."""
+    out = dict(np.load(FIXTURES / "deeplabv3_mnv2_050_os8" / "outputs.npz"))
+    model, _, kwargs = convert_tf(deeplab_prefix, output_stride=8)
+    assert kwargs["output_stride"] == 8
+    images = (nchw(out["input"]) + 1) * 127.5
+    with torch.no_grad():
+        taps = model.backbone(model.normalize(images))
+        close(taps["layer_18"], nchw(out["layer_18"]))
+        close(model.head(taps["layer_18"]), nchw(out["logits"]))
+        close(model(images), nchw(out["logits_upsampled"]))

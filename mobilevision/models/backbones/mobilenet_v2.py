@@ -141,6 +141,10 @@ class MobileNetV2(Backbone):
             docs/design-notes.md). Pretrained `weights` overwrite it.
         tf_exact: TF's `SAME` padding and BatchNorm epsilon 1e-3 (`mobilevision.models.tf_compat`), for weights
             converted from the TF reference; the state_dict is unchanged.
+        min_channels: the least channels a layer's output gets after the width multiplier (the TF reference's
+            `min_depth`: 8, and 16 in the object detection API's feature extractors); None is `round_nearest`.
+        last_channels: channels of the final 1x1 conv (layer 19); None keeps 1280 below width 1.0 (the paper's
+            classifier). The object detection API's base scales it with the width (e.g. 448 at 0.35).
     """
 
     TAP_NAMES = TAP_NAMES
@@ -172,6 +176,8 @@ class MobileNetV2(Backbone):
         round_nearest: int = 8,
         zero_init_residual: bool = False,
         tf_exact: bool = False,
+        min_channels: int | None = None,
+        last_channels: int | None = None,
     ) -> None:
         super().__init__()
         check_output_stride(output_stride)
@@ -186,14 +192,14 @@ class MobileNetV2(Backbone):
         self.out_taps: tuple[str, ...] = tuple(out_taps or ())
 
         plan = stride_plan(output_stride)
-        input_channels = make_divisible(32 * width_mult, round_nearest)
-        self.last_channels = make_divisible(1280 * max(1.0, width_mult), round_nearest)
+        input_channels = make_divisible(32 * width_mult, round_nearest, min_channels)
+        self.last_channels = last_channels or make_divisible(1280 * max(1.0, width_mult), round_nearest)
         layers: list[nn.Module] = [Conv2dNormActivation(3, input_channels, stride=2, activation_layer=nn.ReLU6)]
         channels = {"layer_1": input_channels}
         strides = {"layer_1": 2}
         current_stride = 2
         for t, c, n, _ in INVERTED_RESIDUAL_SETTING:
-            out_channels = make_divisible(c * width_mult, round_nearest)
+            out_channels = make_divisible(c * width_mult, round_nearest, min_channels)
             for _ in range(n):
                 stride, block_dilation = plan[len(layers) - 1]
                 block = InvertedResidual(

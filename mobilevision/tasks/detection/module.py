@@ -7,6 +7,7 @@ training machinery of `BaseTask` (optimiser, schedule, EMA, non-finite guard).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,10 @@ class DetectionTask(BaseTask):
             smooth L1).
         score_threshold, nms_threshold, detections_per_image: evaluation post-processing (COCO protocol: low
             threshold, 100 detections).
+        tf_exact: the TF reference's arithmetic (`mobilevision convert tf` checkpoints; see `Detector`), with
+            `backbone_kwargs` (the converted backbone's `min_channels`, `last_channels`), `extra_depths` and
+            `default_boxes` as the converted checkpoint has them, to fine-tune it with `init_from` (on another
+            class list too: the class predictors then start fresh). docs/pretrained.md has the config.
         **training: `BaseTask`'s options (optimizer, schedule, ema_decay, max_nonfinite_steps, channels_last,
             init_from).
     """
@@ -74,6 +79,8 @@ class DetectionTask(BaseTask):
         score_threshold: float = 0.01,
         nms_threshold: float = 0.6,
         detections_per_image: int = 100,
+        tf_exact: bool = False,
+        backbone_kwargs: dict[str, Any] | None = None,
         **training: Any,
     ) -> None:
         super().__init__(**training)
@@ -95,11 +102,17 @@ class DetectionTask(BaseTask):
             score_threshold=score_threshold,
             nms_threshold=nms_threshold,
             detections_per_image=detections_per_image,
+            **({"tf_exact": True} if tf_exact else {}),
+            **({"backbone_kwargs": dict(backbone_kwargs)} if backbone_kwargs else {}),
         )
         self.criterion = bind_criterion(criterion, self.model)
         self.labels = DetectionLabels(self.model.num_classes)
         self.boxes = BoxEvaluation()
         self._finish_init()
+
+    def class_specific_keys(self) -> list[str]:
+        # The class predictors' last convolutions: [boxes per location * classes] outputs.
+        return [k for k in self.model.state_dict() if re.search(r"(^|\.)head\.cls_heads\.\d+\.1\.(weight|bias)$", k)]
 
     # -------------------------------------------------------------------------------------------------- metadata
     def setup(self, stage: str) -> None:

@@ -116,6 +116,10 @@ class SegmentationTask(BaseTask):
         self.mask_metrics = nn.ModuleList(self.masks.modules())  # registered: they follow the task to its device
         self._finish_init()
 
+    def class_specific_keys(self) -> list[str]:
+        # The 1x1 classifier: one output per class (a fine-tune on another class list starts it fresh).
+        return [k for k in self.model.state_dict() if k.startswith("head.classifier.")]
+
     # -------------------------------------------------------------------------------------------------- metadata
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
