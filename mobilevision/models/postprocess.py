@@ -68,14 +68,25 @@ class DetectionPostprocess:
         scores = (logits.sigmoid() if self.classification == "sigmoid" else logits.softmax(-1))[:, 1:]  # [A, C-1]
         num_fg = scores.shape[1]
         flat = scores.reshape(-1)  # position p = anchor * (C-1) + class: row-major
+        # When few pairs pass the threshold, rank those alone: the pairs below can never be detections, and near-
+        # equal scores below it (an untrained or unsure model) otherwise make a tie bucket of every pair at the
+        # cut, a top-k and a sort over all of them (~15 ms on the joint model's 2892 x 80 pairs). The positions of
+        # the passing pairs are increasing, so the tie-break by position is unchanged. When most pairs pass, the
+        # gather would cost more than it saves: rank them all.
+        above = flat > self.score_threshold
+        positions: Tensor | None = None
+        if int(above.sum()) * 4 < flat.numel():
+            positions = above.nonzero().squeeze(1)
+            flat = flat[positions]
         limit = min(self.max_candidates, flat.numel())
         while True:
-            kept, boxes, positions, cand_scores, complete = self._prefix(
-                flat, limit, bbox_regression, anchors, num_fg, input_size
+            kept, boxes, candidates, cand_scores, complete = self._prefix(
+                flat, positions, limit, bbox_regression, anchors, num_fg, input_size
             )
             if kept.numel() >= self.detections_per_image or complete:
                 break
             limit = min(4 * limit, flat.numel())  # NMS suppressed most of the prefix: widen it
+        positions = candidates
         labels = positions[kept] % num_fg + 1
         boxes, cand_scores = boxes[kept], cand_scores[kept]
         if image_size is not None and tuple(image_size) != tuple(input_size):
@@ -86,6 +97,7 @@ class DetectionPostprocess:
     def _prefix(
         self,
         flat: Tensor,
+        flat_positions: Tensor | None,
         limit: int,
         bbox_regression: Tensor,
         anchors: Tensor,
@@ -104,7 +116,8 @@ class DetectionPostprocess:
         SSDLite has ~100,000 pairs above the threshold) without changing the detections.
 
         Args:
-            flat: [A * (C-1)] foreground scores, row-major (anchor, class).
+            flat: foreground scores, row-major (anchor, class): all [A * (C-1)] pairs, or those above the threshold.
+            flat_positions: with the latter, their positions among all pairs (increasing); None with the former.
 
         Returns:
             kept positions into the candidates, best first, int64 [N]; the candidates' decoded clipped boxes
@@ -125,6 +138,8 @@ class DetectionPostprocess:
         complete = top_scores.numel() == flat.numel() or bool(top_scores[-1] <= self.score_threshold)
         passing = top_scores > self.score_threshold
         top_scores, top_pos = top_scores[passing], top_pos[passing]
+        if flat_positions is not None:
+            top_pos = flat_positions[top_pos]
         order = top_pos.argsort()
         order = order[torch.round(top_scores[order] * 2.0**20).argsort(descending=True, stable=True)]
         top_scores, top_pos = top_scores[order], top_pos[order]

@@ -160,3 +160,24 @@ def test_ties_across_the_prefix_cut_break_by_position() -> None:
     out = post(torch.zeros(num_anchors, 3), torch.zeros(num_anchors, 4), anchors, input_size=(20, 1000))
     assert out["labels"].tolist() == [1, 2, 1, 2, 1]
     assert out["boxes"][:, 0].tolist() == [0.0, 0.0, 20.0, 20.0, 40.0]
+
+
+def test_few_pairs_above_the_threshold_are_ranked_alone_with_the_same_tie_break() -> None:
+    """Every fifth anchor scores 1/3 per class (above 0.3), the rest near-equal below it: the passing pairs are
+    ranked alone (fewer than a quarter of all), in (anchor, class) position order among their equal scores, and the
+    prefix cut through their tie bucket still takes it whole."""
+    num_anchors = 50
+    corners = torch.arange(num_anchors, dtype=torch.float32)[:, None] * 20
+    anchors = torch.cat([corners, torch.zeros(num_anchors, 1), corners + 10, torch.full((num_anchors, 1), 10.0)], 1)
+    logits = torch.zeros(num_anchors, 3)
+    logits[torch.arange(num_anchors) % 5 != 0, 0] = 1.0  # background wins: 0.21 per foreground class
+    logits += torch.randn(num_anchors, 3) * 1e-9 * (torch.arange(num_anchors)[:, None] % 5 != 0)
+    post = DetectionPostprocess(score_threshold=0.3, max_candidates=3, detections_per_image=5, topk_candidates=200)
+    out = post(logits, torch.zeros(num_anchors, 4), anchors, input_size=(20, 1000))
+    assert out["labels"].tolist() == [1, 2, 1, 2, 1]
+    assert out["boxes"][:, 0].tolist() == [0.0, 0.0, 100.0, 100.0, 200.0]
+    # The same detections as ranking every pair (a threshold of 0.3 reached by a lower threshold and a filter).
+    low = DetectionPostprocess(score_threshold=0.2, max_candidates=3, detections_per_image=100, topk_candidates=200)
+    every = low(logits, torch.zeros(num_anchors, 4), anchors, input_size=(20, 1000))
+    above = every["scores"] > 0.3
+    assert every["boxes"][above][:5, 0].tolist() == [0.0, 0.0, 100.0, 100.0, 200.0]

@@ -234,26 +234,3 @@ def test_int8_export_of_the_joint_graph(tmp_path: Path, joint_ckpt: Path, capsys
     assert meta.mask_class_names == ["background", "region1", "region2"]
     result = Predictor(output.with_suffix(".int8.onnx"))(_image())
     assert result["mask"].shape == (120, 160) and len(result["scores"]) > 0
-
-
-def test_benchmark_int8_refuses_a_joint_checkpoint(
-    tmp_path: Path, joint_ckpt: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    (tmp_path / "split" / "images").mkdir(parents=True)
-    write_image(tmp_path / "calibration" / "a.png", _image())
-    assert (
-        main(
-            [
-                "benchmark",
-                "int8",
-                "--weights",
-                str(joint_ckpt),
-                "--data",
-                str(tmp_path / "split"),
-                "--calibration",
-                str(tmp_path / "calibration"),
-            ]
-        )
-        == 2
-    )
-    assert "not multitask" in capsys.readouterr().err
