@@ -39,11 +39,22 @@ def _available(fmt: str) -> bool:
     return all(importlib.util.find_spec(m) is not None for m in RUNTIME_MODULES[fmt])
 
 
+def cache_stem(args: argparse.Namespace) -> Path:
+    """The exported files' stem in `--cache`: the checkpoint's name and a digest of its resolved path, so two
+    checkpoints both called last.ckpt never share (and silently reuse) each other's exports."""
+    import hashlib
+
+    if args.weights is None:
+        return args.cache / args.model
+    digest = hashlib.sha1(str(Path(args.weights).resolve()).encode()).hexdigest()[:8]
+    return args.cache / f"{Path(args.weights).stem}-{digest}"
+
+
 def predictors(model: Any, meta: Any, args: argparse.Namespace) -> dict[str, Predictor]:
     """Label -> Predictor for every runtime and precision requested and installed (exporting into `args.cache`)."""
     size = tuple(meta.input_size)
     threshold = getattr(args, "score_threshold", 0.3)
-    stem = args.cache / (args.weights.stem if args.weights else args.model)
+    stem = cache_stem(args)
     paths = (
         sorted(p for p in Path(args.images).iterdir() if p.is_file())[: args.calibration_images] if args.images else []
     )
@@ -86,7 +97,7 @@ def nms_graphs(model: Any, meta: Any, args: argparse.Namespace, preprocess: Pred
     from mobilevision.export.onnx import make_session
 
     size = tuple(meta.input_size)
-    stem = args.cache / (args.weights.stem if args.weights else args.model)
+    stem = cache_stem(args)
     sessions: dict[str, Any] = {}
     onnx = stem.with_suffix(".nms.onnx")
     if not onnx.exists():
