@@ -53,7 +53,7 @@ def cache_stem(args: argparse.Namespace) -> Path:
 def predictors(model: Any, meta: Any, args: argparse.Namespace) -> dict[str, Predictor]:
     """Label -> Predictor for every runtime and precision requested and installed (exporting into `args.cache`)."""
     size = tuple(meta.input_size)
-    threshold = getattr(args, "score_threshold", 0.3)
+    threshold = args.score_threshold
     stem = cache_stem(args)
     paths = (
         sorted(p for p in Path(args.images).iterdir() if p.is_file())[: args.calibration_images] if args.images else []
@@ -92,8 +92,8 @@ def nms_graphs(model: Any, meta: Any, args: argparse.Namespace, preprocess: Pred
     graphs' Predictors do), exporting into `args.cache` (fp32)."""
     import time
 
-    from mobilevision.export.mobile import OUTPUTS_KEY, MobileSession
-    from mobilevision.export.nms import NMS_OUTPUTS, StaticNmsDetector, export_nms_onnx
+    from mobilevision.export.mobile import MobileSession
+    from mobilevision.export.nms import NMS_OUTPUTS, export_nms_mobile, export_nms_onnx
     from mobilevision.export.onnx import make_session
 
     size = tuple(meta.input_size)
@@ -108,9 +108,7 @@ def nms_graphs(model: Any, meta: Any, args: argparse.Namespace, preprocess: Pred
             continue
         path = stem.with_suffix(".nms" + SUFFIXES[fmt])
         if not path.exists():
-            wrapped = StaticNmsDetector(model, score_threshold=args.score_threshold)
-            extra = {OUTPUTS_KEY: list(NMS_OUTPUTS)}
-            export_mobile(model, path, meta, fmt=fmt, input_size=size, extra=extra, surface=wrapped)
+            export_nms_mobile(model, path, meta, fmt=fmt, input_size=size, score_threshold=args.score_threshold)
         sessions[f"{fmt} nms-graph"] = MobileSession(path, num_threads=1)
 
     def timed(session: Any, image: np.ndarray) -> tuple[Any, dict[str, float]]:

@@ -146,12 +146,8 @@ def _write_nms(
     threshold: float,
 ) -> int:
     """NAME.nms.SUFFIX: the detector with decoding and NMS in plain tensor ops, checked like the ONNX NMS graph."""
-    from mobilevision.export.mobile import OUTPUTS_KEY
-    from mobilevision.export.nms import NMS_OUTPUTS, StaticNmsDetector, check_nms_graph
+    from mobilevision.export.nms import check_nms_graph, export_nms_mobile
 
-    wrapped = StaticNmsDetector(model, score_threshold=threshold)
     path = output.with_suffix(".nms" + output.suffix)
-    nms = {"score_threshold": threshold, "prefix": wrapped.prefix}
-    extra = {OUTPUTS_KEY: list(NMS_OUTPUTS), "mobilevision.nms": nms}
-    export_mobile(model, path, meta, fmt=fmt, input_size=input_size, extra=extra, surface=wrapped)
+    export_nms_mobile(model, path, meta, fmt=fmt, input_size=input_size, score_threshold=threshold)
     return check_nms_graph(model, MobileSession(path, num_threads=1), images, score_threshold=threshold, output=path)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import box_iou, clip_boxes_to_image, nms
 
+from mobilevision.checkpoint import ModelMeta
 from mobilevision.models.anchors import BoxCoder
 from mobilevision.tasks.detection.inference import postprocess_for
 
@@ -143,6 +144,35 @@ def export_nms_onnx(
             do_constant_folding=True,
         )
     return buffer.getvalue()
+
+
+def export_nms_mobile(
+    model: nn.Module,
+    path: Path,
+    meta: ModelMeta,
+    *,
+    fmt: str,
+    input_size: tuple[int, int],
+    score_threshold: float = 0.3,
+) -> Path:
+    """Write `StaticNmsDetector(model)` as a `fmt` file ("tflite" or "executorch", fp32) at `path`, with its
+    metadata naming the `NMS_OUTPUTS` and the NMS settings (`export_mobile`)."""
+    from mobilevision.export.mobile import OUTPUTS_KEY, export_mobile
+
+    wrapped = StaticNmsDetector(model, score_threshold=score_threshold)
+    extra = {
+        OUTPUTS_KEY: list(NMS_OUTPUTS),
+        "mobilevision.nms": {"score_threshold": score_threshold, "prefix": wrapped.prefix},
+    }
+    return export_mobile(
+        model,
+        path,
+        meta,
+        fmt=fmt,
+        input_size=input_size,
+        extra=extra,
+        surface=wrapped,
+    )
 
 
 def nms_parity(

@@ -74,19 +74,18 @@ class DetectionPostprocess:
         # the passing pairs are increasing, so the tie-break by position is unchanged. When most pairs pass, the
         # gather would cost more than it saves: rank them all.
         above = flat > self.score_threshold
-        positions: Tensor | None = None
+        subset: Tensor | None = None
         if int(above.sum()) * 4 < flat.numel():
-            positions = above.nonzero().squeeze(1)
-            flat = flat[positions]
+            subset = above.nonzero().squeeze(1)
+            flat = flat[subset]
         limit = min(self.max_candidates, flat.numel())
         while True:
-            kept, boxes, candidates, cand_scores, complete = self._prefix(
-                flat, positions, limit, bbox_regression, anchors, num_fg, input_size
+            kept, boxes, positions, cand_scores, complete = self._prefix(
+                flat, subset, limit, bbox_regression, anchors, num_fg, input_size
             )
             if kept.numel() >= self.detections_per_image or complete:
                 break
             limit = min(4 * limit, flat.numel())  # NMS suppressed most of the prefix: widen it
-        positions = candidates
         labels = positions[kept] % num_fg + 1
         boxes, cand_scores = boxes[kept], cand_scores[kept]
         if image_size is not None and tuple(image_size) != tuple(input_size):
