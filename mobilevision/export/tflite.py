@@ -114,7 +114,11 @@ class TfliteRunner:
         self.outputs = [d["index"] for d in ordered]
         # An int8 file's outputs can come out quantized (int8 values with a scale and zero point): dequantized here,
         # as the float outputs the rest of mobilevision reads (raw int8 values made the int8 detector's mAP 0).
-        self.scales = [d["quantization"] if np.issubdtype(d["dtype"], np.integer) else None for d in ordered]
+        # Integer outputs that are plain integers (an NMS graph's labels and count) have scale 0: kept as they are.
+        self.scales = [
+            d["quantization"] if np.issubdtype(d["dtype"], np.integer) and d["quantization"][0] != 0 else None
+            for d in ordered
+        ]
 
     def __call__(self, images: Tensor) -> list[Tensor]:
         self.interpreter.set_tensor(self.input, np.ascontiguousarray(images.float().numpy()))

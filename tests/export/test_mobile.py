@@ -78,6 +78,7 @@ def test_tflite_runner_dequantizes_int8_outputs(monkeypatch: pytest.MonkeyPatch)
     outputs = {
         1: np.array([[-6, 10]], dtype=np.int8),
         2: np.array([[0.5, 1.5]], dtype=np.float32),
+        3: np.array([[3, 7]], dtype=np.int32),  # plain integers (an NMS graph's labels): scale 0, not quantized
     }
 
     class FakeInterpreter:
@@ -94,6 +95,7 @@ def test_tflite_runner_dequantizes_int8_outputs(monkeypatch: pytest.MonkeyPatch)
             return [
                 {"index": 2, "name": "output_1", "dtype": np.float32, "quantization": (0.0, 0)},
                 {"index": 1, "name": "output_0", "dtype": np.int8, "quantization": (0.5, -6)},
+                {"index": 3, "name": "output_2", "dtype": np.int32, "quantization": (0.0, 0)},
             ]
 
         def set_tensor(self, index: int, value: np.ndarray) -> None:
@@ -109,6 +111,7 @@ def test_tflite_runner_dequantizes_int8_outputs(monkeypatch: pytest.MonkeyPatch)
     module.Interpreter = FakeInterpreter  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "ai_edge_litert", types.ModuleType("ai_edge_litert"))
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", module)
-    first, second = TfliteRunner(b"", num_threads=1)(torch.zeros(1, 3, 4, 4))
+    first, second, third = TfliteRunner(b"", num_threads=1)(torch.zeros(1, 3, 4, 4))
     assert first.dtype == torch.float32 and first.tolist() == [[0.0, 8.0]]
     assert second.tolist() == [[0.5, 1.5]]
+    assert third.dtype == torch.int32 and third.tolist() == [[3, 7]]
