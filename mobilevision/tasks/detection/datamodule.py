@@ -24,6 +24,7 @@ from mobilevision.data.shapes import ShapesSplits
 from mobilevision.errors import DatasetError
 from mobilevision.tasks.detection.data import (
     CocoDetection,
+    DetectionDataset,
     DetectionMeta,
     VOCDetection,
     check_voc_layout,
@@ -42,6 +43,9 @@ class Augment:
     max_zoom: float = 4.0
     min_iou_crop: bool = True
     hflip: bool = True
+    # Probability of tiling a training image with three others first (`mobilevision.tasks.detection.mosaic`);
+    # detection datasets only. For small datasets from random weights (the custom config); 0 is SSD's recipe.
+    mosaic: float = 0.0
 
 
 class SampleLoading:
@@ -98,6 +102,10 @@ class SampleLoading:
         return self.eval_pipeline(self.input_size)
 
     def loader(self, dataset: Dataset, trainer: Any, *, train: bool) -> DataLoader:
+        if train and self.augment and self.augment.mosaic:
+            if not isinstance(dataset, DetectionDataset):
+                raise ValueError(f"augment.mosaic needs a detection dataset, not a {type(dataset).__name__}")
+            dataset.use_mosaic(self.augment.mosaic, self.input_size)
         if train:
             return train_loader(
                 dataset, trainer, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.collate

@@ -19,6 +19,7 @@ from mobilevision.data.dataset import ReportingDataset
 from mobilevision.data.decode import BadSample
 from mobilevision.data.report import DefectReport
 from mobilevision.data.seeding import SampleKey
+from mobilevision.tasks.detection.mosaic import Loaded, mosaic
 
 Target = dict[str, Any]
 Sample = tuple[Tensor, Target]
@@ -135,7 +136,15 @@ class DetectionDataset(ReportingDataset):
 
     def _init_common(self, transforms: Transforms | None) -> None:
         self.transforms = transforms
+        self.mosaic, self.mosaic_size = 0.0, 0
         self._init_reporting()
+
+    def use_mosaic(self, probability: float, size: int) -> None:
+        """Tile each training sample with three others, with `probability`, into a 2 `size` square before the
+        transforms (`mobilevision.tasks.detection.mosaic`)."""
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"the mosaic probability must be in [0, 1], got {probability}")
+        self.mosaic, self.mosaic_size = float(probability), int(size)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -177,6 +186,8 @@ class DetectionDataset(ReportingDataset):
         loaded = self.load(index)
         if loaded is None:
             return None
+        if self.mosaic:
+            loaded = self._mosaic(index, key, loaded)
         image, boxes, labels = loaded
         orig_size = (int(image.shape[0]), int(image.shape[1]))
         if self.transforms is not None:
@@ -194,6 +205,21 @@ class DetectionDataset(ReportingDataset):
         }
         # HWC -> CHW as a view; the collate's stack makes the batch contiguous in one copy.
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), target
+
+    def _mosaic(self, index: int, key: SampleKey, loaded: Loaded) -> Loaded:
+        # Its own generator, seeded by the sample's key when the sampler gives one (exact resume), so the draws of
+        # the transforms are the same whether or not this sample became a mosaic.
+        seed = key[1] if isinstance(key, tuple) else None
+        rng = np.random.default_rng(None if seed is None else [int(seed) % 2**32, 0x6D6F73])
+        if len(self) < 2 or rng.random() >= self.mosaic:
+            return loaded
+        samples = [loaded]
+        for partner in rng.integers(len(self), size=3):
+            other = self.load(int(partner))
+            if other is None:  # warned and counted by `load`: this sample stays single
+                return loaded
+            samples.append(other)
+        return mosaic(samples, self.mosaic_size, rng)
 
     def _new_report(self) -> DefectReport:
         report = DefectReport(images=len(self._records))
